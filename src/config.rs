@@ -1,0 +1,555 @@
+//! Configuration: one TOML file, overridable by `UNIDB_*` environment variables.
+//!
+//! Loading is three steps, each testable on its own: read the file, parse the text
+//! (syntax and type errors carry file, line and column), then validate the result
+//! (semantic errors name the key). Overrides use `__` between key segments:
+//! `UNIDB_SERVER__LISTEN=127.0.0.1:7000`, `UNIDB_DATABASES__APP__READERS=8`,
+//! `UNIDB_USERS__0__PASSWORD=secret`. A value is read as a TOML value when it parses
+//! as one (`8`, `true`, `"x"`) and as a plain string otherwise.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "UNIDB_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong type, with its position.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// An environment override that does not fit the config.
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    /// A value that parses but makes no sense.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The PostgreSQL-protocol listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Logging output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Users clients authenticate as.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Databases by the name clients put in their connection string.
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the PostgreSQL-protocol listener.
+    pub listen: SocketAddr,
+    /// Clients connected at once; the next one gets SQLSTATE 53300.
+    pub max_clients: usize,
+    /// A client idle (outside a transaction) for this long is disconnected; 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Authentication method of this listener.
+    pub auth: AuthMethod,
+    /// Largest protocol message accepted from a client, in bytes.
+    pub max_message_size: usize,
+    /// On SIGTERM/SIGINT, how long running transactions may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// TLS certificate and key; without them SSLRequest is answered `N`.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:6432".parse().expect("literal address"),
+            max_clients: 500,
+            idle_timeout: Duration::ZERO,
+            auth: AuthMethod::ScramSha256,
+            max_message_size: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain.
+    pub cert: PathBuf,
+    /// PEM file with the private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum AuthMethod {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `plain` or `json`.
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Plain,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// `[[users]]`: a password (hashed to a SCRAM verifier at load) or a stored verifier.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plain password; allows every auth method.
+    pub password: Option<String>,
+    /// A stored `SCRAM-SHA-256$iter:salt$stored:server` verifier; SCRAM only.
+    pub scram: Option<String>,
+}
+
+/// `[databases.<name>]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum DatabaseConfig {
+    Sqlite(SqliteConfig),
+}
+
+/// A database served from a SQLite file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Path of the database file; relative paths are relative to the working directory.
+    pub path: PathBuf,
+    /// Reader connections serving reads outside transactions.
+    #[serde(default = "default_readers")]
+    pub readers: usize,
+    /// `PRAGMA synchronous`: `normal` survives a process crash, `full` also a power loss.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+    /// How long a statement waits for a lock held by another process, and a client
+    /// waits for the writer held by another client's transaction.
+    #[serde(default = "default_busy_timeout", with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    /// `PRAGMA cache_size` (negative: KiB).
+    #[serde(default = "default_cache_size")]
+    pub cache_size: i64,
+    /// `PRAGMA mmap_size` in bytes.
+    #[serde(default = "default_mmap_size")]
+    pub mmap_size: i64,
+    /// Distinct statement texts whose rewritten form is cached.
+    #[serde(default = "default_statement_cache")]
+    pub statement_cache: usize,
+}
+
+fn default_readers() -> usize {
+    4
+}
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_cache_size() -> i64 {
+    -64 * 1024
+}
+fn default_mmap_size() -> i64 {
+    256 * 1024 * 1024
+}
+fn default_statement_cache() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Off,
+    #[default]
+    Normal,
+    Full,
+    Extra,
+}
+
+impl Synchronous {
+    pub fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`, applying `UNIDB_*` overrides from the process
+    /// environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        Config::parse(&text, &path.display().to_string(), &env)
+    }
+
+    /// Parses config text named `origin` (for messages) with the given overrides,
+    /// then validates it.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        // First pass on the text itself so that errors point at a line.
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(origin, text, &e))?;
+        let config = if env.is_empty() {
+            config
+        } else {
+            let mut table: toml::Table =
+                toml::from_str(text).map_err(|e| parse_error(origin, text, &e))?;
+            for (var, value) in env {
+                apply_override(&mut table, var, value)?;
+            }
+            let vars: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Env {
+                    var: vars.join(", "),
+                    message: e.message().to_string(),
+                })?
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            message: message.to_string(),
+        };
+        if self.server.max_clients == 0 {
+            return Err(invalid("server.max_clients".into(), "must be at least 1"));
+        }
+        if self.server.max_message_size < 1024 {
+            return Err(invalid(
+                "server.max_message_size".into(),
+                "must be at least 1024 bytes",
+            ));
+        }
+        if self.databases.is_empty() {
+            return Err(invalid(
+                "databases".into(),
+                "no database configured; add a [databases.<name>] table",
+            ));
+        }
+        for (name, db) in &self.databases {
+            if name.is_empty() || name == "unidb" {
+                return Err(invalid(
+                    format!("databases.{name}"),
+                    "database name must be non-empty and not the reserved name `unidb`",
+                ));
+            }
+            match db {
+                DatabaseConfig::Sqlite(s) => {
+                    if s.path.as_os_str().is_empty() {
+                        return Err(invalid(format!("databases.{name}.path"), "must not be empty"));
+                    }
+                    if s.readers == 0 || s.readers > 256 {
+                        return Err(invalid(
+                            format!("databases.{name}.readers"),
+                            "must be between 1 and 256",
+                        ));
+                    }
+                    if s.statement_cache == 0 {
+                        return Err(invalid(
+                            format!("databases.{name}.statement_cache"),
+                            "must be at least 1",
+                        ));
+                    }
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            if user.name.is_empty() {
+                return Err(invalid(key, "name must not be empty"));
+            }
+            if !seen.insert(user.name.as_str()) {
+                return Err(invalid(key, "duplicate user name"));
+            }
+            match (&user.password, &user.scram) {
+                (None, None) if self.server.auth != AuthMethod::Trust => {
+                    return Err(invalid(key, "needs `password` or `scram`"));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(key, "give either `password` or `scram`, not both"));
+                }
+                (None, Some(_)) if self.server.auth == AuthMethod::Md5 => {
+                    return Err(invalid(
+                        key,
+                        "md5 authentication needs a plain `password`; a SCRAM verifier cannot answer md5",
+                    ));
+                }
+                (None, Some(v)) if crate::frontend::auth::ScramVerifier::parse(v).is_none() => {
+                    return Err(invalid(
+                        key,
+                        "`scram` must look like SCRAM-SHA-256$<iterations>:<salt>$<storedkey>:<serverkey>",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.users.is_empty() && self.server.auth != AuthMethod::Trust {
+            return Err(invalid(
+                "users".into(),
+                "no user configured; add a [[users]] entry or use server.auth = \"trust\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML with secrets replaced by `********`.
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        for user in &mut masked.users {
+            if user.password.is_some() {
+                user.password = Some("********".into());
+            }
+            if user.scram.is_some() {
+                user.scram = Some("********".into());
+            }
+        }
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn parse_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = match e.span() {
+        Some(span) => line_col(text, span.start),
+        None => (0, 0),
+    };
+    ConfigError::Parse {
+        path: origin.to_string(),
+        line,
+        column,
+        message: e.message().to_string(),
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, column)
+}
+
+fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|s| s.is_empty()) {
+        return Err(err("empty key segment; separate keys with `__`".into()));
+    }
+    let value = parse_env_value(raw);
+    let mut current = table;
+    for (i, segment) in path.iter().enumerate() {
+        let last = i + 1 == path.len();
+        if last {
+            current.insert(segment.clone(), value);
+            return Ok(());
+        }
+        let entry = current
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(t) => t,
+            toml::Value::Array(items) => {
+                // `USERS__0__PASSWORD`: the next segment is an index into the array.
+                let index: usize = path[i + 1]
+                    .parse()
+                    .map_err(|_| err(format!("`{segment}` is a list; expected an index after it")))?;
+                if i + 2 == path.len() {
+                    return Err(err(format!("cannot replace a whole entry of `{segment}`")));
+                }
+                let item = items
+                    .get_mut(index)
+                    .ok_or_else(|| err(format!("`{segment}` has no entry {index}")))?;
+                match item {
+                    toml::Value::Table(t) => {
+                        // Skip the index segment by recursing on the remainder.
+                        let rest = path[i + 2..].join("__");
+                        return apply_override(t, &format!("{ENV_PREFIX}{rest}"), raw)
+                            .map_err(|e| match e {
+                                ConfigError::Env { message, .. } => err(message),
+                                other => other,
+                            });
+                    }
+                    _ => return Err(err(format!("`{segment}[{index}]` is not a table"))),
+                }
+            }
+            _ => return Err(err(format!("`{segment}` is not a table"))),
+        };
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    #[derive(Deserialize)]
+    struct Wrapper {
+        v: toml::Value,
+    }
+    match toml::from_str::<Wrapper>(&format!("v = {raw}")) {
+        Ok(w) => w.v,
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[users]]
+name = "app"
+password = "app"
+
+[databases.app]
+backend = "sqlite"
+path = "data/app.db"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, "t.toml", &[]).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:6432");
+        assert_eq!(c.server.auth, AuthMethod::ScramSha256);
+        let DatabaseConfig::Sqlite(db) = &c.databases["app"];
+        assert_eq!(db.readers, 4);
+        assert_eq!(db.synchronous, Synchronous::Normal);
+        assert_eq!(db.busy_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\nmax_clients = \"many\"\n";
+        let err = Config::parse(text, "bad.toml", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("bad.toml:3:"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let text = format!("{MINIMAL}\n[server]\nlisten_port = 5\n");
+        let msg = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();
+        assert!(msg.contains("x.toml:") && msg.contains("listen_port"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_list_entries() {
+        let env = vec![
+            ("UNIDB_SERVER__LISTEN".to_string(), "127.0.0.1:7000".to_string()),
+            ("UNIDB_DATABASES__APP__READERS".to_string(), "8".to_string()),
+            ("UNIDB_USERS__0__PASSWORD".to_string(), "s3cret".to_string()),
+        ];
+        let c = Config::parse(MINIMAL, "t.toml", &env).unwrap();
+        assert_eq!(c.server.listen.port(), 7000);
+        let DatabaseConfig::Sqlite(db) = &c.databases["app"];
+        assert_eq!(db.readers, 8);
+        assert_eq!(c.users[0].password.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn env_override_of_wrong_type_names_the_variable() {
+        let env = vec![("UNIDB_SERVER__MAX_CLIENTS".to_string(), "lots".to_string())];
+        let msg = Config::parse(MINIMAL, "t.toml", &env).unwrap_err().to_string();
+        assert!(msg.contains("UNIDB_SERVER__MAX_CLIENTS"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let text = MINIMAL.replace("path = \"data/app.db\"", "path = \"x\"\nreaders = 0");
+        let msg = Config::parse(&text, "t.toml", &[]).unwrap_err().to_string();
+        assert!(msg.contains("databases.app.readers"), "{msg}");
+    }
+
+    #[test]
+    fn md5_needs_a_plain_password() {
+        let text = r#"
+[server]
+auth = "md5"
+[[users]]
+name = "a"
+scram = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"
+[databases.app]
+backend = "sqlite"
+path = "x.db"
+"#;
+        let msg = Config::parse(text, "t.toml", &[]).unwrap_err().to_string();
+        assert!(msg.contains("md5"), "{msg}");
+    }
+
+    #[test]
+    fn masked_output_hides_passwords() {
+        let c = Config::parse(MINIMAL, "t.toml", &[]).unwrap();
+        let out = c.to_masked_toml();
+        assert!(out.contains("********"));
+        assert!(!out.contains("password = \"app\""));
+    }
+}

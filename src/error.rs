@@ -1,0 +1,134 @@
+//! Errors a client can see: a PostgreSQL SQLSTATE, a message a person can act on,
+//! and optionally a detail and a hint. Everything that reaches a client passes
+//! through [`PgError`], so every failure becomes an `ErrorResponse`.
+
+use std::fmt;
+
+/// SQLSTATE codes used across the crate, named as in PostgreSQL's errcodes.
+pub mod code {
+    pub const SUCCESSFUL_COMPLETION: &str = "00000";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const INTEGRITY_CONSTRAINT_VIOLATION: &str = "23000";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const CHECK_VIOLATION: &str = "23514";
+    pub const INVALID_CURSOR_NAME: &str = "34000";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+    pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const DISK_FULL: &str = "53100";
+    pub const OUT_OF_MEMORY: &str = "53200";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const DATA_CORRUPTED: &str = "XX001";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+/// Severity of an error sent to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session continues.
+    Error,
+    /// The session is being closed by the server.
+    Fatal,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// An error as a PostgreSQL client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Fatal,
+            ..PgError::new(code, message)
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// `0A000` for a construct that has no faithful translation.
+    pub fn unsupported(what: impl fmt::Display) -> Self {
+        PgError::new(code::FEATURE_NOT_SUPPORTED, format!("{what} is not supported"))
+    }
+
+    pub fn protocol(message: impl Into<String>) -> Self {
+        PgError::fatal(code::PROTOCOL_VIOLATION, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        PgError::new(code::INTERNAL_ERROR, message)
+    }
+
+    pub fn canceled() -> Self {
+        PgError::new(code::QUERY_CANCELED, "canceling statement due to user request")
+    }
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.severity.as_str(), self.code, self.message)
+    }
+}
+
+impl std::error::Error for PgError {}
+
+pub type PgResult<T> = Result<T, PgError>;

@@ -1,0 +1,47 @@
+//! The plan cache: statement text → plan, bounded, shared by all sessions of a
+//! database. A repeated statement is parsed once.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use super::{plan, Plan};
+use crate::error::PgResult;
+
+/// Bounded LRU of plans. A std `Mutex` because the critical section is a hash
+/// lookup and never awaits.
+pub struct PlanCache {
+    inner: Mutex<lru::LruCache<Arc<str>, Plan>>,
+}
+
+impl PlanCache {
+    pub fn new(capacity: usize) -> PlanCache {
+        let cap = NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
+        PlanCache {
+            inner: Mutex::new(lru::LruCache::new(cap)),
+        }
+    }
+
+    /// The plan of `sql`, parsed on first use. Errors are not cached.
+    pub fn get(&self, sql: &str) -> PgResult<Plan> {
+        if let Some(p) = self.lock().get(sql) {
+            return Ok(p.clone());
+        }
+        let planned: Plan = Arc::new(plan(sql)?);
+        self.lock().put(Arc::from(sql), planned.clone());
+        Ok(planned)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Arc<str>, Plan>> {
+        // A panic while holding this lock cannot leave the LRU inconsistent in a way
+        // that matters (worst case a lost entry), so recover from poisoning.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

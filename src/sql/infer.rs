@@ -1,0 +1,547 @@
+//! Type hints from the statement's AST: the PostgreSQL type of `$n` parameters and
+//! of result expressions, where the statement itself tells (casts, literals,
+//! aggregates, comparisons with a column). Column references are resolved later
+//! against the side catalog, by the backend that holds it.
+
+use sqlparser::ast::{
+    BinaryOperator, CastKind, InTarget, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    LimitClause, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins, UnaryOperator, Value,
+};
+
+use crate::types::PgType;
+
+/// What is known of a value's type before the statement runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeHint {
+    Known(PgType),
+    /// A column, `table` being resolved from aliases when the statement names it.
+    Column { table: Option<String>, column: String },
+    /// The `index`-th column of `table` (INSERT without a column list).
+    ColumnAt { table: String, index: usize },
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct Hints {
+    pub scope: Vec<String>,
+    pub params: Vec<TypeHint>,
+    pub columns: Option<Vec<TypeHint>>,
+}
+
+/// Last identifier of an object name, lower-cased (PostgreSQL folds unquoted names;
+/// SQLite compares names case-insensitively).
+pub fn object_base_name(name: &ObjectName) -> String {
+    match name.0.last() {
+        Some(ObjectNamePart::Identifier(id)) => id.value.to_ascii_lowercase(),
+        _ => name.to_string().to_ascii_lowercase(),
+    }
+}
+
+/// Maps a DDL or cast data type to a PostgreSQL type.
+pub fn pg_type_of(dt: &DataType) -> Option<PgType> {
+    use sqlparser::ast::TimezoneInfo;
+    Some(match dt {
+        DataType::Bool | DataType::Boolean => PgType::Bool,
+        DataType::SmallInt(_) | DataType::Int2(_) => PgType::Int2,
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) | DataType::MediumInt(_) => {
+            PgType::Int4
+        }
+        DataType::BigInt(_) | DataType::Int8(_) => PgType::Int8,
+        DataType::Real | DataType::Float4 => PgType::Float4,
+        DataType::Double(_) | DataType::DoublePrecision | DataType::Float8 | DataType::Float(_) => {
+            PgType::Float8
+        }
+        DataType::Numeric(_) | DataType::Decimal(_) | DataType::Dec(_) => PgType::Numeric,
+        DataType::Text | DataType::String(_) | DataType::Clob(_) => PgType::Text,
+        DataType::Varchar(_)
+        | DataType::CharacterVarying(_)
+        | DataType::CharVarying(_)
+        | DataType::Nvarchar(_) => PgType::Varchar,
+        DataType::Char(_) | DataType::Character(_) => PgType::Bpchar,
+        DataType::Bytea | DataType::Blob(_) => PgType::Bytea,
+        DataType::Date => PgType::Date,
+        DataType::Time(_, _) => PgType::Time,
+        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => PgType::Timestamptz,
+        DataType::Timestamp(_, _) | DataType::Datetime(_) => PgType::Timestamp,
+        DataType::Interval { .. } => PgType::Interval,
+        DataType::JSON => PgType::Json,
+        DataType::JSONB => PgType::Jsonb,
+        DataType::Uuid => PgType::Uuid,
+        DataType::Custom(name, _) => PgType::from_name(&object_base_name(name))?,
+        _ => return None,
+    })
+}
+
+struct Collector {
+    /// alias (or table name) → table name
+    aliases: Vec<(String, String)>,
+    scope: Vec<String>,
+    params: Vec<TypeHint>,
+}
+
+impl Collector {
+    fn set_param(&mut self, placeholder: &str, hint: TypeHint) {
+        let Some(n) = placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+            return;
+        };
+        if n == 0 || n > 65535 {
+            return;
+        }
+        if self.params.len() < n {
+            self.params.resize(n, TypeHint::Unknown);
+        }
+        if self.params[n - 1] == TypeHint::Unknown {
+            self.params[n - 1] = hint;
+        }
+    }
+
+    fn add_tables(&mut self, from: &[TableWithJoins]) {
+        for twj in from {
+            self.add_factor(&twj.relation);
+            for j in &twj.joins {
+                self.add_factor(&j.relation);
+            }
+        }
+    }
+
+    fn add_factor(&mut self, f: &TableFactor) {
+        if let TableFactor::Table { name, alias, .. } = f {
+            let table = object_base_name(name);
+            let key = alias
+                .as_ref()
+                .map(|a| a.name.value.to_ascii_lowercase())
+                .unwrap_or_else(|| table.clone());
+            self.aliases.push((key, table.clone()));
+            if !self.scope.contains(&table) {
+                self.scope.push(table);
+            }
+        }
+    }
+
+    fn column_hint(&self, idents: &[&str]) -> TypeHint {
+        match idents {
+            [col] => TypeHint::Column {
+                table: None,
+                column: col.to_ascii_lowercase(),
+            },
+            [.., qual, col] => {
+                let qual = qual.to_ascii_lowercase();
+                let table = self
+                    .aliases
+                    .iter()
+                    .find(|(a, _)| *a == qual)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or(qual);
+                TypeHint::Column {
+                    table: Some(table),
+                    column: col.to_ascii_lowercase(),
+                }
+            }
+            [] => TypeHint::Unknown,
+        }
+    }
+
+    /// The type of `e` as far as the statement tells.
+    fn infer(&self, e: &Expr) -> TypeHint {
+        match e {
+            Expr::Identifier(id) => self.column_hint(&[id.value.as_str()]),
+            Expr::CompoundIdentifier(ids) => {
+                let parts: Vec<&str> = ids.iter().map(|i| i.value.as_str()).collect();
+                self.column_hint(&parts)
+            }
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => TypeHint::Known(if n.contains(['.', 'e', 'E']) {
+                    PgType::Numeric
+                } else if n.parse::<i32>().is_ok() {
+                    PgType::Int4
+                } else if n.parse::<i64>().is_ok() {
+                    PgType::Int8
+                } else {
+                    PgType::Numeric
+                }),
+                Value::SingleQuotedString(_)
+                | Value::EscapedStringLiteral(_)
+                | Value::DollarQuotedString(_) => TypeHint::Known(PgType::Text),
+                Value::Boolean(_) => TypeHint::Known(PgType::Bool),
+                _ => TypeHint::Unknown,
+            },
+            Expr::Cast { data_type, .. } => {
+                pg_type_of(data_type).map_or(TypeHint::Unknown, TypeHint::Known)
+            }
+            Expr::Nested(inner) => self.infer(inner),
+            Expr::UnaryOp { op, expr } => match op {
+                UnaryOperator::Not => TypeHint::Known(PgType::Bool),
+                _ => self.infer(expr),
+            },
+            Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsDistinctFrom(_, _)
+            | Expr::IsNotDistinctFrom(_, _)
+            | Expr::In { .. }
+            | Expr::Between { .. }
+            | Expr::Like { .. }
+            | Expr::ILike { .. }
+            | Expr::Exists { .. } => TypeHint::Known(PgType::Bool),
+            Expr::BinaryOp { left, op, right } => match op {
+                BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq
+                | BinaryOperator::And
+                | BinaryOperator::Or => TypeHint::Known(PgType::Bool),
+                BinaryOperator::StringConcat => TypeHint::Known(PgType::Text),
+                BinaryOperator::Plus
+                | BinaryOperator::Minus
+                | BinaryOperator::Multiply
+                | BinaryOperator::Divide
+                | BinaryOperator::Modulo => {
+                    let l = self.infer(left);
+                    let r = self.infer(right);
+                    match (&l, &r) {
+                        (TypeHint::Known(a), TypeHint::Known(b)) => TypeHint::Known(wider(*a, *b)),
+                        (TypeHint::Unknown, _) => r,
+                        _ => l,
+                    }
+                }
+                _ => TypeHint::Unknown,
+            },
+            Expr::Function(f) => {
+                let name = object_base_name(&f.name);
+                let first_arg = match &f.args {
+                    FunctionArguments::List(list) => list.args.first().and_then(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                match name.as_str() {
+                    "count" => TypeHint::Known(PgType::Int8),
+                    "sum" => match first_arg.map(|a| self.infer(a)) {
+                        Some(TypeHint::Known(PgType::Float4 | PgType::Float8)) => {
+                            TypeHint::Known(PgType::Float8)
+                        }
+                        Some(TypeHint::Known(PgType::Numeric)) => TypeHint::Known(PgType::Numeric),
+                        _ => TypeHint::Known(PgType::Int8),
+                    },
+                    "avg" => TypeHint::Known(PgType::Numeric),
+                    "min" | "max" | "coalesce" | "abs" => {
+                        first_arg.map_or(TypeHint::Unknown, |a| self.infer(a))
+                    }
+                    "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp" => {
+                        TypeHint::Known(PgType::Timestamptz)
+                    }
+                    "current_date" => TypeHint::Known(PgType::Date),
+                    "length" | "char_length" | "octet_length" | "strpos" => {
+                        TypeHint::Known(PgType::Int4)
+                    }
+                    "lower" | "upper" | "trim" | "substr" | "substring" | "replace" | "concat"
+                    | "version" | "current_database" | "current_schema" | "current_user"
+                    | "session_user" => TypeHint::Known(PgType::Text),
+                    "gen_random_uuid" => TypeHint::Known(PgType::Uuid),
+                    "random" => TypeHint::Known(PgType::Float8),
+                    _ => TypeHint::Unknown,
+                }
+            }
+            Expr::Case { conditions, .. } => conditions
+                .iter()
+                .map(|c| self.infer(&c.result))
+                .find(|h| *h != TypeHint::Unknown)
+                .unwrap_or(TypeHint::Unknown),
+            _ => TypeHint::Unknown,
+        }
+    }
+
+    /// Records parameter hints found anywhere in `e`.
+    fn walk(&mut self, e: &Expr) {
+        match e {
+            Expr::BinaryOp { left, right, .. } => {
+                if let Some(p) = placeholder(left) {
+                    let h = self.infer(right);
+                    self.set_param(p, h);
+                }
+                if let Some(p) = placeholder(right) {
+                    let h = self.infer(left);
+                    self.set_param(p, h);
+                }
+                self.walk(left);
+                self.walk(right);
+            }
+            Expr::Cast {
+                expr, data_type, kind, ..
+            } => {
+                if let (Some(p), Some(t), CastKind::Cast | CastKind::DoubleColon) =
+                    (placeholder(expr), pg_type_of(data_type), kind)
+                {
+                    self.set_param(p, TypeHint::Known(t));
+                }
+                self.walk(expr);
+            }
+            Expr::In { expr, target, .. } => {
+                match target {
+                    InTarget::List(list) => {
+                        let h = self.infer(expr);
+                        for item in list {
+                            if let Some(p) = placeholder(item) {
+                                self.set_param(p, h.clone());
+                            }
+                            self.walk(item);
+                        }
+                    }
+                    InTarget::Subquery(q) => self.walk_query(q),
+                    _ => {}
+                }
+                self.walk(expr);
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                let h = self.infer(expr);
+                for side in [low, high] {
+                    if let Some(p) = placeholder(side) {
+                        self.set_param(p, h.clone());
+                    }
+                    self.walk(side);
+                }
+                self.walk(expr);
+            }
+            Expr::Like { expr, pattern, .. } | Expr::ILike { expr, pattern, .. } => {
+                if let Some(p) = placeholder(pattern) {
+                    self.set_param(p, TypeHint::Known(PgType::Text));
+                }
+                self.walk(expr);
+                self.walk(pattern);
+            }
+            Expr::Nested(inner)
+            | Expr::UnaryOp { expr: inner, .. }
+            | Expr::IsNull(inner)
+            | Expr::IsNotNull(inner) => self.walk(inner),
+            Expr::Function(f) => {
+                if let FunctionArguments::List(list) = &f.args {
+                    for a in &list.args {
+                        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a {
+                            self.walk(e);
+                        }
+                    }
+                }
+            }
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                if let Some(o) = operand {
+                    self.walk(o);
+                }
+                for c in conditions {
+                    self.walk(&c.condition);
+                    self.walk(&c.result);
+                }
+                if let Some(e) = else_result {
+                    self.walk(e);
+                }
+            }
+            Expr::Subquery(q) | Expr::Exists { subquery: q, .. } => self.walk_query(q),
+            _ => {}
+        }
+    }
+
+    fn walk_query(&mut self, q: &Query) {
+        self.walk_set_expr(&q.body);
+        if let Some(LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
+            if let Some(p) = limit.as_ref().and_then(placeholder) {
+                self.set_param(p, TypeHint::Known(PgType::Int8));
+            }
+            if let Some(p) = offset.as_ref().and_then(|o| placeholder(&o.value)) {
+                self.set_param(p, TypeHint::Known(PgType::Int8));
+            }
+        }
+    }
+
+    fn walk_set_expr(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Select(s) => {
+                self.add_tables(&s.from);
+                for item in &s.projection {
+                    if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } =
+                        item
+                    {
+                        self.walk(e);
+                    }
+                }
+                if let Some(w) = &s.selection {
+                    self.walk(w);
+                }
+                if let Some(h) = &s.having {
+                    self.walk(h);
+                }
+            }
+            SetExpr::Query(q) => self.walk_query(q),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.walk_set_expr(left);
+                self.walk_set_expr(right);
+            }
+            SetExpr::Values(v) => {
+                for row in &v.rows {
+                    for e in &row.content {
+                        self.walk(e);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn projection(&self, items: &[SelectItem]) -> Option<Vec<TypeHint>> {
+        items
+            .iter()
+            .map(|item| match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    Some(self.infer(e))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn wider(a: PgType, b: PgType) -> PgType {
+    use PgType::*;
+    let rank = |t: PgType| match t {
+        Int2 => 1,
+        Int4 => 2,
+        Int8 => 3,
+        Numeric => 4,
+        Float4 => 5,
+        Float8 => 6,
+        _ => 0,
+    };
+    if rank(a) == 0 {
+        b
+    } else if rank(b) == 0 || rank(a) >= rank(b) {
+        a
+    } else {
+        b
+    }
+}
+
+fn placeholder(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(p) => Some(p.as_str()),
+            _ => None,
+        },
+        Expr::Nested(inner) => placeholder(inner),
+        _ => None,
+    }
+}
+
+fn first_select(body: &SetExpr) -> Option<&sqlparser::ast::Select> {
+    match body {
+        SetExpr::Select(s) => Some(s),
+        SetExpr::Query(q) => first_select(&q.body),
+        SetExpr::SetOperation { left, .. } => first_select(left),
+        _ => None,
+    }
+}
+
+/// Collects scope, parameter hints and result-column hints of one statement.
+pub fn collect(stmt: &Statement) -> Hints {
+    let mut c = Collector {
+        aliases: Vec::new(),
+        scope: Vec::new(),
+        params: Vec::new(),
+    };
+    let mut columns = None;
+    match stmt {
+        Statement::Query(q) => {
+            c.walk_query(q);
+            if let Some(s) = first_select(&q.body) {
+                columns = c.projection(&s.projection);
+            }
+        }
+        Statement::Insert(ins) => {
+            let table = match &ins.table {
+                TableObject::TableName(n) => Some(object_base_name(n)),
+                _ => None,
+            };
+            if let Some(t) = &table {
+                c.aliases.push((t.clone(), t.clone()));
+                if let Some(a) = &ins.table_alias {
+                    c.aliases.push((a.alias.value.to_ascii_lowercase(), t.clone()));
+                }
+                c.scope.push(t.clone());
+            }
+            if let (Some(table), Some(source)) = (&table, &ins.source) {
+                if let SetExpr::Values(v) = source.body.as_ref() {
+                    for row in &v.rows {
+                        for (i, e) in row.content.iter().enumerate() {
+                            if let Some(p) = placeholder(e) {
+                                let hint = match ins.columns.get(i) {
+                                    Some(col) => TypeHint::Column {
+                                        table: Some(table.clone()),
+                                        column: object_base_name(col),
+                                    },
+                                    None if ins.columns.is_empty() => TypeHint::ColumnAt {
+                                        table: table.clone(),
+                                        index: i,
+                                    },
+                                    None => TypeHint::Unknown,
+                                };
+                                c.set_param(p, hint);
+                            }
+                        }
+                    }
+                }
+                c.walk_query(source);
+            }
+            if let Some(ret) = &ins.returning {
+                columns = c.projection(ret);
+            }
+        }
+        Statement::Update(up) => {
+            c.add_tables(std::slice::from_ref(&up.table));
+            for a in &up.assignments {
+                if let sqlparser::ast::AssignmentTarget::ColumnName(col) = &a.target {
+                    if let Some(p) = placeholder(&a.value) {
+                        let hint = c.column_hint(&[object_base_name(col).as_str()]);
+                        c.set_param(p, hint);
+                    }
+                }
+                c.walk(&a.value);
+            }
+            if let Some(w) = &up.selection {
+                c.walk(w);
+            }
+            if let Some(ret) = &up.returning {
+                columns = c.projection(ret);
+            }
+        }
+        Statement::Delete(del) => {
+            let from = match &del.from {
+                sqlparser::ast::FromTable::WithFromKeyword(t)
+                | sqlparser::ast::FromTable::WithoutKeyword(t) => t,
+            };
+            c.add_tables(from);
+            if let Some(w) = &del.selection {
+                c.walk(w);
+            }
+            if let Some(ret) = &del.returning {
+                columns = c.projection(ret);
+            }
+        }
+        _ => {}
+    }
+    Hints {
+        scope: c.scope,
+        params: c.params,
+        columns,
+    }
+}

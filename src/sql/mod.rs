@@ -1,0 +1,134 @@
+//! PostgreSQL-dialect SQL, planned for the SQLite backend: parsed once with
+//! `sqlparser` (PostgreSqlDialect), classified (read, write, DDL, transaction
+//! control, session commands), type hints collected, and rewritten on the AST into
+//! SQLite SQL. Plans are cached by statement text.
+//!
+//! Invariant: SQL text is never edited with string operations; every change is made
+//! on the AST and rendered by `sqlparser`.
+
+mod cache;
+mod infer;
+mod rewrite;
+
+pub use cache::PlanCache;
+pub use infer::TypeHint;
+
+use std::sync::Arc;
+
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::error::{code, PgError, PgResult};
+use crate::types::PgType;
+
+/// What the session must do with a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A query that changes nothing: may run on a reader outside a transaction.
+    Read,
+    /// DML: runs on the writer.
+    Write,
+    /// DDL: runs on the writer, with its side-catalog change.
+    Ddl,
+    Begin,
+    Commit,
+    Rollback,
+    /// `ROLLBACK TO SAVEPOINT`: leaves a failed transaction usable again.
+    RollbackToSavepoint,
+    /// `SET name = value` (session scope; `SET LOCAL` is treated the same).
+    Set { name: String, value: Option<String> },
+    /// `SHOW name`
+    Show { name: String },
+    /// `RESET name` / `RESET ALL`
+    Reset { name: Option<String> },
+    /// `DISCARD ALL`
+    DiscardAll,
+    /// A statement that needs no work at all (`SET TRANSACTION …`).
+    Noop,
+}
+
+/// A change to the side catalog of declared PostgreSQL column types, applied in the
+/// same transaction as the DDL that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogChange {
+    CreateTable { table: String, columns: Vec<(String, PgType)> },
+    AddColumn { table: String, column: String, ty: PgType },
+    DropColumn { table: String, column: String },
+    RenameColumn { table: String, from: String, to: String },
+    RenameTable { from: String, to: String },
+    DropTables { tables: Vec<String> },
+}
+
+/// One planned statement.
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    pub kind: Kind,
+    /// The SQL SQLite runs (empty for statements the proxy answers itself).
+    pub sqlite_sql: String,
+    /// Command tag word(s) for CommandComplete (`SELECT`, `INSERT`, `CREATE TABLE`…).
+    pub tag: &'static str,
+    /// Whether the statement produces rows (a query or `RETURNING`).
+    pub returns_rows: bool,
+    /// Tables in scope, for resolving unqualified column hints.
+    pub scope: Vec<String>,
+    /// Type hints for `$1..$n`, index 0 is `$1`.
+    pub params: Vec<TypeHint>,
+    /// Type hints for the result columns, when the projection has no wildcard.
+    pub columns: Option<Vec<TypeHint>>,
+    pub catalog: Option<CatalogChange>,
+}
+
+impl Stmt {
+    fn proxy(kind: Kind, tag: &'static str) -> Stmt {
+        Stmt {
+            kind,
+            sqlite_sql: String::new(),
+            tag,
+            returns_rows: false,
+            scope: Vec::new(),
+            params: Vec::new(),
+            columns: None,
+            catalog: None,
+        }
+    }
+
+    /// Whether it must run on the writer (anything but a plain read).
+    pub fn needs_writer(&self) -> bool {
+        matches!(self.kind, Kind::Write | Kind::Ddl)
+    }
+}
+
+/// The plan of one query string: zero (empty query) or more statements.
+pub type Plan = Arc<Vec<Stmt>>;
+
+/// Parses and plans `sql`.
+pub fn plan(sql: &str) -> PgResult<Vec<Stmt>> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg).to_string();
+        PgError::new(code::SYNTAX_ERROR, format!("syntax error: {msg}"))
+    })?;
+    statements.into_iter().map(plan_statement).collect()
+}
+
+fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
+    if let Some(proxy) = rewrite::session_command(&stmt)? {
+        return Ok(proxy);
+    }
+    let hints = infer::collect(&stmt);
+    let (kind, tag, returns_rows, catalog) = rewrite::rewrite_statement(&mut stmt)?;
+    Ok(Stmt {
+        kind,
+        sqlite_sql: stmt.to_string(),
+        tag,
+        returns_rows,
+        scope: hints.scope,
+        params: hints.params,
+        columns: hints.columns,
+        catalog,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,489 @@
+//! AST rewriting from PostgreSQL to SQLite, and recognition of the statements the
+//! proxy answers itself (`SET`, `SHOW`, transaction control).
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    AlterTableOperation, CastKind, ColumnDef, ColumnOption, ColumnOptionDef, DataType, Expr,
+    Function, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Reset, Set,
+    Statement, TableConstraint, Value, VisitMut, VisitorMut,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+use super::infer::{object_base_name, pg_type_of};
+use super::{CatalogChange, Kind, Stmt};
+use crate::error::{PgError, PgResult};
+use crate::types::PgType;
+
+/// Recognises statements answered by the session itself rather than SQLite.
+pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
+    Ok(Some(match stmt {
+        Statement::StartTransaction { .. } => Stmt::proxy(Kind::Begin, "BEGIN"),
+        Statement::Commit { chain: false, .. } => Stmt::proxy(Kind::Commit, "COMMIT"),
+        Statement::Rollback {
+            chain: false,
+            savepoint: None,
+        } => Stmt::proxy(Kind::Rollback, "ROLLBACK"),
+        Statement::Commit { chain: true, .. } | Statement::Rollback { chain: true, .. } => {
+            return Err(PgError::unsupported("AND CHAIN"))
+        }
+        Statement::Set(set) => match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let value = values
+                    .iter()
+                    .map(setting_value)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let value = if value.eq_ignore_ascii_case("default") {
+                    None
+                } else {
+                    Some(value)
+                };
+                Stmt::proxy(
+                    Kind::Set {
+                        name: variable.to_string().to_ascii_lowercase(),
+                        value,
+                    },
+                    "SET",
+                )
+            }
+            Set::SetTimeZone { value, .. } => Stmt::proxy(
+                Kind::Set {
+                    name: "timezone".into(),
+                    value: Some(setting_value(value)),
+                },
+                "SET",
+            ),
+            Set::SetNames { charset_name, .. } => Stmt::proxy(
+                Kind::Set {
+                    name: "client_encoding".into(),
+                    value: Some(charset_name.value.clone()),
+                },
+                "SET",
+            ),
+            Set::SetTransaction { .. } => Stmt::proxy(Kind::Noop, "SET"),
+            other => return Err(PgError::unsupported(format!("SET form `{other}`"))),
+        },
+        Statement::ShowVariable { variable } => Stmt::proxy(
+            Kind::Show {
+                name: variable
+                    .iter()
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            },
+            "SHOW",
+        ),
+        Statement::Reset(r) => Stmt::proxy(
+            Kind::Reset {
+                name: match &r.reset {
+                    Reset::ALL => None,
+                    Reset::ConfigurationParameter(n) => Some(n.to_string().to_ascii_lowercase()),
+                    Reset::SessionAuthorization => Some("session_authorization".into()),
+                },
+            },
+            "RESET",
+        ),
+        Statement::Discard { object_type } => {
+            if object_type.to_string().eq_ignore_ascii_case("all") {
+                Stmt::proxy(Kind::DiscardAll, "DISCARD ALL")
+            } else {
+                Stmt::proxy(Kind::Noop, "DISCARD")
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn setting_value(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(id) => id.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Rewrites `stmt` in place into SQLite's dialect. Returns kind, command tag,
+/// whether rows come back, and the side-catalog change.
+pub fn rewrite_statement(
+    stmt: &mut Statement,
+) -> PgResult<(Kind, &'static str, bool, Option<CatalogChange>)> {
+    let mut catalog = None;
+    let (kind, tag, returns_rows) = match stmt {
+        Statement::Query(q) => {
+            let writes = !q.locks.is_empty();
+            // FOR UPDATE/SHARE: the single writer already serialises writers.
+            q.locks.clear();
+            (if writes { Kind::Write } else { Kind::Read }, "SELECT", true)
+        }
+        Statement::Insert(ins) => (Kind::Write, "INSERT", ins.returning.is_some()),
+        Statement::Update(up) => (Kind::Write, "UPDATE", up.returning.is_some()),
+        Statement::Delete(del) => (Kind::Write, "DELETE", del.returning.is_some()),
+        Statement::Savepoint { .. } => (Kind::Write, "SAVEPOINT", false),
+        Statement::ReleaseSavepoint { .. } => (Kind::Write, "RELEASE", false),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => (Kind::RollbackToSavepoint, "ROLLBACK", false),
+        Statement::CreateTable(ct) => {
+            catalog = Some(rewrite_create_table(ct)?);
+            (Kind::Ddl, "CREATE TABLE", false)
+        }
+        Statement::CreateIndex(ci) => {
+            // SQLite has one index method.
+            ci.using = None;
+            ci.concurrently = false;
+            (Kind::Ddl, "CREATE INDEX", false)
+        }
+        Statement::CreateView(_) => (Kind::Ddl, "CREATE VIEW", false),
+        Statement::AlterTable(at) => {
+            catalog = rewrite_alter_table(at)?;
+            (Kind::Ddl, "ALTER TABLE", false)
+        }
+        Statement::Drop {
+            object_type,
+            names,
+            cascade,
+            ..
+        } => {
+            if *cascade {
+                return Err(PgError::unsupported("DROP … CASCADE on the SQLite backend")
+                    .with_hint("drop dependent objects first, then drop without CASCADE"));
+            }
+            match object_type {
+                ObjectType::Table => {
+                    catalog = Some(CatalogChange::DropTables {
+                        tables: names.iter().map(object_base_name).collect(),
+                    });
+                    (Kind::Ddl, "DROP TABLE", false)
+                }
+                ObjectType::Index => (Kind::Ddl, "DROP INDEX", false),
+                ObjectType::View => (Kind::Ddl, "DROP VIEW", false),
+                other => return Err(PgError::unsupported(format!("DROP {other}"))),
+            }
+        }
+        other => {
+            let text = other.to_string();
+            let head: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            return Err(PgError::unsupported(format!("statement `{head}`"))
+                .with_hint("the SQLite backend serves queries, DML, common DDL and transactions"));
+        }
+    };
+    let mut rw = ExprRewriter { error: None };
+    let _ = stmt.visit(&mut rw);
+    if let Some(e) = rw.error {
+        return Err(e);
+    }
+    Ok((kind, tag, returns_rows, catalog))
+}
+
+/// SQLite storage type for a PostgreSQL column type. Names are chosen for SQLite's
+/// affinity rules; the PostgreSQL type itself is kept in the side catalog.
+fn sqlite_column_type(t: PgType) -> DataType {
+    match t {
+        PgType::Bool | PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => {
+            DataType::Integer(None)
+        }
+        PgType::Float4 | PgType::Float8 => DataType::Real,
+        PgType::Numeric => DataType::Numeric(sqlparser::ast::ExactNumberInfo::None),
+        PgType::Bytea => DataType::Blob(None),
+        _ => DataType::Text,
+    }
+}
+
+fn column_pg_type(col: &ColumnDef) -> PgResult<(PgType, bool)> {
+    let serial = match &col.data_type {
+        DataType::Custom(name, _) => matches!(
+            object_base_name(name).as_str(),
+            "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
+        ),
+        _ => false,
+    };
+    let identity = col.options.iter().any(|o| {
+        matches!(
+            o.option,
+            ColumnOption::Generated {
+                generation_expr: None,
+                ..
+            } | ColumnOption::Identity(_)
+        )
+    });
+    if let DataType::Array(_) = col.data_type {
+        return Err(PgError::unsupported(format!(
+            "array column `{}` on the SQLite backend",
+            col.name.value
+        )));
+    }
+    let ty = pg_type_of(&col.data_type).ok_or_else(|| {
+        PgError::unsupported(format!(
+            "type `{}` (column `{}`) on the SQLite backend",
+            col.data_type, col.name.value
+        ))
+    })?;
+    Ok((ty, serial || identity))
+}
+
+fn autoincrement() -> ColumnOptionDef {
+    ColumnOptionDef {
+        name: None,
+        option: ColumnOption::DialectSpecific(vec![Token::make_keyword("AUTOINCREMENT")]),
+    }
+}
+
+fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<CatalogChange> {
+    if ct.query.is_some() {
+        return Err(PgError::unsupported("CREATE TABLE … AS on the SQLite backend"));
+    }
+    let table = object_base_name(&ct.name);
+    let mut columns = Vec::with_capacity(ct.columns.len());
+    // Single-column table-level primary key, which a serial column may take over.
+    let table_pk: Option<String> = ct.constraints.iter().find_map(|c| match c {
+        TableConstraint::PrimaryKey(pk) if pk.columns.len() == 1 => match &pk.columns[0].column.expr {
+            Expr::Identifier(id) => Some(id.value.to_ascii_lowercase()),
+            _ => None,
+        },
+        _ => None,
+    });
+    let mut moved_pk = false;
+    for col in &mut ct.columns {
+        let (ty, auto) = column_pg_type(col)?;
+        columns.push((col.name.value.to_ascii_lowercase(), ty));
+        col.data_type = sqlite_column_type(ty);
+        col.options.retain(|o| {
+            !matches!(
+                o.option,
+                ColumnOption::Generated {
+                    generation_expr: None,
+                    ..
+                } | ColumnOption::Identity(_)
+            )
+        });
+        for o in &mut col.options {
+            if let ColumnOption::Default(e) = &mut o.option {
+                // SQLite wants a non-literal default in parentheses.
+                if !matches!(e, Expr::Value(_) | Expr::Nested(_)) {
+                    *e = Expr::Nested(Box::new(e.clone()));
+                }
+            }
+        }
+        if auto {
+            let is_pk = col
+                .options
+                .iter()
+                .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)));
+            let name = col.name.value.to_ascii_lowercase();
+            if is_pk {
+                col.options.push(autoincrement());
+            } else if table_pk.as_deref() == Some(name.as_str()) {
+                col.options.push(ColumnOptionDef {
+                    name: None,
+                    option: ColumnOption::PrimaryKey(sqlparser::ast::PrimaryKeyConstraint {
+                        name: None,
+                        index_name: None,
+                        index_type: None,
+                        columns: Vec::new(),
+                        include: Vec::new(),
+                        index_options: Vec::new(),
+                        characteristics: None,
+                    }),
+                });
+                col.options.push(autoincrement());
+                moved_pk = true;
+            } else {
+                return Err(PgError::unsupported(format!(
+                    "SERIAL/IDENTITY column `{}` that is not the primary key on the SQLite backend",
+                    col.name.value
+                ))
+                .with_hint("make it the PRIMARY KEY, or use INTEGER with explicit values"));
+            }
+        }
+    }
+    if moved_pk {
+        ct.constraints
+            .retain(|c| !matches!(c, TableConstraint::PrimaryKey(pk) if pk.columns.len() == 1));
+    }
+    Ok(CatalogChange::CreateTable { table, columns })
+}
+
+fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<CatalogChange>> {
+    if at.operations.len() != 1 {
+        return Err(PgError::unsupported(
+            "ALTER TABLE with several operations on the SQLite backend",
+        )
+        .with_hint("issue one ALTER TABLE statement per change"));
+    }
+    let table = object_base_name(&at.name);
+    let change = match &mut at.operations[0] {
+        AlterTableOperation::AddColumn { column_def, .. } => {
+            let (ty, auto) = column_pg_type(column_def)?;
+            if auto {
+                return Err(PgError::unsupported("adding a SERIAL/IDENTITY column on the SQLite backend"));
+            }
+            column_def.data_type = sqlite_column_type(ty);
+            Some(CatalogChange::AddColumn {
+                table,
+                column: column_def.name.value.to_ascii_lowercase(),
+                ty,
+            })
+        }
+        AlterTableOperation::DropColumn { column_names, .. } if column_names.len() == 1 => {
+            Some(CatalogChange::DropColumn {
+                table,
+                column: column_names[0].value.to_ascii_lowercase(),
+            })
+        }
+        AlterTableOperation::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => Some(CatalogChange::RenameColumn {
+            table,
+            from: old_column_name.value.to_ascii_lowercase(),
+            to: new_column_name.value.to_ascii_lowercase(),
+        }),
+        AlterTableOperation::RenameTable { table_name } => {
+            let to = match table_name {
+                sqlparser::ast::RenameTableNameKind::As(n)
+                | sqlparser::ast::RenameTableNameKind::To(n) => object_base_name(n),
+            };
+            Some(CatalogChange::RenameTable { from: table, to })
+        }
+        other => {
+            return Err(PgError::unsupported(format!(
+                "ALTER TABLE {other} on the SQLite backend"
+            )))
+        }
+    };
+    Ok(change)
+}
+
+/// Rewrites expressions: casts, PostgreSQL-only literals and functions.
+struct ExprRewriter {
+    error: Option<PgError>,
+}
+
+fn builtin_expr(sql: &str) -> Expr {
+    // Fixed SQL written in this file; it parses.
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .expect("built-in expression parses")
+}
+
+fn call(name: &str, arg: Expr) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![sqlparser::ast::FunctionArg::Unnamed(
+                sqlparser::ast::FunctionArgExpr::Expr(arg),
+            )],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+impl ExprRewriter {
+    fn rewrite(&mut self, expr: &mut Expr) -> PgResult<()> {
+        match expr {
+            Expr::Cast {
+                kind,
+                expr: inner,
+                data_type,
+                ..
+            } => {
+                if matches!(kind, CastKind::TryCast | CastKind::SafeCast) {
+                    return Err(PgError::unsupported("TRY_CAST"));
+                }
+                let target = pg_type_of(data_type).ok_or_else(|| {
+                    PgError::unsupported(format!("cast to type `{data_type}` on the SQLite backend"))
+                })?;
+                let inner = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
+                *expr = match target {
+                    PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => {
+                        sqlite_cast(inner, DataType::Integer(None))
+                    }
+                    PgType::Float4 | PgType::Float8 => sqlite_cast(inner, DataType::Real),
+                    PgType::Numeric => {
+                        sqlite_cast(inner, DataType::Numeric(sqlparser::ast::ExactNumberInfo::None))
+                    }
+                    PgType::Text | PgType::Varchar | PgType::Bpchar | PgType::Name => {
+                        sqlite_cast(inner, DataType::Text)
+                    }
+                    PgType::Bool => call("pg_bool", inner),
+                    PgType::Date => call("pg_date", inner),
+                    PgType::Timestamp => call("pg_timestamp", inner),
+                    PgType::Timestamptz => call("pg_timestamptz", inner),
+                    PgType::Uuid => call("pg_uuid", inner),
+                    PgType::Bytea => call("pg_bytea", inner),
+                    PgType::Json | PgType::Jsonb | PgType::Unknown => Expr::Nested(Box::new(inner)),
+                    PgType::Time | PgType::Interval => {
+                        return Err(PgError::unsupported(format!(
+                            "cast to {} on the SQLite backend",
+                            target.name()
+                        )))
+                    }
+                };
+            }
+            Expr::Function(f) => {
+                // `pg_catalog.now()` → `now()`
+                if f.name.0.len() == 2 {
+                    if let Some(ObjectNamePart::Identifier(schema)) = f.name.0.first() {
+                        if schema.value.eq_ignore_ascii_case("pg_catalog") {
+                            f.name.0.remove(0);
+                        }
+                    }
+                }
+                let name = object_base_name(&f.name);
+                match name.as_str() {
+                    "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp"
+                    | "localtimestamp" => {
+                        *expr = builtin_expr("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
+                    }
+                    "current_date" => *expr = builtin_expr("date('now')"),
+                    _ => {}
+                }
+            }
+            Expr::Value(v) => match &v.value {
+                Value::EscapedStringLiteral(s) | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: s, .. }) => {
+                    v.value = Value::SingleQuotedString(s.clone());
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn sqlite_cast(inner: Expr, data_type: DataType) -> Expr {
+    Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(inner),
+        data_type,
+        format: None,
+    }
+}
+
+impl VisitorMut for ExprRewriter {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Err(e) = self.rewrite(expr) {
+            self.error = Some(e);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}

@@ -1,0 +1,140 @@
+//! Data-driven checks of planning and rewriting: one line per case.
+
+use super::*;
+
+fn check(pg: &str, sqlite: &str) {
+    let plan = plan(pg).unwrap_or_else(|e| panic!("{pg}: {e}"));
+    assert_eq!(plan.len(), 1, "{pg}");
+    assert_eq!(plan[0].sqlite_sql, sqlite, "{pg}");
+}
+
+fn check_err(pg: &str, code: &str) {
+    match plan(pg) {
+        Ok(p) => panic!("{pg}: expected {code}, got {:?}", p[0].sqlite_sql),
+        Err(e) => assert_eq!(e.code, code, "{pg}: {e}"),
+    }
+}
+
+#[test]
+fn rewrites_plain_crud() {
+    check("SELECT 1", "SELECT 1");
+    check("SELECT a FROM t WHERE id = $1", "SELECT a FROM t WHERE id = $1");
+    check("SELECT $2, $1", "SELECT $2, $1");
+    check("INSERT INTO t (a, b) VALUES ($1, true) RETURNING id", "INSERT INTO t (a, b) VALUES ($1, true) RETURNING id");
+    check("UPDATE t SET a = a + 1 WHERE id = 3", "UPDATE t SET a = a + 1 WHERE id = 3");
+    check("DELETE FROM t WHERE id = 1 RETURNING *", "DELETE FROM t WHERE id = 1 RETURNING *");
+    check("SELECT * FROM t FOR UPDATE", "SELECT * FROM t");
+}
+
+#[test]
+fn rewrites_casts_and_functions() {
+    check("SELECT '1'::int", "SELECT CAST('1' AS INTEGER)");
+    check("SELECT x::text FROM t", "SELECT CAST(x AS TEXT) FROM t");
+    check("SELECT 't'::boolean", "SELECT pg_bool('t')");
+    check("SELECT $1::timestamptz", "SELECT pg_timestamptz($1)");
+    check("SELECT now()", "SELECT (strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
+    check("SELECT CURRENT_TIMESTAMP", "SELECT (strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
+    check("SELECT pg_catalog.version()", "SELECT version()");
+    check("SELECT E'a\\nb'", "SELECT 'a\nb'");
+}
+
+#[test]
+fn rewrites_ddl() {
+    check(
+        "CREATE TABLE t (id SERIAL PRIMARY KEY, name VARCHAR(20) NOT NULL, ok BOOLEAN DEFAULT false, at TIMESTAMPTZ DEFAULT now())",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, ok INTEGER DEFAULT false, at TEXT DEFAULT ((strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')))",
+    );
+    check(
+        "CREATE TABLE t (id BIGSERIAL, v NUMERIC(10,2), PRIMARY KEY (id))",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v NUMERIC)",
+    );
+    check(
+        "CREATE TABLE t (id INT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, b BYTEA)",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, b BLOB)",
+    );
+    check("CREATE INDEX i ON t USING btree (a)", "CREATE INDEX i ON t(a)");
+    check("ALTER TABLE t ADD COLUMN c JSONB", "ALTER TABLE t ADD COLUMN c TEXT");
+}
+
+#[test]
+fn catalog_changes_follow_ddl() {
+    let p = plan("CREATE TABLE Items (id serial primary key, flag bool, at timestamp with time zone)").unwrap();
+    assert_eq!(
+        p[0].catalog,
+        Some(CatalogChange::CreateTable {
+            table: "items".into(),
+            columns: vec![
+                ("id".into(), PgType::Int4),
+                ("flag".into(), PgType::Bool),
+                ("at".into(), PgType::Timestamptz)
+            ]
+        })
+    );
+    let p = plan("DROP TABLE a, b").unwrap();
+    assert_eq!(p[0].catalog, Some(CatalogChange::DropTables { tables: vec!["a".into(), "b".into()] }));
+}
+
+#[test]
+fn classifies_statements() {
+    let kinds: Vec<Kind> = plan("BEGIN; SELECT 1; INSERT INTO t VALUES (1); COMMIT; ROLLBACK; SHOW TimeZone; SET application_name = 'x'; RESET ALL")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Kind::Begin,
+            Kind::Read,
+            Kind::Write,
+            Kind::Commit,
+            Kind::Rollback,
+            Kind::Show { name: "timezone".into() },
+            Kind::Set { name: "application_name".into(), value: Some("x".into()) },
+            Kind::Reset { name: None },
+        ]
+    );
+    assert!(plan("").unwrap().is_empty());
+}
+
+#[test]
+fn infers_parameter_and_column_types() {
+    let p = &plan("SELECT a.x, count(*), 1, 'a', 2.5, $3::int8 FROM t a WHERE a.id = $1 AND name LIKE $2 LIMIT $4").unwrap()[0];
+    assert_eq!(
+        p.params,
+        vec![
+            TypeHint::Column { table: Some("t".into()), column: "id".into() },
+            TypeHint::Known(PgType::Text),
+            TypeHint::Known(PgType::Int8),
+            TypeHint::Known(PgType::Int8),
+        ]
+    );
+    assert_eq!(
+        p.columns,
+        Some(vec![
+            TypeHint::Column { table: Some("t".into()), column: "x".into() },
+            TypeHint::Known(PgType::Int8),
+            TypeHint::Known(PgType::Int4),
+            TypeHint::Known(PgType::Text),
+            TypeHint::Known(PgType::Numeric),
+            TypeHint::Known(PgType::Int8),
+        ])
+    );
+    let p = &plan("INSERT INTO t VALUES ($1, $2)").unwrap()[0];
+    assert_eq!(p.params[1], TypeHint::ColumnAt { table: "t".into(), index: 1 });
+    let p = &plan("UPDATE t SET v = $1 WHERE id = $2").unwrap()[0];
+    assert_eq!(p.params[0], TypeHint::Column { table: None, column: "v".into() });
+    assert_eq!(plan("SELECT * FROM t").unwrap()[0].columns, None);
+}
+
+#[test]
+fn refuses_what_it_cannot_translate() {
+    use crate::error::code::*;
+    check_err("SELECT FROM WHERE", SYNTAX_ERROR);
+    check_err("CREATE TABLE t (a INT[])", FEATURE_NOT_SUPPORTED);
+    check_err("CREATE TABLE t (a money)", FEATURE_NOT_SUPPORTED);
+    check_err("DROP TABLE t CASCADE", FEATURE_NOT_SUPPORTED);
+    check_err("CREATE TABLE t (id SERIAL, x INT)", FEATURE_NOT_SUPPORTED);
+    check_err("GRANT SELECT ON t TO bob", FEATURE_NOT_SUPPORTED);
+    check_err("SELECT '1 day'::interval", FEATURE_NOT_SUPPORTED);
+}
