@@ -47,6 +47,22 @@ pub mod code {
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const INTERNAL_ERROR: &str = "XX000";
+
+    /// The static code equal to `s` among those used by unidb (`XX000` otherwise).
+    pub fn lookup(s: &str) -> &'static str {
+        const ALL: &[&str] = &[
+            INVALID_PARAMETER_VALUE,
+            INVALID_TEXT_REPRESENTATION,
+            INVALID_BINARY_REPRESENTATION,
+            NUMERIC_VALUE_OUT_OF_RANGE,
+            DATETIME_FIELD_OVERFLOW,
+            DATATYPE_MISMATCH,
+            FEATURE_NOT_SUPPORTED,
+            QUERY_CANCELED,
+            UNDEFINED_FUNCTION,
+        ];
+        ALL.iter().find(|c| **c == s).copied().unwrap_or(INTERNAL_ERROR)
+    }
 }
 
 /// Severity of an error sent to a client.

@@ -1,1 +1,167 @@
-//! tmp
+//! The server: state built from config, the accept loop, and graceful shutdown.
+//! `main` and the tests both call [`run`] with their own listener and shutdown
+//! future.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+
+use crate::backend::sqlite::{CancelSlot, SqliteDb};
+use crate::config::{Config, DatabaseConfig, TlsConfig};
+use crate::frontend::auth::UserStore;
+
+/// Sessions' cancel keys: a CancelRequest names a pid and a secret.
+#[derive(Default)]
+pub struct CancelRegistry {
+    next_pid: AtomicI32,
+    /// std `Mutex`: held for a map operation only, never across an await.
+    sessions: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+}
+
+impl CancelRegistry {
+    pub fn register(&self) -> (i32, i32, Arc<CancelSlot>) {
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) + 10_000;
+        let secret = i32::from_ne_bytes(crate::frontend::auth::random_bytes());
+        let slot = Arc::new(CancelSlot::default());
+        self.lock().insert(pid, (secret, slot.clone()));
+        (pid, secret, slot)
+    }
+
+    pub fn unregister(&self, pid: i32) {
+        self.lock().remove(&pid);
+    }
+
+    /// Cancels the running statement of session `pid` if `secret` matches.
+    pub fn cancel(&self, pid: i32, secret: i32) {
+        let slot = match self.lock().get(&pid) {
+            Some((s, slot)) if *s == secret => slot.clone(),
+            _ => {
+                tracing::debug!(pid, "cancel request with an unknown key ignored");
+                return;
+            }
+        };
+        tracing::info!(pid, "cancel request");
+        slot.cancel();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (i32, Arc<CancelSlot>)>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Everything sessions share.
+pub struct ServerState {
+    pub config: Config,
+    pub users: UserStore,
+    pub databases: HashMap<String, Arc<SqliteDb>>,
+    pub tls: Option<TlsAcceptor>,
+    pub cancels: CancelRegistry,
+    /// One permit per connected client (`max_clients`).
+    pub clients: Arc<Semaphore>,
+    /// Turns true when shutdown starts; idle sessions close, others finish their
+    /// transaction first.
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl ServerState {
+    /// Opens every database and loads TLS material.
+    pub fn new(config: Config) -> anyhow::Result<Arc<ServerState>> {
+        let users = UserStore::from_config(&config.users);
+        let mut databases = HashMap::new();
+        for (name, db) in &config.databases {
+            match db {
+                DatabaseConfig::Sqlite(s) => {
+                    databases.insert(name.clone(), SqliteDb::open(name, s)?);
+                }
+            }
+        }
+        let tls = config.server.tls.as_ref().map(load_tls).transpose()?;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Ok(Arc::new(ServerState {
+            clients: Arc::new(Semaphore::new(config.server.max_clients)),
+            config,
+            users,
+            databases,
+            tls,
+            cancels: CancelRegistry::default(),
+            shutdown,
+            shutdown_tx,
+        }))
+    }
+
+    pub fn database_names(&self) -> String {
+        let mut names: Vec<&str> = self.databases.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names.join(", ")
+    }
+
+    pub fn users_is_empty(&self) -> bool {
+        self.config.users.is_empty()
+    }
+}
+
+fn load_tls(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| anyhow::anyhow!("cannot read TLS certificate {}: {e}", tls.cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid TLS certificate {}: {e}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| anyhow::anyhow!("cannot read TLS key {}: {e}", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts clients on `listener` until `shutdown` completes, then drains sessions
+/// for at most `shutdown_grace` and closes the databases cleanly.
+pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tracing::trace!(%peer, "accepted");
+                    sessions.spawn(crate::frontend::startup::serve_tcp(tcp, state.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(sessions = sessions.len(), "shutting down: no new connections");
+    let _ = state.shutdown_tx.send(true);
+    let grace = state.config.server.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(sessions = sessions.len(), "grace period over: closing remaining sessions");
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+    }
+    for db in state.databases.values() {
+        db.shutdown(grace).await;
+    }
+    tracing::info!("shutdown complete");
+}

@@ -1,1 +1,3 @@
-//! tmp
+//! Backends that serve a database: for now a SQLite file.
+
+pub mod sqlite;

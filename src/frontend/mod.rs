@@ -1,4 +1,7 @@
-//! The client side: listener, startup and authentication, one session task per
-//! client, and cancel requests.
+//! The client side: startup and authentication, then one session task per client
+//! running the simple and extended query protocols.
 
 pub mod auth;
+mod gucs;
+mod session;
+pub mod startup;

@@ -175,12 +175,84 @@ pub fn rewrite_statement(
                 .with_hint("the SQLite backend serves queries, DML, common DDL and transactions"));
         }
     };
+    name_result_columns(stmt);
     let mut rw = ExprRewriter { error: None };
     let _ = stmt.visit(&mut rw);
     if let Some(e) = rw.error {
         return Err(e);
     }
     Ok((kind, tag, returns_rows, catalog))
+}
+
+/// The name PostgreSQL gives an unaliased result expression (`count`, `?column?`…),
+/// or `None` for a plain column reference, which SQLite already names alike.
+fn pg_column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
+        Expr::Function(f) => Some(object_base_name(&f.name)),
+        Expr::Cast { expr, data_type, .. } => Some(
+            pg_column_name(expr)
+                .or_else(|| match expr.as_ref() {
+                    Expr::Identifier(id) => Some(id.value.clone()),
+                    Expr::CompoundIdentifier(ids) => ids.last().map(|i| i.value.clone()),
+                    _ => None,
+                })
+                .filter(|n| n != "?column?")
+                .unwrap_or_else(|| pg_type_of(data_type).map_or("?column?".into(), |t| t.name().to_string())),
+        ),
+        Expr::Nested(inner) => pg_column_name(inner),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => Some("bool".into()),
+        _ => Some("?column?".into()),
+    }
+}
+
+fn name_items(items: &mut [sqlparser::ast::SelectItem]) {
+    use sqlparser::ast::SelectItem;
+    for item in items {
+        if let SelectItem::UnnamedExpr(e) = item {
+            if let Some(name) = pg_column_name(e) {
+                *item = SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: Ident::with_quote('"', name),
+                };
+            }
+        }
+    }
+}
+
+fn name_set_expr(body: &mut sqlparser::ast::SetExpr) {
+    use sqlparser::ast::SetExpr;
+    match body {
+        SetExpr::Select(s) => name_items(&mut s.projection),
+        SetExpr::Query(q) => name_set_expr(&mut q.body),
+        SetExpr::SetOperation { left, .. } => name_set_expr(left),
+        _ => {}
+    }
+}
+
+/// Gives result columns PostgreSQL's names, as aliases SQLite will report.
+fn name_result_columns(stmt: &mut Statement) {
+    match stmt {
+        Statement::Query(q) => name_set_expr(&mut q.body),
+        Statement::Insert(i) => {
+            if let Some(r) = &mut i.returning {
+                name_items(r);
+            }
+        }
+        Statement::Update(u) => {
+            if let Some(r) = &mut u.returning {
+                name_items(r);
+            }
+        }
+        Statement::Delete(d) => {
+            if let Some(r) = &mut d.returning {
+                name_items(r);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// SQLite storage type for a PostgreSQL column type. Names are chosen for SQLite's

@@ -1,0 +1,359 @@
+//! A worker thread's connection and what it runs: describing and executing planned
+//! statements, encoding rows straight into protocol bytes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rusqlite::types::Value;
+use rusqlite::{Connection, InterruptHandle};
+
+use super::catalog::{self, Catalog};
+use super::errors::to_pg;
+use super::Shared;
+use crate::error::{code, PgError};
+use crate::protocol::write as msg;
+use crate::protocol::{Column, DataRowWriter, FieldFormat};
+use crate::sql::{Plan, Stmt, TypeHint};
+use crate::types::{self, PgType};
+
+/// Why a statement did not produce output.
+#[derive(Debug)]
+pub enum ExecError {
+    Pg(PgError),
+    /// A statement classified as a read turned out to write; run it on the writer.
+    NeedsWriter,
+}
+
+impl From<PgError> for ExecError {
+    fn from(e: PgError) -> Self {
+        ExecError::Pg(e)
+    }
+}
+
+impl From<rusqlite::Error> for ExecError {
+    fn from(e: rusqlite::Error) -> Self {
+        ExecError::Pg(to_pg(&e))
+    }
+}
+
+/// A statement to execute with its bound parameters.
+pub struct ExecArgs {
+    pub plan: Plan,
+    pub index: usize,
+    pub params: Vec<Option<Bytes>>,
+    pub param_formats: Vec<i16>,
+    pub param_oids: Vec<u32>,
+    pub result_formats: Vec<i16>,
+    /// Write RowDescription (or NoData) before the rows.
+    pub describe: bool,
+    /// Record where each row ends (for `Execute` with a row limit).
+    pub chunked: bool,
+}
+
+/// Encoded output of one execution.
+#[derive(Debug, Default)]
+pub struct ExecOutput {
+    pub data: BytesMut,
+    /// Rows returned, or rows changed by DML without RETURNING.
+    pub rows: u64,
+    /// End offset in `data` of each DataRow, when `chunked`.
+    pub row_ends: Vec<usize>,
+    /// Offset in `data` where the rows start (after a RowDescription).
+    pub rows_start: usize,
+}
+
+/// Per-statement facts that depend only on the SQL and the schema.
+struct Described {
+    columns: Vec<Column>,
+    /// For SQLite parameter `i` (1-based, index `i-1` here), the PostgreSQL `$n`.
+    param_map: Vec<usize>,
+    param_count: usize,
+}
+
+pub struct Worker {
+    conn: Connection,
+    interrupt: Arc<InterruptHandle>,
+    cancel_flag: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    writer: bool,
+    catalog: Catalog,
+    catalog_gen: u64,
+    described: HashMap<String, Arc<Described>>,
+    /// Set by a stop job: the thread exits after the current job.
+    pub stop: bool,
+}
+
+impl Worker {
+    pub fn new(conn: Connection, cancel_flag: Arc<AtomicBool>, shared: Arc<Shared>, writer: bool) -> Worker {
+        let interrupt = Arc::new(conn.get_interrupt_handle());
+        Worker {
+            conn,
+            interrupt,
+            cancel_flag,
+            shared,
+            writer,
+            catalog: Catalog::default(),
+            catalog_gen: 0,
+            described: HashMap::new(),
+            stop: false,
+        }
+    }
+
+    pub fn cancel_handle(&self) -> (Arc<InterruptHandle>, Arc<AtomicBool>) {
+        (self.interrupt.clone(), self.cancel_flag.clone())
+    }
+
+    pub fn clear_cancel(&self) {
+        self.cancel_flag.store(false, Ordering::SeqCst);
+    }
+
+    fn refresh(&mut self) -> Result<(), ExecError> {
+        let gen = self.shared.schema_gen.load(Ordering::Acquire);
+        if gen != self.catalog_gen {
+            self.catalog = Catalog::load(&self.conn)?;
+            self.described.clear();
+            self.catalog_gen = gen;
+        }
+        Ok(())
+    }
+
+    fn bump_schema(&mut self) {
+        self.shared.schema_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Runs transaction control (`BEGIN IMMEDIATE`, `COMMIT`, `ROLLBACK`,
+    /// `ROLLBACK TO …`) on this connection. `schema_changed` moves the schema
+    /// generation afterwards (end of a transaction that ran DDL).
+    pub fn control(&mut self, sql: &str, schema_changed: bool) -> Result<(), PgError> {
+        let r = self.conn.execute_batch(sql).map_err(|e| to_pg(&e));
+        if schema_changed {
+            self.bump_schema();
+        }
+        r
+    }
+
+    /// Rolls back a transaction whose client went away.
+    pub fn rollback_abandoned(&mut self, ran_ddl: bool) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rollback of an abandoned transaction failed");
+            }
+        }
+        if ran_ddl {
+            self.bump_schema();
+        }
+    }
+
+    pub fn checkpoint(&mut self) -> Result<(), PgError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;")
+            .map_err(|e| to_pg(&e))
+    }
+
+    fn resolve(&self, hint: &TypeHint, scope: &[String]) -> Option<PgType> {
+        match hint {
+            TypeHint::Known(t) => Some(*t),
+            TypeHint::Column {
+                table: Some(t),
+                column,
+            } => self.catalog.column(t, column),
+            TypeHint::Column { table: None, column } => self.catalog.column_in(scope, column),
+            TypeHint::ColumnAt { table, index } => self.catalog.column_at(table, *index),
+            TypeHint::Unknown => None,
+        }
+    }
+
+    fn describe_statement(&self, stmt: &Stmt, prepared: &rusqlite::Statement<'_>) -> Described {
+        let decls: Vec<Option<String>> = prepared
+            .columns()
+            .map(|c| c.decl_type().map(str::to_string))
+            .collect();
+        let columns = prepared
+            .columns_with_metadata()
+            .enumerate()
+            .map(|(i, meta)| {
+                let from_origin = match (meta.table_name(), meta.origin_name()) {
+                    (Some(t), Some(c)) => self.catalog.column(t, c),
+                    _ => None,
+                };
+                let ty = from_origin
+                    .or_else(|| {
+                        stmt.columns
+                            .as_ref()
+                            .and_then(|hints| hints.get(i))
+                            .and_then(|h| self.resolve(h, &stmt.scope))
+                    })
+                    .or_else(|| decls[i].as_deref().map(PgType::from_sqlite_decltype))
+                    .unwrap_or(PgType::Text);
+                Column {
+                    name: meta.name().to_string(),
+                    ty,
+                }
+            })
+            .collect();
+        let mut param_map = Vec::new();
+        let mut param_count = 0;
+        for i in 1..=prepared.parameter_count() {
+            let n = prepared
+                .parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(i);
+            param_count = param_count.max(n);
+            param_map.push(n);
+        }
+        Described {
+            columns,
+            param_map,
+            param_count,
+        }
+    }
+
+    fn param_types(&self, stmt: &Stmt, d: &Described, client_oids: &[u32]) -> Vec<PgType> {
+        (0..d.param_count)
+            .map(|i| {
+                match client_oids.get(i).copied().filter(|o| *o != 0) {
+                    Some(oid) => PgType::from_oid(oid).unwrap_or(PgType::Text),
+                    None => stmt
+                        .params
+                        .get(i)
+                        .and_then(|h| self.resolve(h, &stmt.scope))
+                        .unwrap_or(PgType::Text),
+                }
+            })
+            .collect()
+    }
+
+    fn described(&mut self, stmt: &Stmt) -> Result<Arc<Described>, ExecError> {
+        if let Some(d) = self.described.get(&stmt.sqlite_sql) {
+            return Ok(d.clone());
+        }
+        let prepared = self.conn.prepare_cached(&stmt.sqlite_sql)?;
+        let d = Arc::new(self.describe_statement(stmt, &prepared));
+        drop(prepared);
+        self.described.insert(stmt.sqlite_sql.clone(), d.clone());
+        Ok(d)
+    }
+
+    /// Parameter types and result columns of a statement (`Describe`).
+    pub fn describe(
+        &mut self,
+        plan: &Plan,
+        index: usize,
+        client_oids: &[u32],
+    ) -> Result<(Vec<PgType>, Vec<Column>), ExecError> {
+        self.refresh()?;
+        let stmt = &plan[index];
+        if stmt.sqlite_sql.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let d = self.described(stmt)?;
+        Ok((self.param_types(stmt, &d, client_oids), d.columns.clone()))
+    }
+
+    /// Executes a statement and encodes its results.
+    pub fn execute(&mut self, args: &ExecArgs) -> Result<ExecOutput, ExecError> {
+        self.refresh()?;
+        let stmt = &args.plan[args.index];
+        let ddl = stmt.catalog.as_ref();
+        if let Some(change) = ddl {
+            let record = catalog::should_record(&self.conn, change)?;
+            self.conn.execute_batch("SAVEPOINT unidb_ddl")?;
+            let result = self.execute_inner(stmt, args);
+            let result = result.and_then(|out| {
+                if record {
+                    catalog::apply(&self.conn, change)?;
+                }
+                Ok(out)
+            });
+            match &result {
+                Ok(_) => self.conn.execute_batch("RELEASE unidb_ddl")?,
+                Err(_) => self.conn.execute_batch("ROLLBACK TO unidb_ddl; RELEASE unidb_ddl")?,
+            }
+            self.bump_schema();
+            return result;
+        }
+        let result = self.execute_inner(stmt, args);
+        if stmt.kind == crate::sql::Kind::Ddl {
+            self.bump_schema();
+        }
+        result
+    }
+
+    fn execute_inner(&mut self, stmt: &Stmt, args: &ExecArgs) -> Result<ExecOutput, ExecError> {
+        let d = self.described(stmt)?;
+        let types = self.param_types(stmt, &d, &args.param_oids);
+        if args.params.len() != d.param_count {
+            return Err(PgError::new(
+                code::PROTOCOL_VIOLATION,
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {}",
+                    args.params.len(),
+                    d.param_count
+                ),
+            )
+            .into());
+        }
+        let mut prepared = self.conn.prepare_cached(&stmt.sqlite_sql)?;
+        if !self.writer && !prepared.readonly() {
+            return Err(ExecError::NeedsWriter);
+        }
+        let mut out = ExecOutput::default();
+        if args.describe {
+            if d.columns.is_empty() {
+                msg::no_data(&mut out.data);
+            } else {
+                msg::row_description(&mut out.data, &d.columns, &args.result_formats);
+            }
+            out.rows_start = out.data.len();
+        }
+        for (i, n) in d.param_map.iter().enumerate() {
+            let value = match &args.params[n - 1] {
+                None => Value::Null,
+                Some(raw) => {
+                    let binary = match args.param_formats.len() {
+                        0 => false,
+                        1 => args.param_formats[0] == 1,
+                        _ => args.param_formats.get(n - 1) == Some(&1),
+                    };
+                    types::decode_param(types[n - 1], binary, raw)?
+                }
+            };
+            prepared.raw_bind_parameter(i + 1, value)?;
+        }
+        let ncols = d.columns.len();
+        let formats: Vec<FieldFormat> = (0..ncols)
+            .map(|i| FieldFormat::for_column(&args.result_formats, i))
+            .collect();
+        let mut rows = prepared.raw_query();
+        let mut count = 0u64;
+        while let Some(row) = rows.next()? {
+            let mut w = DataRowWriter::begin(&mut out.data, ncols as i16);
+            for (i, col) in d.columns.iter().enumerate() {
+                let v = row.get_ref(i)?;
+                if let rusqlite::types::ValueRef::Null = v {
+                    w.null();
+                    continue;
+                }
+                match formats[i] {
+                    FieldFormat::Text => w.field(|b| types::encode_text(col.ty, v, b))?,
+                    FieldFormat::Binary => w.field(|b| types::encode_binary(col.ty, v, b))?,
+                }
+            }
+            w.finish();
+            count += 1;
+            if args.chunked {
+                out.row_ends.push(out.data.len());
+            }
+        }
+        drop(rows);
+        out.rows = if stmt.returns_rows || ncols > 0 {
+            count
+        } else {
+            self.conn.changes()
+        };
+        Ok(out)
+    }
+}

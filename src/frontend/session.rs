@@ -1,0 +1,730 @@
+//! One client session: the simple and extended query protocols over a SQLite
+//! database, with PostgreSQL's transaction semantics (explicit transactions hold
+//! the writer; errors put the transaction in the failed state until ROLLBACK).
+//!
+//! The loop reads a message, handles it, and flushes replies only when no further
+//! message is already buffered, so pipelined extended-protocol batches get one write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::gucs::Gucs;
+use crate::backend::sqlite::{CancelSlot, ExecArgs, ExecError, ExecOutput, SqliteDb, WriterLease};
+use crate::error::{code, PgError, PgResult, Severity};
+use crate::protocol::write as msg;
+use crate::protocol::{Column, Frontend, FrontendReader, ReadError, TransactionStatus};
+use crate::server::ServerState;
+use crate::sql::{Kind, Plan};
+use crate::types::PgType;
+
+enum Tx {
+    Idle,
+    Open(WriterLease),
+    Failed(WriterLease),
+}
+
+struct Prepared {
+    plan: Plan,
+    param_oids: Vec<u32>,
+}
+
+/// Rows of an executed portal not yet sent (Execute with a row limit).
+struct Pending {
+    out: ExecOutput,
+    /// Index into `out.row_ends` of the next row to send.
+    next: usize,
+    tag: String,
+}
+
+struct Portal {
+    plan: Plan,
+    param_oids: Vec<u32>,
+    params: Vec<Option<Bytes>>,
+    param_formats: Vec<i16>,
+    result_formats: Vec<i16>,
+    pending: Option<Pending>,
+}
+
+pub struct Session<S> {
+    stream: S,
+    reader: FrontendReader,
+    out: BytesMut,
+    db: Arc<SqliteDb>,
+    cancel: Arc<CancelSlot>,
+    tx: Tx,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    gucs: Gucs,
+    /// After an error in the extended protocol, messages are skipped until Sync.
+    skip_until_sync: bool,
+    /// Describe of a portal deferred so that it can run with the following Execute.
+    pending_describe: Option<String>,
+    state: Arc<ServerState>,
+    pid: i32,
+    secret: i32,
+    /// Output of the last chunked execution, taken by `execute`.
+    last_output: Option<ExecOutput>,
+}
+
+/// How a session ends.
+enum End {
+    Terminate,
+    Closed,
+    Fatal(PgError),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        stream: S,
+        reader: FrontendReader,
+        db: Arc<SqliteDb>,
+        cancel: Arc<CancelSlot>,
+        pid: i32,
+        secret: i32,
+        user: String,
+        startup: BTreeMap<String, String>,
+        state: Arc<ServerState>,
+    ) -> Session<S> {
+        Session {
+            stream,
+            reader,
+            out: BytesMut::with_capacity(16 * 1024),
+            db,
+            cancel,
+            tx: Tx::Idle,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            gucs: Gucs::new(&user, &startup),
+            skip_until_sync: false,
+            pending_describe: None,
+            state,
+            pid,
+            secret,
+            last_output: None,
+        }
+    }
+
+    fn status(&self) -> TransactionStatus {
+        match self.tx {
+            Tx::Idle => TransactionStatus::Idle,
+            Tx::Open(_) => TransactionStatus::Transaction,
+            Tx::Failed(_) => TransactionStatus::Error,
+        }
+    }
+
+    pub async fn run(mut self) {
+        for (k, v) in self.gucs.reported() {
+            msg::parameter_status(&mut self.out, &k, &v);
+        }
+        msg::backend_key_data(&mut self.out, self.pid, self.secret);
+        msg::ready(&mut self.out, TransactionStatus::Idle);
+        let end = match self.flush().await {
+            Ok(()) => self.serve().await,
+            Err(_) => End::Closed,
+        };
+        match end {
+            End::Fatal(e) => {
+                msg::error(&mut self.out, &e);
+                let _ = self.flush().await;
+            }
+            End::Terminate | End::Closed => {}
+        }
+        // Dropping the session drops any writer lease, which rolls back an open
+        // transaction before the writer serves another client.
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.stream.flush().await
+    }
+
+    async fn next_message(&mut self) -> Result<Frontend, End> {
+        let idle = matches!(self.tx, Tx::Idle);
+        let idle_timeout = self.state.config.server.idle_timeout;
+        let mut shutdown = self.state.shutdown.clone();
+        let read = self.reader.next(&mut self.stream);
+        let result = tokio::select! {
+            r = read => r,
+            _ = async {
+                if !idle { std::future::pending::<()>().await }
+                while !*shutdown.borrow_and_update() {
+                    if shutdown.changed().await.is_err() { std::future::pending::<()>().await }
+                }
+            } => return Err(End::Fatal(PgError::fatal(code::ADMIN_SHUTDOWN, "terminating connection due to administrator command"))),
+            _ = async {
+                if !idle || idle_timeout.is_zero() { std::future::pending::<()>().await }
+                tokio::time::sleep(idle_timeout).await
+            } => return Err(End::Fatal(PgError::fatal(code::IDLE_SESSION_TIMEOUT, "terminating connection due to idle-session timeout"))),
+        };
+        result.map_err(|e| match e {
+            ReadError::Closed | ReadError::Io(_) => End::Closed,
+            ReadError::Invalid(m) => {
+                tracing::info!(pid = self.pid, error = %m, "invalid message from client; closing the connection");
+                End::Fatal(PgError::protocol(format!("invalid frontend message: {m}")))
+            }
+            ReadError::TooLarge(size, max) => End::Fatal(PgError::fatal(
+                code::PROGRAM_LIMIT_EXCEEDED,
+                format!("message of {size} bytes exceeds server.max_message_size ({max} bytes)"),
+            )),
+        })
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            // After a transaction ends during shutdown, close instead of waiting.
+            if matches!(self.tx, Tx::Idle) && *self.state.shutdown.borrow() {
+                return End::Fatal(PgError::fatal(code::ADMIN_SHUTDOWN, "terminating connection due to administrator command"));
+            }
+            let message = match self.next_message().await {
+                Ok(m) => m,
+                Err(end) => return end,
+            };
+            if let Some(end) = self.handle(message).await {
+                return end;
+            }
+            if !self.reader.has_message() || self.out.len() > 64 * 1024 {
+                if self.flush().await.is_err() {
+                    return End::Closed;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, message: Frontend) -> Option<End> {
+        // A deferred Describe runs now unless this is the Execute it was waiting for.
+        if let Some(portal) = self.pending_describe.take() {
+            let same = matches!(&message, Frontend::Execute(e) if e.name.clone().unwrap_or_default() == portal);
+            if same {
+                self.pending_describe = Some(portal);
+            } else {
+                let r = self.describe_portal(&portal).await;
+                self.extended_result(r);
+            }
+        }
+        match message {
+            Frontend::Query(q) => {
+                if let Err(e) = self.simple_query(&q.query).await {
+                    if e.severity == Severity::Fatal {
+                        return Some(End::Fatal(e));
+                    }
+                }
+                let status = self.status();
+                msg::ready(&mut self.out, status);
+            }
+            Frontend::Parse(p) => {
+                if !self.skip_until_sync {
+                    let r = self.parse(p);
+                    self.extended_result(r);
+                }
+            }
+            Frontend::Bind(b) => {
+                if !self.skip_until_sync {
+                    let r = self.bind(b);
+                    self.extended_result(r);
+                }
+            }
+            Frontend::Describe(d) => {
+                if !self.skip_until_sync {
+                    let r = self.describe(d).await;
+                    self.extended_result(r);
+                }
+            }
+            Frontend::Execute(e) => {
+                if !self.skip_until_sync {
+                    let r = self.execute(e).await;
+                    self.extended_result(r);
+                } else {
+                    self.pending_describe = None;
+                }
+            }
+            Frontend::Close(c) => {
+                if !self.skip_until_sync {
+                    self.close(c);
+                }
+            }
+            Frontend::Sync(_) => {
+                self.skip_until_sync = false;
+                let status = self.status();
+                msg::ready(&mut self.out, status);
+            }
+            Frontend::Flush(_) => {
+                if self.flush().await.is_err() {
+                    return Some(End::Closed);
+                }
+            }
+            Frontend::Terminate(_) => return Some(End::Terminate),
+            Frontend::CopyData(_) | Frontend::CopyDone(_) | Frontend::CopyFail(_) => {
+                // No COPY is ever started on this backend; stray COPY messages are ignored
+                // as PostgreSQL does outside COPY mode.
+            }
+            other => {
+                return Some(End::Fatal(PgError::protocol(format!(
+                    "unexpected message during a session: {other:?}"
+                ))))
+            }
+        }
+        None
+    }
+
+    /// Reports an extended-protocol error and skips to the next Sync.
+    fn extended_result(&mut self, r: PgResult<()>) {
+        if let Err(e) = r {
+            self.error(&e);
+            self.skip_until_sync = true;
+        }
+    }
+
+    /// Sends an error and marks an open transaction failed.
+    fn error(&mut self, e: &PgError) {
+        msg::error(&mut self.out, e);
+        self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Open(l) | Tx::Failed(l) => Tx::Failed(l),
+            Tx::Idle => Tx::Idle,
+        };
+    }
+
+    // ------------------------------------------------------------ simple query
+
+    async fn simple_query(&mut self, sql: &str) -> PgResult<()> {
+        let plan = match self.db.plans().get(sql) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error(&e);
+                return Ok(());
+            }
+        };
+        if plan.is_empty() {
+            msg::empty_query(&mut self.out);
+            return Ok(());
+        }
+        // Several statements outside a transaction run as one implicit transaction,
+        // unless they manage transactions themselves.
+        let implicit = plan.len() > 1
+            && matches!(self.tx, Tx::Idle)
+            && plan.iter().any(|s| s.needs_writer())
+            && !plan.iter().any(|s| matches!(s.kind, Kind::Begin | Kind::Commit | Kind::Rollback | Kind::RollbackToSavepoint));
+        if implicit {
+            let lease = match self.db.lease_writer(&self.cancel).await {
+                Ok(l) => l,
+                Err(e) => {
+                    self.error(&e);
+                    return Ok(());
+                }
+            };
+            if let Err(e) = self.begin_on(lease).await {
+                self.error(&e);
+                return Ok(());
+            }
+        }
+        let mut failed = false;
+        for i in 0..plan.len() {
+            if let Err(e) = self.run_statement(&plan, i, None).await {
+                if e.severity == Severity::Fatal {
+                    return Err(e);
+                }
+                self.error(&e);
+                failed = true;
+                break;
+            }
+        }
+        if implicit {
+            let sql = if failed { "ROLLBACK" } else { "COMMIT" };
+            if let Err(e) = self.end_transaction(sql).await {
+                self.error(&e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs statement `index` of `plan` and writes its results. `portal` carries
+    /// the extended protocol's bound parameters; `None` is the simple protocol.
+    async fn run_statement(&mut self, plan: &Plan, index: usize, portal: Option<PortalArgs>) -> PgResult<()> {
+        let stmt = &plan[index];
+        if matches!(self.tx, Tx::Failed(_))
+            && !matches!(stmt.kind, Kind::Rollback | Kind::Commit | Kind::RollbackToSavepoint)
+        {
+            return Err(PgError::new(
+                code::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        match &stmt.kind {
+            Kind::Begin => {
+                if matches!(self.tx, Tx::Idle) {
+                    let lease = self.db.lease_writer(&self.cancel).await?;
+                    self.begin_on(lease).await?;
+                } else {
+                    msg::notice(&mut self.out, "there is already a transaction in progress");
+                }
+                msg::command_complete(&mut self.out, "BEGIN");
+            }
+            Kind::Commit | Kind::Rollback => {
+                let was_failed = matches!(self.tx, Tx::Failed(_));
+                if matches!(self.tx, Tx::Idle) {
+                    msg::notice(&mut self.out, "there is no transaction in progress");
+                } else {
+                    let sql = if stmt.kind == Kind::Commit && !was_failed { "COMMIT" } else { "ROLLBACK" };
+                    self.end_transaction(sql).await?;
+                }
+                let tag = if stmt.kind == Kind::Rollback || was_failed { "ROLLBACK" } else { "COMMIT" };
+                msg::command_complete(&mut self.out, tag);
+            }
+            Kind::RollbackToSavepoint => {
+                let lease = match std::mem::replace(&mut self.tx, Tx::Idle) {
+                    Tx::Open(l) | Tx::Failed(l) => l,
+                    Tx::Idle => {
+                        return Err(PgError::new(code::NO_ACTIVE_SQL_TRANSACTION, "ROLLBACK TO SAVEPOINT can only be used in transaction blocks"))
+                    }
+                };
+                let sql = stmt.sqlite_sql.clone();
+                let r = lease.run(&self.cancel, move |w| w.control(&sql, false)).await.and_then(|r| r);
+                self.tx = Tx::Open(lease);
+                r?;
+                msg::command_complete(&mut self.out, "ROLLBACK");
+            }
+            Kind::Set { name, value } => {
+                if let Some((k, v)) = self.gucs.set(name, value.as_deref())? {
+                    msg::parameter_status(&mut self.out, &k, &v);
+                }
+                msg::command_complete(&mut self.out, "SET");
+            }
+            Kind::Show { name } => {
+                let value = if name == "all" {
+                    return Err(PgError::unsupported("SHOW ALL"));
+                } else {
+                    self.gucs.get(name)?
+                };
+                let describe = portal.as_ref().is_none_or(|p| p.describe);
+                let formats = portal.as_ref().map(|p| p.result_formats.clone()).unwrap_or_default();
+                if describe {
+                    msg::row_description(&mut self.out, &[Column { name: name.clone(), ty: PgType::Text }], &formats);
+                }
+                let mut w = crate::protocol::DataRowWriter::begin(&mut self.out, 1);
+                w.field(|b| {
+                    b.extend_from_slice(value.as_bytes());
+                    Ok::<(), ()>(())
+                })
+                .ok();
+                w.finish();
+                msg::command_complete(&mut self.out, "SHOW");
+            }
+            Kind::Reset { name } => {
+                for (k, v) in self.gucs.reset(name.as_deref()) {
+                    msg::parameter_status(&mut self.out, &k, &v);
+                }
+                msg::command_complete(&mut self.out, "RESET");
+            }
+            Kind::DiscardAll => {
+                if !matches!(self.tx, Tx::Idle) {
+                    return Err(PgError::new(code::ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block"));
+                }
+                for (k, v) in self.gucs.reset(None) {
+                    msg::parameter_status(&mut self.out, &k, &v);
+                }
+                self.statements.clear();
+                self.portals.clear();
+                msg::command_complete(&mut self.out, "DISCARD ALL");
+            }
+            Kind::Noop => msg::command_complete(&mut self.out, stmt.tag),
+            Kind::Read | Kind::Write | Kind::Ddl => {
+                let args = match portal {
+                    Some(p) => ExecArgs {
+                        plan: plan.clone(),
+                        index,
+                        params: p.params,
+                        param_formats: p.param_formats,
+                        param_oids: p.param_oids,
+                        result_formats: p.result_formats,
+                        describe: p.describe,
+                        chunked: p.chunked,
+                    },
+                    None => ExecArgs {
+                        plan: plan.clone(),
+                        index,
+                        params: Vec::new(),
+                        param_formats: Vec::new(),
+                        param_oids: Vec::new(),
+                        result_formats: Vec::new(),
+                        describe: stmt.returns_rows,
+                        chunked: false,
+                    },
+                };
+                let chunked = args.chunked;
+                let output = self.exec(args).await?;
+                if chunked {
+                    // The caller sends rows in portions.
+                    self.last_output = Some(output);
+                } else {
+                    self.out.extend_from_slice(&output.data);
+                    msg::command_complete(&mut self.out, &command_tag(stmt.tag, output.rows));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes on the right connection: inside a transaction on the leased writer,
+    /// reads outside one on a reader, writes outside one on the writer (autocommit).
+    async fn exec(&mut self, args: ExecArgs) -> PgResult<ExecOutput> {
+        let needs_writer = args.plan[args.index].needs_writer();
+        let is_ddl = args.plan[args.index].kind == Kind::Ddl;
+        if let Tx::Open(lease) = &mut self.tx {
+            if is_ddl {
+                lease.ran_ddl = true;
+            }
+            let r = lease.run(&self.cancel, move |w| w.execute(&args)).await?;
+            return r.map_err(exec_error);
+        }
+        let args = if !needs_writer {
+            let args = Arc::new(args);
+            let a = args.clone();
+            match self.db.on_reader(&self.cancel, move |w| w.execute(&a)).await? {
+                Ok(out) => return Ok(out),
+                Err(ExecError::NeedsWriter) => Arc::try_unwrap(args).unwrap_or_else(|a| clone_args(&a)),
+                Err(ExecError::Pg(e)) => return Err(e),
+            }
+        } else {
+            args
+        };
+        let lease = self.db.lease_writer(&self.cancel).await?;
+        let r = lease.run(&self.cancel, move |w| w.execute(&args)).await?;
+        drop(lease);
+        r.map_err(exec_error)
+    }
+
+    async fn begin_on(&mut self, mut lease: WriterLease) -> PgResult<()> {
+        lease
+            .run(&self.cancel, |w| w.control("BEGIN IMMEDIATE", false))
+            .await??;
+        lease.in_transaction = true;
+        self.tx = Tx::Open(lease);
+        Ok(())
+    }
+
+    /// Ends the open transaction with `COMMIT` or `ROLLBACK` and releases the writer.
+    /// A failed COMMIT rolls back.
+    async fn end_transaction(&mut self, sql: &'static str) -> PgResult<()> {
+        let mut lease = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Open(l) | Tx::Failed(l) => l,
+            Tx::Idle => return Ok(()),
+        };
+        let ddl = lease.ran_ddl;
+        let r = lease.run(&self.cancel, move |w| w.control(sql, ddl)).await.and_then(|r| r);
+        if r.is_ok() {
+            lease.in_transaction = false;
+        }
+        // On failure the lease's drop rolls back whatever is still open.
+        drop(lease);
+        r
+    }
+
+    // ------------------------------------------------------- extended protocol
+
+    fn parse(&mut self, p: Parse) -> PgResult<()> {
+        let name = p.name.unwrap_or_default();
+        if !name.is_empty() && self.statements.contains_key(&name) {
+            return Err(PgError::new(code::DUPLICATE_PREPARED_STATEMENT, format!("prepared statement \"{name}\" already exists")));
+        }
+        let plan = self.db.plans().get(&p.query)?;
+        if plan.len() > 1 {
+            return Err(PgError::new(code::SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement"));
+        }
+        self.statements.insert(name, Prepared { plan, param_oids: p.type_oids });
+        msg::parse_complete(&mut self.out);
+        Ok(())
+    }
+
+    fn bind(&mut self, b: Bind) -> PgResult<()> {
+        let stmt_name = b.statement_name.unwrap_or_default();
+        let prepared = self.statements.get(&stmt_name).ok_or_else(|| {
+            PgError::new(code::INVALID_SQL_STATEMENT_NAME, format!("prepared statement \"{stmt_name}\" does not exist"))
+        })?;
+        let portal_name = b.portal_name.unwrap_or_default();
+        let portal = Portal {
+            plan: prepared.plan.clone(),
+            param_oids: prepared.param_oids.clone(),
+            params: b.parameters,
+            param_formats: b.parameter_format_codes,
+            result_formats: b.result_column_format_codes,
+            pending: None,
+        };
+        self.portals.insert(portal_name, portal);
+        msg::bind_complete(&mut self.out);
+        Ok(())
+    }
+
+    async fn describe(&mut self, d: Describe) -> PgResult<()> {
+        let name = d.name.unwrap_or_default();
+        if d.target_type == b'P' {
+            if !self.portals.contains_key(&name) {
+                return Err(PgError::new(code::INVALID_CURSOR_NAME, format!("portal \"{name}\" does not exist")));
+            }
+            self.pending_describe = Some(name);
+            return Ok(());
+        }
+        let prepared = self.statements.get(&name).ok_or_else(|| {
+            PgError::new(code::INVALID_SQL_STATEMENT_NAME, format!("prepared statement \"{name}\" does not exist"))
+        })?;
+        let plan = prepared.plan.clone();
+        let oids = prepared.param_oids.clone();
+        let (params, columns) = self.describe_plan(&plan, oids).await?;
+        msg::parameter_description(&mut self.out, &params);
+        self.write_columns(&plan, &columns, &[]);
+        Ok(())
+    }
+
+    fn write_columns(&mut self, plan: &Plan, columns: &[Column], formats: &[i16]) {
+        let show = plan.first().and_then(|s| match &s.kind {
+            Kind::Show { name } => Some(name.clone()),
+            _ => None,
+        });
+        if let Some(name) = show {
+            msg::row_description(&mut self.out, &[Column { name, ty: PgType::Text }], formats);
+        } else if columns.is_empty() {
+            msg::no_data(&mut self.out);
+        } else {
+            msg::row_description(&mut self.out, columns, formats);
+        }
+    }
+
+    async fn describe_plan(&mut self, plan: &Plan, oids: Vec<u32>) -> PgResult<(Vec<PgType>, Vec<Column>)> {
+        if plan.is_empty() || plan[0].sqlite_sql.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let p = plan.clone();
+        let r = match &self.tx {
+            Tx::Open(lease) | Tx::Failed(lease) => lease.run(&self.cancel, move |w| w.describe(&p, 0, &oids)).await?,
+            Tx::Idle => self.db.on_reader(&self.cancel, move |w| w.describe(&p, 0, &oids)).await?,
+        };
+        r.map_err(exec_error)
+    }
+
+    async fn describe_portal(&mut self, name: &str) -> PgResult<()> {
+        let Some(portal) = self.portals.get(name) else {
+            return Err(PgError::new(code::INVALID_CURSOR_NAME, format!("portal \"{name}\" does not exist")));
+        };
+        let plan = portal.plan.clone();
+        let formats = portal.result_formats.clone();
+        let oids = portal.param_oids.clone();
+        let (_, columns) = self.describe_plan(&plan, oids).await?;
+        self.write_columns(&plan, &columns, &formats);
+        Ok(())
+    }
+
+    async fn execute(&mut self, e: Execute) -> PgResult<()> {
+        let name = e.name.unwrap_or_default();
+        let describe = self.pending_describe.take().is_some();
+        let Some(portal) = self.portals.get_mut(&name) else {
+            return Err(PgError::new(code::INVALID_CURSOR_NAME, format!("portal \"{name}\" does not exist")));
+        };
+        let max_rows = if e.max_rows > 0 { e.max_rows as usize } else { usize::MAX };
+        if let Some(pending) = portal.pending.take() {
+            return self.send_portion(&name, pending, max_rows);
+        }
+        let plan = portal.plan.clone();
+        if plan.is_empty() {
+            msg::empty_query(&mut self.out);
+            return Ok(());
+        }
+        let args = PortalArgs {
+            params: std::mem::take(&mut portal.params),
+            param_formats: portal.param_formats.clone(),
+            param_oids: portal.param_oids.clone(),
+            result_formats: portal.result_formats.clone(),
+            describe,
+            chunked: max_rows != usize::MAX,
+        };
+        let chunked = args.chunked;
+        self.last_output = None;
+        self.run_statement(&plan, 0, Some(args)).await?;
+        if chunked {
+            if let Some(mut out) = self.last_output.take() {
+                // The RowDescription (if any) goes out before the first portion.
+                let head = out.data.split_to(out.rows_start);
+                self.out.extend_from_slice(&head);
+                for end in &mut out.row_ends {
+                    *end -= out.rows_start;
+                }
+                let tag = command_tag(plan[0].tag, out.rows);
+                let pending = Pending { out, next: 0, tag };
+                return self.send_portion(&name, pending, max_rows);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends up to `max_rows` rows of a portal's buffered result; PortalSuspended if
+    /// rows remain, CommandComplete once all are sent.
+    fn send_portion(&mut self, name: &str, mut pending: Pending, max_rows: usize) -> PgResult<()> {
+        let start = if pending.next == 0 { 0 } else { pending.out.row_ends[pending.next - 1] };
+        let last = (pending.next + max_rows).min(pending.out.row_ends.len());
+        let end = if last == 0 { 0 } else { pending.out.row_ends[last - 1] };
+        self.out.extend_from_slice(&pending.out.data[start..end]);
+        pending.next = last;
+        if pending.next < pending.out.row_ends.len() {
+            msg::portal_suspended(&mut self.out);
+            if let Some(p) = self.portals.get_mut(name) {
+                p.pending = Some(pending);
+            }
+        } else {
+            msg::command_complete(&mut self.out, &pending.tag);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, c: Close) {
+        let name = c.name.unwrap_or_default();
+        if c.target_type == b'S' {
+            self.statements.remove(&name);
+        } else {
+            self.portals.remove(&name);
+        }
+        msg::close_complete(&mut self.out);
+    }
+}
+
+struct PortalArgs {
+    params: Vec<Option<Bytes>>,
+    param_formats: Vec<i16>,
+    param_oids: Vec<u32>,
+    result_formats: Vec<i16>,
+    describe: bool,
+    chunked: bool,
+}
+
+fn clone_args(a: &ExecArgs) -> ExecArgs {
+    ExecArgs {
+        plan: a.plan.clone(),
+        index: a.index,
+        params: a.params.clone(),
+        param_formats: a.param_formats.clone(),
+        param_oids: a.param_oids.clone(),
+        result_formats: a.result_formats.clone(),
+        describe: a.describe,
+        chunked: a.chunked,
+    }
+}
+
+fn exec_error(e: ExecError) -> PgError {
+    match e {
+        ExecError::Pg(e) => e,
+        ExecError::NeedsWriter => PgError::internal("statement needs the writer"),
+    }
+}
+
+fn command_tag(tag: &str, rows: u64) -> String {
+    match tag {
+        "INSERT" => format!("INSERT 0 {rows}"),
+        "SELECT" | "UPDATE" | "DELETE" => format!("{tag} {rows}"),
+        other => other.to_string(),
+    }
+}
