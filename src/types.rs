@@ -647,7 +647,11 @@ pub fn decode_text(ty: PgType, s: &str) -> PgResult<Value> {
             Err(_) => {
                 let mut scratch = BytesMut::new();
                 numeric_to_binary(s, &mut scratch).ok_or_else(|| invalid_input(ty, s))?;
-                Value::Text(s.trim().to_string())
+                // Stored like SQLite's NUMERIC affinity would store it.
+                match s.trim().parse::<f64>() {
+                    Ok(f) => Value::Real(f),
+                    Err(_) => Value::Text(s.trim().to_string()),
+                }
             }
         },
         PgType::Bytea => Value::Blob(parse_bytea_text(s).ok_or_else(|| invalid_input(ty, s))?),

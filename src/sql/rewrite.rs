@@ -483,13 +483,11 @@ impl ExprRewriter {
                 })?;
                 let inner = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
                 *expr = match target {
-                    PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => {
-                        sqlite_cast(inner, DataType::Integer(None))
-                    }
-                    PgType::Float4 | PgType::Float8 => sqlite_cast(inner, DataType::Real),
-                    PgType::Numeric => {
-                        sqlite_cast(inner, DataType::Numeric(sqlparser::ast::ExactNumberInfo::None))
-                    }
+                    PgType::Int2 => call("pg_int2", inner),
+                    PgType::Int4 | PgType::Oid => call("pg_int4", inner),
+                    PgType::Int8 => call("pg_int8", inner),
+                    PgType::Float4 | PgType::Float8 => call("pg_float8", inner),
+                    PgType::Numeric => call("pg_numeric", inner),
                     PgType::Text | PgType::Varchar | PgType::Bpchar | PgType::Name => {
                         sqlite_cast(inner, DataType::Text)
                     }

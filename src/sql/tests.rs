@@ -20,7 +20,7 @@ fn rewrites_plain_crud() {
     check("SELECT 1", "SELECT 1 AS \"?column?\"");
     check("SELECT a FROM t WHERE id = $1", "SELECT a FROM t WHERE id = $1");
     check("SELECT $2, $1", "SELECT $2 AS \"?column?\", $1 AS \"?column?\"");
-    check("SELECT count(*), x::text, 'a'::int, true FROM t", "SELECT count(*) AS \"count\", CAST(x AS TEXT) AS \"x\", CAST('a' AS INTEGER) AS \"int4\", true AS \"bool\" FROM t");
+    check("SELECT count(*), x::text, 'a'::int, true FROM t", "SELECT count(*) AS \"count\", CAST(x AS TEXT) AS \"x\", pg_int4('a') AS \"int4\", true AS \"bool\" FROM t");
     check("INSERT INTO t (a, b) VALUES ($1, true) RETURNING id", "INSERT INTO t (a, b) VALUES ($1, true) RETURNING id");
     check("UPDATE t SET a = a + 1 WHERE id = 3", "UPDATE t SET a = a + 1 WHERE id = 3");
     check("DELETE FROM t WHERE id = 1 RETURNING *", "DELETE FROM t WHERE id = 1 RETURNING *");
@@ -29,7 +29,7 @@ fn rewrites_plain_crud() {
 
 #[test]
 fn rewrites_casts_and_functions() {
-    check("SELECT a FROM t WHERE b = '1'::int", "SELECT a FROM t WHERE b = CAST('1' AS INTEGER)");
+    check("SELECT a FROM t WHERE b = '1'::int", "SELECT a FROM t WHERE b = pg_int4('1')");
     check("SELECT a FROM t WHERE 't'::boolean", "SELECT a FROM t WHERE pg_bool('t')");
     check("SELECT a FROM t WHERE b < $1::timestamptz", "SELECT a FROM t WHERE b < pg_timestamptz($1)");
     check("SELECT now() AS n", "SELECT (strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00') AS n");

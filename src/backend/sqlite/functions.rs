@@ -37,6 +37,20 @@ fn cast_to(ctx: &Context<'_>, ty: PgType) -> rusqlite::Result<Value> {
     match v {
         ValueRef::Null => Ok(Value::Null),
         ValueRef::Integer(i) if ty == PgType::Bool => Ok(Value::Integer(i64::from(i != 0))),
+        ValueRef::Integer(i) if ty.is_integer() => types::decode_text(ty, &i.to_string()).map_err(user_error),
+        ValueRef::Integer(i) if matches!(ty, PgType::Float8 | PgType::Numeric) => Ok(Value::Integer(i)),
+        ValueRef::Real(f) if ty.is_integer() => {
+            // PostgreSQL rounds half away from zero when casting to an integer.
+            let r = f.round();
+            if !r.is_finite() || r.abs() >= 9.2e18 {
+                return Err(user_error(crate::error::PgError::new(
+                    crate::error::code::NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!("value out of range for type {}", ty.name()),
+                )));
+            }
+            types::decode_text(ty, &(r as i64).to_string()).map_err(user_error)
+        }
+        ValueRef::Real(f) if matches!(ty, PgType::Float8 | PgType::Numeric) => Ok(Value::Real(f)),
         ValueRef::Blob(b) if ty == PgType::Bytea => Ok(Value::Blob(b.to_vec())),
         ValueRef::Text(t) if ty == PgType::Bytea => {
             let s = String::from_utf8_lossy(t);
@@ -67,6 +81,11 @@ pub fn register(conn: &Connection, database: &str, cancel: Arc<AtomicBool>) -> r
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     for (name, ty) in [
         ("pg_bool", PgType::Bool),
+        ("pg_int2", PgType::Int2),
+        ("pg_int4", PgType::Int4),
+        ("pg_int8", PgType::Int8),
+        ("pg_float8", PgType::Float8),
+        ("pg_numeric", PgType::Numeric),
         ("pg_date", PgType::Date),
         ("pg_timestamp", PgType::Timestamp),
         ("pg_timestamptz", PgType::Timestamptz),

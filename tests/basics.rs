@@ -1,0 +1,249 @@
+//! Authentication, routing and the query protocols, over TCP with tokio-postgres.
+
+mod common;
+
+use common::{sqlstate, TestServer, APP_USER};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scram_login_and_crud() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    c.batch_execute("CREATE TABLE t (id SERIAL PRIMARY KEY, name TEXT NOT NULL, ok BOOLEAN DEFAULT true)")
+        .await
+        .unwrap();
+    let rows = c
+        .query("INSERT INTO t (name) VALUES ($1), ($2) RETURNING id, ok", &[&"a", &"b"])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+    assert!(rows[1].get::<_, bool>(1));
+    let n = c.execute("UPDATE t SET ok = $1 WHERE id = $2", &[&false, &2i32]).await.unwrap();
+    assert_eq!(n, 1);
+    let row = c.query_one("SELECT name, ok FROM t WHERE id = $1", &[&2i32]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "b");
+    assert!(!row.get::<_, bool>(1));
+    assert_eq!(c.execute("DELETE FROM t WHERE id = 1", &[]).await.unwrap(), 1);
+    let count: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(count, 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_unknown_user_and_unknown_database() {
+    let s = TestServer::start().await;
+    let e = s.try_connect("app", "nope", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01");
+    let e = s.try_connect("mallory", "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01");
+    let e = s.try_connect("app", "app", "missing").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "3D000");
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("\"missing\" does not exist"), "{msg}");
+    // The server still serves after refusing those.
+    s.connect().await.simple_query("SELECT 1").await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn md5_authentication() {
+    let s = TestServer::start_with("auth = \"md5\"", APP_USER).await;
+    s.connect().await.simple_query("SELECT 1").await.unwrap();
+    let e = s.try_connect("app", "bad", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_scram_verifier_authenticates() {
+    let verifier = postgres_protocol_verifier("s3cret");
+    let users = format!("[[users]]\nname = \"app\"\nscram = \"{verifier}\"\n");
+    let s = TestServer::start_with("", &users).await;
+    s.try_connect("app", "s3cret", "app").await.unwrap();
+    assert_eq!(sqlstate(&s.try_connect("app", "app", "app").await.unwrap_err()), "28P01");
+    s.stop().await;
+}
+
+fn postgres_protocol_verifier(pw: &str) -> String {
+    unidb::frontend::auth::ScramVerifier::from_password(pw);
+    // Same format PostgreSQL stores in pg_authid.
+    let v = unidb::frontend::auth::ScramVerifier::from_password(pw);
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${}:{}${}:{}",
+        v.iterations,
+        b.encode(&v.salt),
+        b.encode(v.stored_key),
+        b.encode(v.server_key)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_authentication_accepts_known_users() {
+    let s = TestServer::start_with("auth = \"trust\"", APP_USER).await;
+    s.try_connect("app", "whatever", "app").await.unwrap();
+    assert_eq!(sqlstate(&s.try_connect("nobody", "", "app").await.unwrap_err()), "28000");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_clients() {
+    let s = TestServer::start_with("max_clients = 2", APP_USER).await;
+    let _a = s.connect().await;
+    let _b = s.connect().await;
+    let e = s.try_connect("app", "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "53300");
+    drop(_a);
+    // The slot frees once the first client is gone.
+    let mut ok = false;
+    for _ in 0..50 {
+        if s.try_connect("app", "app", "app").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a freed client slot was not reusable");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_statement_simple_query() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    let msgs = c
+        .simple_query("CREATE TABLE m (a INT); INSERT INTO m VALUES (1), (2); SELECT a FROM m ORDER BY a; SELECT 'x' AS y")
+        .await
+        .unwrap();
+    use tokio_postgres::SimpleQueryMessage as M;
+    let rows: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            M::Row(r) => Some(r.get(0).unwrap().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, vec!["1", "2", "x"]);
+    let completions: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            M::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completions, vec![0, 2, 2, 1]);
+    // An error in a later statement rolls back the earlier ones (implicit transaction).
+    let e = c.simple_query("INSERT INTO m VALUES (3); INSERT INTO nope VALUES (1)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+    let n: i64 = c.query_one("SELECT count(*) FROM m", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+    // Empty query.
+    assert!(c.simple_query("").await.unwrap().iter().all(|m| !matches!(m, M::Row(_))));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_commit_rollback_and_failed_state() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); ROLLBACK").await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); COMMIT").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c.batch_execute("INSERT INTO t VALUES (1, 'dup')").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "23505");
+    let e = c.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02");
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02");
+    // COMMIT of a failed transaction rolls back.
+    let msgs = c.simple_query("COMMIT").await.unwrap();
+    assert!(matches!(msgs.last(), Some(tokio_postgres::SimpleQueryMessage::CommandComplete(_))));
+    c.batch_execute("INSERT INTO t VALUES (2, 'b')").await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+    // Savepoints recover a failed transaction.
+    c.batch_execute("BEGIN; SAVEPOINT s; ").await.unwrap();
+    assert!(c.batch_execute("INSERT INTO t VALUES (2, 'dup')").await.is_err());
+    c.batch_execute("ROLLBACK TO SAVEPOINT s; INSERT INTO t VALUES (3, 'c'); COMMIT").await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    // tokio-postgres' transaction API.
+    let mut c = c;
+    let tx = c.transaction().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (4, 'd')", &[]).await.unwrap();
+    let seen: i64 = tx.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(seen, 4);
+    tx.rollback().await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_mid_transaction_rolls_back() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    c.batch_execute("CREATE TABLE t (id INT)").await.unwrap();
+    {
+        let c2 = s.connect().await;
+        c2.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+        drop(c2);
+    }
+    // The writer is released and the insert is gone.
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    let rows = c.query("SELECT id FROM t", &[]).await.unwrap();
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![2]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_carry_sqlstates() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    c.batch_execute(
+        "CREATE TABLE p (id INT PRIMARY KEY);
+         CREATE TABLE t (id INT PRIMARY KEY, n TEXT NOT NULL, v INT CHECK (v > 0), p INT REFERENCES p(id))",
+    )
+    .await
+    .unwrap();
+    let cases = [
+        ("INSERT INTO t (id) VALUES (1)", "23502"),
+        ("INSERT INTO t (id, n, v) VALUES (1, 'a', -1)", "23514"),
+        ("INSERT INTO t (id, n, p) VALUES (1, 'a', 7)", "23503"),
+        ("SELECT * FROM nope", "42P01"),
+        ("SELECT nope FROM t", "42703"),
+        ("SELEKT 1", "42601"),
+        ("CREATE TABLE x (a INT[])", "0A000"),
+        ("SHOW nonsense", "42704"),
+    ];
+    for (sql, code) in cases {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), code, "{sql}: {e}");
+    }
+    for sql in ["SELECT 'abc'::int4", "SELECT '99999999999'::int4", "SELECT 'maybe'::bool", "SELECT 'x'::timestamptz"] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert!(["22P02", "22003"].contains(&sqlstate(&e).as_str()), "{sql}: {e:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_settings() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    let v: String = c.query_one("SHOW server_version", &[]).await.unwrap().get(0);
+    assert!(v.starts_with("15.0 (unidb "), "{v}");
+    c.batch_execute("SET application_name = 'tests'").await.unwrap();
+    let v: String = c.query_one("SHOW application_name", &[]).await.unwrap().get(0);
+    assert_eq!(v, "tests");
+    let e = c.batch_execute("SET client_encoding = 'LATIN1'").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000");
+    let v: String = c.query_one("SELECT version()", &[]).await.unwrap().get(0);
+    assert!(v.starts_with("PostgreSQL 15.0"), "{v}");
+    s.stop().await;
+}

@@ -1,0 +1,111 @@
+//! Test harness: starts unidb in-process on port 0 over a SQLite file in a temp
+//! directory, and connects real PostgreSQL clients to it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use unidb::config::Config;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Config text for a server with user `app`/`app` and database `app`, with
+/// `extra` appended to `[server]`.
+pub fn config_text(dir: &std::path::Path, server_extra: &str, users: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+{server_extra}
+
+{users}
+
+[databases.app]
+backend = "sqlite"
+path = "{}/app.db"
+readers = 3
+busy_timeout = "2s"
+"#,
+        dir.display()
+    )
+}
+
+pub const APP_USER: &str = "[[users]]\nname = \"app\"\npassword = \"app\"\n";
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with("", APP_USER).await
+    }
+
+    pub async fn start_with(server_extra: &str, users: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text(dir.path(), server_extra, users);
+        Self::start_config(dir, &text).await
+    }
+
+    pub async fn start_config(dir: tempfile::TempDir, text: &str) -> TestServer {
+        let config = Config::parse(text, "test.toml", &[]).unwrap();
+        let state = unidb::server::ServerState::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(unidb::server::run(listener, state, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10",
+            self.addr.port()
+        )
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        self.try_connect("app", "app", "app").await.unwrap()
+    }
+
+    pub async fn try_connect(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.url(user, password, db), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Stops the server and waits for a clean shutdown.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+pub type Shared<T> = Arc<T>;
