@@ -230,6 +230,8 @@ pub fn encode_text(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgRes
         (_, ValueRef::Null) => {}
         (PgType::Bool, v) => out.put_u8(if truthy(ty, v)? { b't' } else { b'f' }),
         (PgType::Bytea, ValueRef::Blob(b)) => put_hex_bytea(out, b),
+        // A bytea written as a text literal (`'\x00ff'`) is stored as that text.
+        (PgType::Bytea, ValueRef::Text(t)) if hex_literal(t).is_some() => out.put_slice(t),
         (PgType::Bytea, ValueRef::Text(t)) => put_hex_bytea(out, t),
         (PgType::Float4, ValueRef::Real(f)) => put_float(out, f64::from(f as f32), true),
         (PgType::Float8, ValueRef::Real(f)) => put_float(out, f, false),
@@ -248,6 +250,15 @@ pub fn encode_text(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgRes
         (_, ValueRef::Blob(b)) => put_hex_bytea(out, b),
     }
     Ok(())
+}
+
+/// The bytes of a `\x…` hex bytea literal stored as text.
+fn hex_literal(t: &[u8]) -> Option<Vec<u8>> {
+    let s = std::str::from_utf8(t).ok()?;
+    if !s.starts_with("\\x") {
+        return None;
+    }
+    parse_bytea_text(s)
 }
 
 fn truthy(ty: PgType, v: ValueRef<'_>) -> PgResult<bool> {
@@ -394,6 +405,9 @@ pub fn encode_binary(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgR
         PgType::Float4 => out.put_f32(as_f64(ty, value)? as f32),
         PgType::Float8 => out.put_f64(as_f64(ty, value)?),
         PgType::Bytea => match value {
+            ValueRef::Text(t) if hex_literal(t).is_some() => {
+                out.put_slice(&hex_literal(t).unwrap_or_default())
+            }
             ValueRef::Blob(b) | ValueRef::Text(b) => out.put_slice(b),
             other => encode_text(PgType::Text, other, out)?,
         },

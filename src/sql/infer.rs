@@ -19,6 +19,8 @@ pub enum TypeHint {
     Column { table: Option<String>, column: String },
     /// The `index`-th column of `table` (INSERT without a column list).
     ColumnAt { table: String, index: usize },
+    /// The type of parameter `$n` (index `n - 1`).
+    Param(usize),
     Unknown,
 }
 
@@ -91,7 +93,7 @@ impl Collector {
         if self.params.len() < n {
             self.params.resize(n, TypeHint::Unknown);
         }
-        if self.params[n - 1] == TypeHint::Unknown {
+        if self.params[n - 1] == TypeHint::Unknown && !matches!(hint, TypeHint::Param(_)) {
             self.params[n - 1] = hint;
         }
     }
@@ -164,6 +166,11 @@ impl Collector {
                 | Value::EscapedStringLiteral(_)
                 | Value::DollarQuotedString(_) => TypeHint::Known(PgType::Text),
                 Value::Boolean(_) => TypeHint::Known(PgType::Bool),
+                Value::Placeholder(p) => p
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n >= 1)
+                    .map_or(TypeHint::Unknown, |n| TypeHint::Param(n - 1)),
                 _ => TypeHint::Unknown,
             },
             Expr::Cast { data_type, .. } => {

@@ -67,6 +67,8 @@ pub struct ExecOutput {
 /// Per-statement facts that depend only on the SQL and the schema.
 struct Described {
     columns: Vec<Column>,
+    /// Result columns that are a bare `$n`: (column, parameter index).
+    param_columns: Vec<(usize, usize)>,
     /// For SQLite parameter `i` (1-based, index `i-1` here), the PostgreSQL `$n`.
     param_map: Vec<usize>,
     param_count: usize,
@@ -161,7 +163,7 @@ impl Worker {
             } => self.catalog.column(t, column),
             TypeHint::Column { table: None, column } => self.catalog.column_in(scope, column),
             TypeHint::ColumnAt { table, index } => self.catalog.column_at(table, *index),
-            TypeHint::Unknown => None,
+            TypeHint::Param(_) | TypeHint::Unknown => None,
         }
     }
 
@@ -193,6 +195,16 @@ impl Worker {
                 }
             })
             .collect();
+        let param_columns = stmt
+            .columns
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, h)| match h {
+                TypeHint::Param(p) => Some((i, *p)),
+                _ => None,
+            })
+            .collect();
         let mut param_map = Vec::new();
         let mut param_count = 0;
         for i in 1..=prepared.parameter_count() {
@@ -206,6 +218,7 @@ impl Worker {
         }
         Described {
             columns,
+            param_columns,
             param_map,
             param_count,
         }
@@ -250,7 +263,9 @@ impl Worker {
             return Ok((Vec::new(), Vec::new()));
         }
         let d = self.described(stmt)?;
-        Ok((self.param_types(stmt, &d, client_oids), d.columns.clone()))
+        let types = self.param_types(stmt, &d, client_oids);
+        let columns = with_param_columns(&d, &types).into_owned();
+        Ok((types, columns))
     }
 
     /// Executes a statement and encodes its results.
@@ -296,16 +311,17 @@ impl Worker {
             )
             .into());
         }
+        let columns = with_param_columns(&d, &types);
         let mut prepared = self.conn.prepare_cached(&stmt.sqlite_sql)?;
         if !self.writer && !prepared.readonly() {
             return Err(ExecError::NeedsWriter);
         }
         let mut out = ExecOutput::default();
         if args.describe {
-            if d.columns.is_empty() {
+            if columns.is_empty() {
                 msg::no_data(&mut out.data);
             } else {
-                msg::row_description(&mut out.data, &d.columns, &args.result_formats);
+                msg::row_description(&mut out.data, &columns, &args.result_formats);
             }
             out.rows_start = out.data.len();
         }
@@ -323,7 +339,7 @@ impl Worker {
             };
             prepared.raw_bind_parameter(i + 1, value)?;
         }
-        let ncols = d.columns.len();
+        let ncols = columns.len();
         let formats: Vec<FieldFormat> = (0..ncols)
             .map(|i| FieldFormat::for_column(&args.result_formats, i))
             .collect();
@@ -331,7 +347,7 @@ impl Worker {
         let mut count = 0u64;
         while let Some(row) = rows.next()? {
             let mut w = DataRowWriter::begin(&mut out.data, ncols as i16);
-            for (i, col) in d.columns.iter().enumerate() {
+            for (i, col) in columns.iter().enumerate() {
                 let v = row.get_ref(i)?;
                 if let rusqlite::types::ValueRef::Null = v {
                     w.null();
@@ -356,4 +372,18 @@ impl Worker {
         };
         Ok(out)
     }
+}
+
+/// The statement's columns with bare `$n` columns typed like their parameter.
+fn with_param_columns<'a>(d: &'a Described, types: &[PgType]) -> std::borrow::Cow<'a, [Column]> {
+    if d.param_columns.is_empty() {
+        return std::borrow::Cow::Borrowed(&d.columns);
+    }
+    let mut cols = d.columns.clone();
+    for (c, p) in &d.param_columns {
+        if let (Some(col), Some(t)) = (cols.get_mut(*c), types.get(*p)) {
+            col.ty = *t;
+        }
+    }
+    std::borrow::Cow::Owned(cols)
 }
