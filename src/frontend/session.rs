@@ -47,6 +47,8 @@ struct Portal {
     param_formats: Vec<i16>,
     result_formats: Vec<i16>,
     pending: Option<Pending>,
+    /// Ran to completion: further Executes return no rows, as in PostgreSQL.
+    exhausted: bool,
 }
 
 pub struct Session<S> {
@@ -556,6 +558,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             param_formats: b.parameter_format_codes,
             result_formats: b.result_column_format_codes,
             pending: None,
+            exhausted: false,
         };
         self.portals.insert(portal_name, portal);
         msg::bind_complete(&mut self.out);
@@ -630,6 +633,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(pending) = portal.pending.take() {
             return self.send_portion(&name, pending, max_rows);
         }
+        if portal.exhausted {
+            let tag = command_tag(portal.plan.first().map_or("SELECT", |s| s.tag), 0);
+            msg::command_complete(&mut self.out, &tag);
+            return Ok(());
+        }
+        portal.exhausted = true;
         let plan = portal.plan.clone();
         if plan.is_empty() {
             msg::empty_query(&mut self.out);

@@ -55,8 +55,7 @@ pub async fn read_startup<S: AsyncRead + Unpin>(
         }
     }
     let mut ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-    let msg = PgWireFrontendMessage::decode(buf, &ctx)
-        .map_err(|e| ReadError::Invalid(e.to_string()))?;
+    let msg = decode_guarded(buf, &ctx)?;
     match msg {
         Some(PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresSsl(_))) => {
             Ok(StartupRequest::Ssl)
@@ -66,9 +65,7 @@ pub async fn read_startup<S: AsyncRead + Unpin>(
         }
         Some(PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::None)) => {
             ctx.awaiting_frontend_ssl = false;
-            match PgWireFrontendMessage::decode(buf, &ctx)
-                .map_err(|e| ReadError::Invalid(e.to_string()))?
-            {
+            match decode_guarded(buf, &ctx)? {
                 Some(PgWireFrontendMessage::CancelRequest(c)) => {
                     let secret = c.secret_key.to_bytes();
                     if secret.len() != 4 {
@@ -96,6 +93,13 @@ pub async fn read_startup<S: AsyncRead + Unpin>(
         }
         _ => Err(ReadError::Invalid("invalid startup packet".into())),
     }
+}
+
+/// Decodes one message; a decoder panic on malformed input becomes an error.
+fn decode_guarded(buf: &mut BytesMut, ctx: &DecodeContext) -> Result<Option<Frontend>, ReadError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| PgWireFrontendMessage::decode(buf, ctx)))
+        .map_err(|_| ReadError::Invalid("message body is shorter than its fields".into()))?
+        .map_err(|e| ReadError::Invalid(e.to_string()))
 }
 
 /// Reads typed client messages from a buffered stream.
@@ -142,18 +146,15 @@ impl FrontendReader {
     ) -> Result<Frontend, ReadError> {
         loop {
             if let Some(total) = self.complete_len()? {
-                let before = self.buf.len();
-                let msg = Frontend::decode(&mut self.buf, &self.ctx)
-                    .map_err(|e| ReadError::Invalid(e.to_string()))?;
+                // Decode from the exact frame, so that a body inconsistent with its
+                // length cannot reach into the next message.
+                let mut frame = self.buf.split_to(total);
+                // The decoder indexes into the frame; a body shorter than its own
+                // fields say must close this connection, not take the server down.
+                let msg = decode_guarded(&mut frame, &self.ctx)?;
                 return match msg {
-                    Some(m) => {
-                        // A body shorter than its declared length leaves bytes behind.
-                        let consumed = before - self.buf.len();
-                        if consumed != total {
-                            return Err(ReadError::Invalid("message length does not match its content".into()));
-                        }
-                        Ok(m)
-                    }
+                    Some(m) if frame.is_empty() => Ok(m),
+                    Some(_) => Err(ReadError::Invalid("message length does not match its content".into())),
                     None => Err(ReadError::Invalid("truncated message".into())),
                 };
             }
