@@ -150,7 +150,7 @@ impl Worker {
 
     pub fn checkpoint(&mut self) -> Result<(), PgError> {
         self.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;")
+            .execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(|e| to_pg(&e))
     }
 
