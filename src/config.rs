@@ -302,7 +302,10 @@ impl Config {
             match db {
                 DatabaseConfig::Sqlite(s) => {
                     if s.path.as_os_str().is_empty() {
-                        return Err(invalid(format!("databases.{name}.path"), "must not be empty"));
+                        return Err(invalid(
+                            format!("databases.{name}.path"),
+                            "must not be empty",
+                        ));
                     }
                     if s.readers == 0 || s.readers > 256 {
                         return Err(invalid(
@@ -391,7 +394,10 @@ fn parse_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, column)
 }
 
@@ -422,9 +428,9 @@ fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), C
             toml::Value::Table(t) => t,
             toml::Value::Array(items) => {
                 // `USERS__0__PASSWORD`: the next segment is an index into the array.
-                let index: usize = path[i + 1]
-                    .parse()
-                    .map_err(|_| err(format!("`{segment}` is a list; expected an index after it")))?;
+                let index: usize = path[i + 1].parse().map_err(|_| {
+                    err(format!("`{segment}` is a list; expected an index after it"))
+                })?;
                 if i + 2 == path.len() {
                     return Err(err(format!("cannot replace a whole entry of `{segment}`")));
                 }
@@ -435,11 +441,12 @@ fn apply_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), C
                     toml::Value::Table(t) => {
                         // Skip the index segment by recursing on the remainder.
                         let rest = path[i + 2..].join("__");
-                        return apply_override(t, &format!("{ENV_PREFIX}{rest}"), raw)
-                            .map_err(|e| match e {
+                        return apply_override(t, &format!("{ENV_PREFIX}{rest}"), raw).map_err(
+                            |e| match e {
                                 ConfigError::Env { message, .. } => err(message),
                                 other => other,
-                            });
+                            },
+                        );
                     }
                     _ => return Err(err(format!("`{segment}[{index}]` is not a table"))),
                 }
@@ -498,13 +505,19 @@ path = "data/app.db"
     fn unknown_key_is_rejected_with_line() {
         let text = format!("{MINIMAL}\n[server]\nlisten_port = 5\n");
         let msg = Config::parse(&text, "x.toml", &[]).unwrap_err().to_string();
-        assert!(msg.contains("x.toml:") && msg.contains("listen_port"), "{msg}");
+        assert!(
+            msg.contains("x.toml:") && msg.contains("listen_port"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn env_overrides_nested_keys_and_list_entries() {
         let env = vec![
-            ("UNIDB_SERVER__LISTEN".to_string(), "127.0.0.1:7000".to_string()),
+            (
+                "UNIDB_SERVER__LISTEN".to_string(),
+                "127.0.0.1:7000".to_string(),
+            ),
             ("UNIDB_DATABASES__APP__READERS".to_string(), "8".to_string()),
             ("UNIDB_USERS__0__PASSWORD".to_string(), "s3cret".to_string()),
         ];
@@ -518,7 +531,9 @@ path = "data/app.db"
     #[test]
     fn env_override_of_wrong_type_names_the_variable() {
         let env = vec![("UNIDB_SERVER__MAX_CLIENTS".to_string(), "lots".to_string())];
-        let msg = Config::parse(MINIMAL, "t.toml", &env).unwrap_err().to_string();
+        let msg = Config::parse(MINIMAL, "t.toml", &env)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("UNIDB_SERVER__MAX_CLIENTS"), "{msg}");
     }
 

@@ -61,7 +61,10 @@ pub mod code {
             QUERY_CANCELED,
             UNDEFINED_FUNCTION,
         ];
-        ALL.iter().find(|c| **c == s).copied().unwrap_or(INTERNAL_ERROR)
+        ALL.iter()
+            .find(|c| **c == s)
+            .copied()
+            .unwrap_or(INTERNAL_ERROR)
     }
 }
 
@@ -123,7 +126,10 @@ impl PgError {
 
     /// `0A000` for a construct that has no faithful translation.
     pub fn unsupported(what: impl fmt::Display) -> Self {
-        PgError::new(code::FEATURE_NOT_SUPPORTED, format!("{what} is not supported"))
+        PgError::new(
+            code::FEATURE_NOT_SUPPORTED,
+            format!("{what} is not supported"),
+        )
     }
 
     pub fn protocol(message: impl Into<String>) -> Self {
@@ -135,13 +141,22 @@ impl PgError {
     }
 
     pub fn canceled() -> Self {
-        PgError::new(code::QUERY_CANCELED, "canceling statement due to user request")
+        PgError::new(
+            code::QUERY_CANCELED,
+            "canceling statement due to user request",
+        )
     }
 }
 
 impl fmt::Display for PgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.severity.as_str(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        )
     }
 }
 

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use unidb::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "unidb", version, about = "PostgreSQL wire-protocol server over SQLite files and PostgreSQL")]
+#[command(
+    name = "unidb",
+    version,
+    about = "PostgreSQL wire-protocol server over SQLite files and PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

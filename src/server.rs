@@ -127,7 +127,11 @@ fn load_tls(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
 
 /// Accepts clients on `listener` until `shutdown` completes, then drains sessions
 /// for at most `shutdown_grace` and closes the databases cleanly.
-pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut sessions = JoinSet::new();
     loop {
@@ -148,7 +152,10 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
         }
     }
     drop(listener);
-    tracing::info!(sessions = sessions.len(), "shutting down: no new connections");
+    tracing::info!(
+        sessions = sessions.len(),
+        "shutting down: no new connections"
+    );
     let _ = state.shutdown_tx.send(true);
     let grace = state.config.server.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
@@ -156,7 +163,10 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(sessions = sessions.len(), "grace period over: closing remaining sessions");
+        tracing::warn!(
+            sessions = sessions.len(),
+            "grace period over: closing remaining sessions"
+        );
         sessions.abort_all();
         while sessions.join_next().await.is_some() {}
     }

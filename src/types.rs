@@ -242,7 +242,11 @@ pub fn encode_text(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgRes
         (PgType::Timestamp, ValueRef::Text(t)) => put_timestamp(out, t, false),
         (PgType::Uuid, ValueRef::Blob(b)) if b.len() == 16 => {
             let u = uuid::Uuid::from_slice(b).map_err(|_| bad_binary(ty))?;
-            out.put_slice(u.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes())
+            out.put_slice(
+                u.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer())
+                    .as_bytes(),
+            )
         }
         (_, ValueRef::Integer(i)) => out.put_slice(itoa::Buffer::new().format(i).as_bytes()),
         (_, ValueRef::Real(f)) => put_float(out, f, false),
@@ -334,7 +338,9 @@ pub fn parse_timestamp(s: &str) -> Option<(NaiveDateTime, bool)> {
     let (body, offset_secs, had_offset) = split_offset(s);
     let body = body.trim();
     let dt = if body.len() == 10 {
-        NaiveDate::parse_from_str(body, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?
+        NaiveDate::parse_from_str(body, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)?
     } else {
         NaiveDateTime::parse_from_str(body, "%Y-%m-%d %H:%M:%S%.f")
             .or_else(|_| NaiveDateTime::parse_from_str(body, "%Y-%m-%dT%H:%M:%S%.f"))
@@ -397,7 +403,9 @@ fn put_timestamp(out: &mut BytesMut, raw: &[u8], with_tz: bool) {
 pub fn encode_binary(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgResult<()> {
     match ty {
         PgType::Bool => out.put_u8(u8::from(truthy(ty, value)?)),
-        PgType::Int2 => out.put_i16(i16::try_from(as_i64(ty, value)?).map_err(|_| out_of_range(ty))?),
+        PgType::Int2 => {
+            out.put_i16(i16::try_from(as_i64(ty, value)?).map_err(|_| out_of_range(ty))?)
+        }
         PgType::Int4 | PgType::Oid => {
             out.put_i32(i32::try_from(as_i64(ty, value)?).map_err(|_| out_of_range(ty))?)
         }
@@ -524,7 +532,10 @@ fn numeric_to_binary(s: &str, out: &mut BytesMut) -> Option<()> {
         None => (unsigned, 0),
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
         || int_part.len() + frac_part.len() == 0
     {
         return None;
@@ -561,7 +572,11 @@ fn numeric_to_binary(s: &str, out: &mut BytesMut) -> Option<()> {
     }
     out.put_i16(groups.len() as i16);
     out.put_i16(weight);
-    out.put_u16(if negative && !groups.is_empty() { 0x4000 } else { 0 });
+    out.put_u16(if negative && !groups.is_empty() {
+        0x4000
+    } else {
+        0
+    });
     out.put_u16(dscale);
     for g in groups {
         out.put_i16(g);
@@ -647,7 +662,9 @@ pub fn decode_param(ty: PgType, binary: bool, raw: &[u8]) -> PgResult<Value> {
 /// Converts the text form of a value into what unidb stores for type `ty`.
 pub fn decode_text(ty: PgType, s: &str) -> PgResult<Value> {
     Ok(match ty {
-        PgType::Bool => Value::Integer(i64::from(parse_bool(s).ok_or_else(|| invalid_input(ty, s))?)),
+        PgType::Bool => Value::Integer(i64::from(
+            parse_bool(s).ok_or_else(|| invalid_input(ty, s))?,
+        )),
         PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => {
             let v: i64 = s.trim().parse().map_err(|_| invalid_input(ty, s))?;
             check_int_range(ty, v)?;
@@ -744,11 +761,19 @@ fn decode_binary(ty: PgType, b: &[u8]) -> PgResult<Value> {
     };
     Ok(match ty {
         PgType::Bool => Value::Integer(i64::from(fixed(1)?[0] != 0)),
-        PgType::Int2 => Value::Integer(i64::from(i16::from_be_bytes(fixed(2)?.try_into().expect("2 bytes")))),
-        PgType::Int4 => Value::Integer(i64::from(i32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")))),
-        PgType::Oid => Value::Integer(i64::from(u32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")))),
+        PgType::Int2 => Value::Integer(i64::from(i16::from_be_bytes(
+            fixed(2)?.try_into().expect("2 bytes"),
+        ))),
+        PgType::Int4 => Value::Integer(i64::from(i32::from_be_bytes(
+            fixed(4)?.try_into().expect("4 bytes"),
+        ))),
+        PgType::Oid => Value::Integer(i64::from(u32::from_be_bytes(
+            fixed(4)?.try_into().expect("4 bytes"),
+        ))),
         PgType::Int8 => Value::Integer(i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes"))),
-        PgType::Float4 => Value::Real(f64::from(f32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")))),
+        PgType::Float4 => Value::Real(f64::from(f32::from_be_bytes(
+            fixed(4)?.try_into().expect("4 bytes"),
+        ))),
         PgType::Float8 => Value::Real(f64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes"))),
         PgType::Bytea => Value::Blob(b.to_vec()),
         PgType::Uuid => Value::Text(
@@ -828,10 +853,26 @@ mod tests {
             (PgType::Float8, ValueRef::Real(1e20), "1e+20"),
             (PgType::Float8, ValueRef::Real(1.5e-5), "1.5e-05"),
             (PgType::Float4, ValueRef::Real(0.1), "0.1"),
-            (PgType::Bytea, ValueRef::Blob(&[0xde, 0xad, 0x01]), "\\xdead01"),
-            (PgType::Timestamptz, ValueRef::Text(b"2024-05-01 10:00:00.500+02"), "2024-05-01 08:00:00.5+00"),
-            (PgType::Timestamptz, ValueRef::Text(b"2024-05-01T10:00:00Z"), "2024-05-01 10:00:00+00"),
-            (PgType::Timestamp, ValueRef::Text(b"2024-05-01 10:00:00.000"), "2024-05-01 10:00:00"),
+            (
+                PgType::Bytea,
+                ValueRef::Blob(&[0xde, 0xad, 0x01]),
+                "\\xdead01",
+            ),
+            (
+                PgType::Timestamptz,
+                ValueRef::Text(b"2024-05-01 10:00:00.500+02"),
+                "2024-05-01 08:00:00.5+00",
+            ),
+            (
+                PgType::Timestamptz,
+                ValueRef::Text(b"2024-05-01T10:00:00Z"),
+                "2024-05-01 10:00:00+00",
+            ),
+            (
+                PgType::Timestamp,
+                ValueRef::Text(b"2024-05-01 10:00:00.000"),
+                "2024-05-01 10:00:00",
+            ),
             (PgType::Text, ValueRef::Text(b"hi"), "hi"),
         ];
         for (ty, v, want) in cases {
@@ -841,7 +882,16 @@ mod tests {
 
     #[test]
     fn numeric_binary_round_trips() {
-        for s in ["0", "1", "-1", "12345.678", "0.0001", "100000000", "-0.5", "3.14159265358979323846"] {
+        for s in [
+            "0",
+            "1",
+            "-1",
+            "12345.678",
+            "0.0001",
+            "100000000",
+            "-0.5",
+            "3.14159265358979323846",
+        ] {
             let mut out = BytesMut::new();
             numeric_to_binary(s, &mut out).unwrap();
             assert_eq!(numeric_from_binary(&out).unwrap(), s, "{s}");
@@ -853,9 +903,18 @@ mod tests {
     fn params_decode_and_validate() {
         assert_eq!(decode_text(PgType::Bool, "yes").unwrap(), Value::Integer(1));
         assert_eq!(decode_text(PgType::Int4, " 7 ").unwrap(), Value::Integer(7));
-        assert_eq!(decode_text(PgType::Int2, "40000").unwrap_err().code, code::NUMERIC_VALUE_OUT_OF_RANGE);
-        assert_eq!(decode_text(PgType::Int8, "x").unwrap_err().code, code::INVALID_TEXT_REPRESENTATION);
-        assert_eq!(decode_text(PgType::Bytea, "\\x0aff").unwrap(), Value::Blob(vec![10, 255]));
+        assert_eq!(
+            decode_text(PgType::Int2, "40000").unwrap_err().code,
+            code::NUMERIC_VALUE_OUT_OF_RANGE
+        );
+        assert_eq!(
+            decode_text(PgType::Int8, "x").unwrap_err().code,
+            code::INVALID_TEXT_REPRESENTATION
+        );
+        assert_eq!(
+            decode_text(PgType::Bytea, "\\x0aff").unwrap(),
+            Value::Blob(vec![10, 255])
+        );
         assert_eq!(
             decode_text(PgType::Timestamptz, "2024-01-01 12:00:00-05").unwrap(),
             Value::Text("2024-01-01 17:00:00+00".into())

@@ -8,23 +8,41 @@ use common::{sqlstate, TestServer, APP_USER};
 async fn scram_login_and_crud() {
     let s = TestServer::start().await;
     let c = s.connect().await;
-    c.batch_execute("CREATE TABLE t (id SERIAL PRIMARY KEY, name TEXT NOT NULL, ok BOOLEAN DEFAULT true)")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (id SERIAL PRIMARY KEY, name TEXT NOT NULL, ok BOOLEAN DEFAULT true)",
+    )
+    .await
+    .unwrap();
     let rows = c
-        .query("INSERT INTO t (name) VALUES ($1), ($2) RETURNING id, ok", &[&"a", &"b"])
+        .query(
+            "INSERT INTO t (name) VALUES ($1), ($2) RETURNING id, ok",
+            &[&"a", &"b"],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].get::<_, i32>(0), 1);
     assert!(rows[1].get::<_, bool>(1));
-    let n = c.execute("UPDATE t SET ok = $1 WHERE id = $2", &[&false, &2i32]).await.unwrap();
+    let n = c
+        .execute("UPDATE t SET ok = $1 WHERE id = $2", &[&false, &2i32])
+        .await
+        .unwrap();
     assert_eq!(n, 1);
-    let row = c.query_one("SELECT name, ok FROM t WHERE id = $1", &[&2i32]).await.unwrap();
+    let row = c
+        .query_one("SELECT name, ok FROM t WHERE id = $1", &[&2i32])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "b");
     assert!(!row.get::<_, bool>(1));
-    assert_eq!(c.execute("DELETE FROM t WHERE id = 1", &[]).await.unwrap(), 1);
-    let count: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(
+        c.execute("DELETE FROM t WHERE id = 1", &[]).await.unwrap(),
+        1
+    );
+    let count: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 1);
     s.stop().await;
 }
@@ -60,7 +78,10 @@ async fn stored_scram_verifier_authenticates() {
     let users = format!("[[users]]\nname = \"app\"\nscram = \"{verifier}\"\n");
     let s = TestServer::start_with("", &users).await;
     s.try_connect("app", "s3cret", "app").await.unwrap();
-    assert_eq!(sqlstate(&s.try_connect("app", "app", "app").await.unwrap_err()), "28P01");
+    assert_eq!(
+        sqlstate(&s.try_connect("app", "app", "app").await.unwrap_err()),
+        "28P01"
+    );
     s.stop().await;
 }
 
@@ -83,7 +104,10 @@ fn postgres_protocol_verifier(pw: &str) -> String {
 async fn trust_authentication_accepts_known_users() {
     let s = TestServer::start_with("auth = \"trust\"", APP_USER).await;
     s.try_connect("app", "whatever", "app").await.unwrap();
-    assert_eq!(sqlstate(&s.try_connect("nobody", "", "app").await.unwrap_err()), "28000");
+    assert_eq!(
+        sqlstate(&s.try_connect("nobody", "", "app").await.unwrap_err()),
+        "28000"
+    );
     s.stop().await;
 }
 
@@ -134,12 +158,24 @@ async fn multi_statement_simple_query() {
         .collect();
     assert_eq!(completions, vec![0, 2, 2, 1]);
     // An error in a later statement rolls back the earlier ones (implicit transaction).
-    let e = c.simple_query("INSERT INTO m VALUES (3); INSERT INTO nope VALUES (1)").await.unwrap_err();
+    let e = c
+        .simple_query("INSERT INTO m VALUES (3); INSERT INTO nope VALUES (1)")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42P01");
-    let n: i64 = c.query_one("SELECT count(*) FROM m", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM m", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
     // Empty query.
-    assert!(c.simple_query("").await.unwrap().iter().all(|m| !matches!(m, M::Row(_))));
+    assert!(c
+        .simple_query("")
+        .await
+        .unwrap()
+        .iter()
+        .all(|m| !matches!(m, M::Row(_))));
     s.stop().await;
 }
 
@@ -147,13 +183,26 @@ async fn multi_statement_simple_query() {
 async fn transactions_commit_rollback_and_failed_state() {
     let s = TestServer::start().await;
     let c = s.connect().await;
-    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)").await.unwrap();
-    c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); ROLLBACK").await.unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); ROLLBACK")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
-    c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); COMMIT").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); COMMIT")
+        .await
+        .unwrap();
     c.batch_execute("BEGIN").await.unwrap();
-    let e = c.batch_execute("INSERT INTO t VALUES (1, 'dup')").await.unwrap_err();
+    let e = c
+        .batch_execute("INSERT INTO t VALUES (1, 'dup')")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "23505");
     let e = c.query("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&e), "25P02");
@@ -161,24 +210,52 @@ async fn transactions_commit_rollback_and_failed_state() {
     assert_eq!(sqlstate(&e), "25P02");
     // COMMIT of a failed transaction rolls back.
     let msgs = c.simple_query("COMMIT").await.unwrap();
-    assert!(matches!(msgs.last(), Some(tokio_postgres::SimpleQueryMessage::CommandComplete(_))));
-    c.batch_execute("INSERT INTO t VALUES (2, 'b')").await.unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert!(matches!(
+        msgs.last(),
+        Some(tokio_postgres::SimpleQueryMessage::CommandComplete(_))
+    ));
+    c.batch_execute("INSERT INTO t VALUES (2, 'b')")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
     // Savepoints recover a failed transaction.
     c.batch_execute("BEGIN; SAVEPOINT s; ").await.unwrap();
-    assert!(c.batch_execute("INSERT INTO t VALUES (2, 'dup')").await.is_err());
-    c.batch_execute("ROLLBACK TO SAVEPOINT s; INSERT INTO t VALUES (3, 'c'); COMMIT").await.unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert!(c
+        .batch_execute("INSERT INTO t VALUES (2, 'dup')")
+        .await
+        .is_err());
+    c.batch_execute("ROLLBACK TO SAVEPOINT s; INSERT INTO t VALUES (3, 'c'); COMMIT")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3);
     // tokio-postgres' transaction API.
     let mut c = c;
     let tx = c.transaction().await.unwrap();
-    tx.execute("INSERT INTO t VALUES (4, 'd')", &[]).await.unwrap();
-    let seen: i64 = tx.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    tx.execute("INSERT INTO t VALUES (4, 'd')", &[])
+        .await
+        .unwrap();
+    let seen: i64 = tx
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(seen, 4);
     tx.rollback().await.unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3);
     s.stop().await;
 }
@@ -190,7 +267,9 @@ async fn disconnect_mid_transaction_rolls_back() {
     c.batch_execute("CREATE TABLE t (id INT)").await.unwrap();
     {
         let c2 = s.connect().await;
-        c2.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+        c2.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
         drop(c2);
     }
     // The writer is released and the insert is gone.
@@ -225,9 +304,17 @@ async fn errors_carry_sqlstates() {
         let e = c.batch_execute(sql).await.unwrap_err();
         assert_eq!(sqlstate(&e), code, "{sql}: {e}");
     }
-    for sql in ["SELECT 'abc'::int4", "SELECT '99999999999'::int4", "SELECT 'maybe'::bool", "SELECT 'x'::timestamptz"] {
+    for sql in [
+        "SELECT 'abc'::int4",
+        "SELECT '99999999999'::int4",
+        "SELECT 'maybe'::bool",
+        "SELECT 'x'::timestamptz",
+    ] {
         let e = c.batch_execute(sql).await.unwrap_err();
-        assert!(["22P02", "22003"].contains(&sqlstate(&e).as_str()), "{sql}: {e:?}");
+        assert!(
+            ["22P02", "22003"].contains(&sqlstate(&e).as_str()),
+            "{sql}: {e:?}"
+        );
     }
     s.stop().await;
 }
@@ -236,12 +323,25 @@ async fn errors_carry_sqlstates() {
 async fn session_settings() {
     let s = TestServer::start().await;
     let c = s.connect().await;
-    let v: String = c.query_one("SHOW server_version", &[]).await.unwrap().get(0);
+    let v: String = c
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(v.starts_with("15.0 (unidb "), "{v}");
-    c.batch_execute("SET application_name = 'tests'").await.unwrap();
-    let v: String = c.query_one("SHOW application_name", &[]).await.unwrap().get(0);
+    c.batch_execute("SET application_name = 'tests'")
+        .await
+        .unwrap();
+    let v: String = c
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, "tests");
-    let e = c.batch_execute("SET client_encoding = 'LATIN1'").await.unwrap_err();
+    let e = c
+        .batch_execute("SET client_encoding = 'LATIN1'")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "0A000");
     let v: String = c.query_one("SELECT version()", &[]).await.unwrap().get(0);
     assert!(v.starts_with("PostgreSQL 15.0"), "{v}");

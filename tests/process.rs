@@ -8,7 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn write_config(dir: &Path, port: u16, synchronous: &str) -> std::path::PathBuf {
@@ -79,14 +83,21 @@ async fn sigkill_loses_no_acknowledged_commit() {
     let config = write_config(dir.path(), port, "full");
     let mut proc = spawn(&config);
     let c = connect(port).await;
-    c.batch_execute("CREATE TABLE acked (id INT PRIMARY KEY, payload TEXT NOT NULL)").await.unwrap();
+    c.batch_execute("CREATE TABLE acked (id INT PRIMARY KEY, payload TEXT NOT NULL)")
+        .await
+        .unwrap();
     let writer = tokio::spawn(async move {
         let mut acked = Vec::new();
         for i in 0..100_000i32 {
             let r = if i % 3 == 0 {
-                c.batch_execute(&format!("BEGIN; INSERT INTO acked VALUES ({i}, 'tx'); COMMIT")).await
+                c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO acked VALUES ({i}, 'tx'); COMMIT"
+                ))
+                .await
             } else {
-                c.execute("INSERT INTO acked VALUES ($1, 'auto')", &[&i]).await.map(|_| ())
+                c.execute("INSERT INTO acked VALUES ($1, 'auto')", &[&i])
+                    .await
+                    .map(|_| ())
             };
             match r {
                 Ok(()) => acked.push(i),
@@ -99,13 +110,25 @@ async fn sigkill_loses_no_acknowledged_commit() {
     proc.0.kill().unwrap(); // SIGKILL
     proc.0.wait().unwrap();
     let acked = writer.await.unwrap();
-    assert!(acked.len() > 50, "too few commits before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "too few commits before the kill: {}",
+        acked.len()
+    );
     let _proc = spawn(&config);
     let c = connect(port).await;
-    let rows = c.query("SELECT id FROM acked ORDER BY id", &[]).await.unwrap();
+    let rows = c
+        .query("SELECT id FROM acked ORDER BY id", &[])
+        .await
+        .unwrap();
     let present: std::collections::HashSet<i32> = rows.iter().map(|r| r.get(0)).collect();
     let missing: Vec<&i32> = acked.iter().filter(|i| !present.contains(i)).collect();
-    assert!(missing.is_empty(), "{} acknowledged rows lost, first {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged rows lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     // At most the one in-flight statement may have committed without its ack.
     assert!(present.len() <= acked.len() + 1);
 }
@@ -117,35 +140,67 @@ async fn sigterm_lets_the_open_transaction_finish_and_checkpoints() {
     let config = write_config(dir.path(), port, "normal");
     let mut proc = spawn(&config);
     let c = connect(port).await;
-    c.batch_execute("CREATE TABLE t (i INT); BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
-    let status = Command::new("kill").args(["-TERM", &proc.0.id().to_string()]).status().unwrap();
+    c.batch_execute("CREATE TABLE t (i INT); BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New clients are refused while the transaction finishes.
-    let url = format!("host=127.0.0.1 port={port} user=app password=app dbname=app connect_timeout=2");
-    assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls).await.is_err());
-    c.batch_execute("INSERT INTO t VALUES (2); COMMIT").await.unwrap();
+    let url =
+        format!("host=127.0.0.1 port={port} user=app password=app dbname=app connect_timeout=2");
+    assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .is_err());
+    c.batch_execute("INSERT INTO t VALUES (2); COMMIT")
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let code = loop {
         if let Some(s) = proc.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "unidb did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "unidb did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(code.success(), "exit status {code}");
     let wal = dir.path().join("app.db-wal");
-    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "WAL not checkpointed");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "WAL not checkpointed"
+    );
     let _proc = spawn(&config);
     let c = connect(port).await;
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
 }
 
 fn psql(port: u16, args: &[&str]) -> std::process::Output {
     let out = Command::new("psql")
         .env("PGPASSWORD", "app")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app", "-d", "app"])
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "app",
+        ])
         .args(args)
         .output();
     match out {
@@ -169,40 +224,74 @@ async fn psql_session_as_a_new_user_would() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("  1 | alpha | t"), "{stdout}");
     assert!(stdout.contains("INSERT 0 2"), "{stdout}");
     assert!(stdout.contains("UPDATE 1"), "{stdout}");
     assert!(stdout.contains("DELETE 2"), "{stdout}");
-    let out = tokio::task::spawn_blocking(move || psql(port, &["-A", "-t", "-c", "SELECT id, name, active FROM projects ORDER BY id"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        psql(
+            port,
+            &[
+                "-A",
+                "-t",
+                "-c",
+                "SELECT id, name, active FROM projects ORDER BY id",
+            ],
+        )
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout, "1|alpha|t\n2|beta|f\n");
     // A failing statement reports its SQLSTATE-backed message and exits non-zero.
-    let out = tokio::task::spawn_blocking(move || psql(port, &["-c", "INSERT INTO projects (name) VALUES (NULL)"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        psql(port, &["-c", "INSERT INTO projects (name) VALUES (NULL)"])
+    })
+    .await
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("null value violates not-null constraint"), "{stderr}");
+    assert!(
+        stderr.contains("null value violates not-null constraint"),
+        "{stderr}"
+    );
     s.stop().await;
 }
 
 #[test]
 fn cli_version_and_config_check() {
-    let out = Command::new(env!("CARGO_BIN_EXE_unidb")).arg("--version").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_unidb"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("unidb "));
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/unidb.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_unidb")).args(["config", "check"]).arg(&shipped).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_unidb"))
+        .args(["config", "check"])
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("password = \"********\""), "{stdout}");
     assert!(!stdout.contains("password = \"app\""));
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nlisten = 5\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_unidb")).args(["config", "check"]).arg(&bad).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_unidb"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml:2:"), "{stderr}");

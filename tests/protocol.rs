@@ -13,7 +13,9 @@ async fn portal_suspension_with_max_rows() {
     let s = TestServer::start().await;
     let mut c = s.connect().await;
     c.batch_execute("CREATE TABLE n (i INT)").await.unwrap();
-    c.batch_execute("INSERT INTO n VALUES (1),(2),(3),(4),(5)").await.unwrap();
+    c.batch_execute("INSERT INTO n VALUES (1),(2),(3),(4),(5)")
+        .await
+        .unwrap();
     let tx = c.transaction().await.unwrap();
     let portal = tx.bind("SELECT i FROM n ORDER BY i", &[]).await.unwrap();
     let mut seen = Vec::new();
@@ -36,7 +38,9 @@ async fn portal_suspension_with_max_rows() {
 async fn named_statements_are_reused_and_closed() {
     let s = TestServer::start().await;
     let c = s.connect().await;
-    c.batch_execute("CREATE TABLE k (id INT PRIMARY KEY, v TEXT)").await.unwrap();
+    c.batch_execute("CREATE TABLE k (id INT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
     let ins = c.prepare("INSERT INTO k VALUES ($1, $2)").await.unwrap();
     for i in 0..20i32 {
         c.execute(&ins, &[&i, &format!("v{i}")]).await.unwrap();
@@ -47,7 +51,11 @@ async fn named_statements_are_reused_and_closed() {
         assert_eq!(v, format!("v{i}"));
     }
     drop(sel); // sends Close
-    let v: i64 = c.query_one("SELECT count(*) FROM k", &[]).await.unwrap().get(0);
+    let v: i64 = c
+        .query_one("SELECT count(*) FROM k", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, 20);
     s.stop().await;
 }
@@ -59,7 +67,11 @@ async fn expect_cancel(s: &TestServer, sql: &'static str) {
     let task = tokio::spawn(async move { c.simple_query(sql).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap_err();
+    let e = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "57014", "{sql}: {e:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -69,7 +81,11 @@ async fn cancel_interrupts_a_running_statement() {
     let s = TestServer::start().await;
     expect_cancel(&s, "SELECT pg_sleep(30)").await;
     // A CPU-bound query is stopped by sqlite3_interrupt.
-    expect_cancel(&s, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c").await;
+    expect_cancel(
+        &s,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+    )
+    .await;
     // The session that issued nothing else is unaffected; the server keeps serving.
     s.connect().await.simple_query("SELECT 1").await.unwrap();
     s.stop().await;
@@ -79,13 +95,22 @@ async fn cancel_interrupts_a_running_statement() {
 async fn cancel_interrupts_a_wait_for_the_writer() {
     let s = TestServer::start().await;
     let holder = s.connect().await;
-    holder.batch_execute("CREATE TABLE w (i INT); BEGIN; INSERT INTO w VALUES (1)").await.unwrap();
+    holder
+        .batch_execute("CREATE TABLE w (i INT); BEGIN; INSERT INTO w VALUES (1)")
+        .await
+        .unwrap();
     // busy_timeout is 2 s in the test config: the waiter gets 55P03 after that.
     let waiter = s.connect().await;
-    let e = waiter.batch_execute("INSERT INTO w VALUES (2)").await.unwrap_err();
+    let e = waiter
+        .batch_execute("INSERT INTO w VALUES (2)")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "55P03");
     holder.batch_execute("COMMIT").await.unwrap();
-    waiter.batch_execute("INSERT INTO w VALUES (2)").await.unwrap();
+    waiter
+        .batch_execute("INSERT INTO w VALUES (2)")
+        .await
+        .unwrap();
     s.stop().await;
 }
 
@@ -100,10 +125,20 @@ async fn concurrent_writers_and_readers_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             for seq in 0..20i32 {
                 if seq % 2 == 0 {
-                    c.execute("INSERT INTO events (writer, seq) VALUES ($1, $2)", &[&w, &seq]).await.unwrap();
+                    c.execute(
+                        "INSERT INTO events (writer, seq) VALUES ($1, $2)",
+                        &[&w, &seq],
+                    )
+                    .await
+                    .unwrap();
                 } else {
                     let tx = c.transaction().await.unwrap();
-                    tx.execute("INSERT INTO events (writer, seq) VALUES ($1, $2)", &[&w, &seq]).await.unwrap();
+                    tx.execute(
+                        "INSERT INTO events (writer, seq) VALUES ($1, $2)",
+                        &[&w, &seq],
+                    )
+                    .await
+                    .unwrap();
                     tx.commit().await.unwrap();
                 }
             }
@@ -114,7 +149,11 @@ async fn concurrent_writers_and_readers_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             let mut last = 0i64;
             for _ in 0..50 {
-                let n: i64 = c.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+                let n: i64 = c
+                    .query_one("SELECT count(*) FROM events", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
                 // Readers see committed data only, and it only grows.
                 assert!(n >= last);
                 last = n;
@@ -125,10 +164,20 @@ async fn concurrent_writers_and_readers_lose_nothing() {
         t.await.unwrap();
     }
     let row = setup
-        .query_one("SELECT count(*), count(DISTINCT id), count(DISTINCT writer * 1000 + seq) FROM events", &[])
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), count(DISTINCT writer * 1000 + seq) FROM events",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (1000, 1000, 1000));
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (1000, 1000, 1000)
+    );
     s.stop().await;
 }
 
@@ -178,17 +227,30 @@ async fn read_until(tcp: &mut TcpStream, ty: u8) -> Vec<u8> {
 /// Reads to EOF and returns the SQLSTATE of the first ErrorResponse.
 async fn error_then_close(tcp: &mut TcpStream) -> String {
     let buf = read_until(tcp, b'\0').await;
-    let pos = buf.iter().position(|b| *b == b'E').expect("an ErrorResponse");
+    let pos = buf
+        .iter()
+        .position(|b| *b == b'E')
+        .expect("an ErrorResponse");
     let body = &buf[pos + 5..];
-    let c = body.windows(6).find(|w| w[0] == b'C').expect("a code field");
+    let c = body
+        .windows(6)
+        .find(|w| w[0] == b'C')
+        .expect("a code field");
     String::from_utf8_lossy(&c[1..6]).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_messages_close_only_that_connection() {
-    let s = TestServer::start_with("auth = \"trust\"\nmax_message_size = 4096", common::APP_USER).await;
+    let s = TestServer::start_with(
+        "auth = \"trust\"\nmax_message_size = 4096",
+        common::APP_USER,
+    )
+    .await;
     let healthy = s.connect().await;
-    healthy.batch_execute("CREATE TABLE h (i INT); INSERT INTO h VALUES (1)").await.unwrap();
+    healthy
+        .batch_execute("CREATE TABLE h (i INT); INSERT INTO h VALUES (1)")
+        .await
+        .unwrap();
 
     // A message length below the minimum.
     let mut t = raw_session(&s).await;
@@ -207,12 +269,16 @@ async fn malformed_messages_close_only_that_connection() {
 
     // A Bind whose body is shorter than it claims.
     let mut t = raw_session(&s).await;
-    t.write_all(&[b'B', 0, 0, 0, 12, 0, 0, 0xff, 0xff, 0, 5, 0, 0]).await.unwrap();
+    t.write_all(&[b'B', 0, 0, 0, 12, 0, 0, 0xff, 0xff, 0, 5, 0, 0])
+        .await
+        .unwrap();
     assert_eq!(error_then_close(&mut t).await, "08P01");
 
     // A truncated message followed by a disconnect.
     let mut t = raw_session(&s).await;
-    t.write_all(&[b'Q', 0, 0, 0, 100, b'S', b'E']).await.unwrap();
+    t.write_all(&[b'Q', 0, 0, 0, 100, b'S', b'E'])
+        .await
+        .unwrap();
     drop(t);
 
     // A garbage startup packet.
@@ -222,11 +288,17 @@ async fn malformed_messages_close_only_that_connection() {
 
     // Random bytes in place of a startup packet.
     let mut t = TcpStream::connect(s.addr).await.unwrap();
-    t.write_all(&[0, 0, 0, 16, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8]).await.unwrap();
+    t.write_all(&[0, 0, 0, 16, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
     assert_eq!(error_then_close(&mut t).await, "08P01");
 
     // The other client and new clients are unaffected.
-    let n: i64 = healthy.query_one("SELECT count(*) FROM h", &[]).await.unwrap().get(0);
+    let n: i64 = healthy
+        .query_one("SELECT count(*) FROM h", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
     s.connect().await.simple_query("SELECT 1").await.unwrap();
     s.stop().await;
@@ -246,7 +318,9 @@ async fn ssl_and_gss_requests_are_refused_without_tls() {
     }
     // tokio-postgres with sslmode=prefer falls back to plain text.
     let url = format!("{} sslmode=prefer", s.url("app", "app", "app"));
-    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     c.simple_query("SELECT 1").await.unwrap();
     s.stop().await;

@@ -16,7 +16,10 @@ const DDL: &str = "CREATE TABLE v (
 struct Raw(Type, Vec<u8>);
 
 impl<'a> FromSql<'a> for Raw {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(Raw(ty.clone(), raw.to_vec()))
     }
     fn accepts(_: &Type) -> bool {
@@ -27,7 +30,9 @@ impl<'a> FromSql<'a> for Raw {
 fn text_row(msgs: &[SimpleQueryMessage]) -> Vec<Option<String>> {
     msgs.iter()
         .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
             _ => None,
         })
         .expect("a row")
@@ -46,12 +51,34 @@ async fn binary_parameters_and_results_round_trip() {
     c.execute(
         "INSERT INTO v (id, b, s, i, l, r, d, t, vc, by, dt, ts, tz, j, jb, u)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        &[&1i32, &true, &-7i16, &123456i32, &-9_000_000_000i64, &1.5f32, &-2.25f64, &"héllo", &"vc",
-          &vec![0u8, 1, 254, 255], &date, &ts, &tz, &json, &json, &u],
+        &[
+            &1i32,
+            &true,
+            &-7i16,
+            &123456i32,
+            &-9_000_000_000i64,
+            &1.5f32,
+            &-2.25f64,
+            &"héllo",
+            &"vc",
+            &vec![0u8, 1, 254, 255],
+            &date,
+            &ts,
+            &tz,
+            &json,
+            &json,
+            &u,
+        ],
     )
     .await
     .unwrap();
-    let row = c.query_one("SELECT id, b, s, i, l, r, d, t, vc, by, dt, ts, tz, j, jb, u FROM v WHERE id = $1", &[&1i32]).await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT id, b, s, i, l, r, d, t, vc, by, dt, ts, tz, j, jb, u FROM v WHERE id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
     assert!(row.get::<_, bool>(1));
     assert_eq!(row.get::<_, i16>(2), -7);
     assert_eq!(row.get::<_, i32>(3), 123456);
@@ -71,8 +98,24 @@ async fn binary_parameters_and_results_round_trip() {
     let types: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
     assert_eq!(
         types,
-        vec![Type::INT4, Type::BOOL, Type::INT2, Type::INT4, Type::INT8, Type::FLOAT4, Type::FLOAT8, Type::TEXT,
-             Type::VARCHAR, Type::BYTEA, Type::DATE, Type::TIMESTAMP, Type::TIMESTAMPTZ, Type::JSON, Type::JSONB, Type::UUID]
+        vec![
+            Type::INT4,
+            Type::BOOL,
+            Type::INT2,
+            Type::INT4,
+            Type::INT8,
+            Type::FLOAT4,
+            Type::FLOAT8,
+            Type::TEXT,
+            Type::VARCHAR,
+            Type::BYTEA,
+            Type::DATE,
+            Type::TIMESTAMP,
+            Type::TIMESTAMPTZ,
+            Type::JSON,
+            Type::JSONB,
+            Type::UUID
+        ]
     );
     s.stop().await;
 }
@@ -88,17 +131,41 @@ async fn text_results_match_postgres() {
     )
     .await
     .unwrap();
-    let msgs = c.simple_query("SELECT b, s, i, l, r, d, n, t, vc, by, dt, ts, tz, j, jb FROM v").await.unwrap();
+    let msgs = c
+        .simple_query("SELECT b, s, i, l, r, d, n, t, vc, by, dt, ts, tz, j, jb FROM v")
+        .await
+        .unwrap();
     let row: Vec<String> = text_row(&msgs).into_iter().map(|v| v.unwrap()).collect();
     assert_eq!(
         row,
-        vec!["t", "2", "3", "4", "0.5", "1e+20", "12.5", "x", "y", "\\x00ff", "2024-01-02", "2024-01-02 03:04:05.5",
-             "2024-01-02 01:04:05+00", "{\"k\": 1}", "[1,2]"]
+        vec![
+            "t",
+            "2",
+            "3",
+            "4",
+            "0.5",
+            "1e+20",
+            "12.5",
+            "x",
+            "y",
+            "\\x00ff",
+            "2024-01-02",
+            "2024-01-02 03:04:05.5",
+            "2024-01-02 01:04:05+00",
+            "{\"k\": 1}",
+            "[1,2]"
+        ]
     );
     // Parameters in text format (what psql and pgbench --protocol=extended send) are
     // validated and normalised like PostgreSQL input.
-    let msgs = c.simple_query("SELECT NULL, 1 = 1, count(*) FROM v").await.unwrap();
-    assert_eq!(text_row(&msgs), vec![None, Some("t".into()), Some("1".into())]);
+    let msgs = c
+        .simple_query("SELECT NULL, 1 = 1, count(*) FROM v")
+        .await
+        .unwrap();
+    assert_eq!(
+        text_row(&msgs),
+        vec![None, Some("t".into()), Some("1".into())]
+    );
     s.stop().await;
 }
 
@@ -107,7 +174,9 @@ async fn numeric_binary_and_expression_types() {
     let s = TestServer::start().await;
     let c = s.connect().await;
     c.batch_execute(DDL).await.unwrap();
-    c.batch_execute("INSERT INTO v (id, n) VALUES (1, 12.5), (2, -0.01)").await.unwrap();
+    c.batch_execute("INSERT INTO v (id, n) VALUES (1, 12.5), (2, -0.01)")
+        .await
+        .unwrap();
     let rows = c.query("SELECT n FROM v ORDER BY id", &[]).await.unwrap();
     let raw: Raw = rows[0].get(0);
     assert_eq!(raw.0, Type::NUMERIC);
@@ -120,9 +189,24 @@ async fn numeric_binary_and_expression_types() {
         .await
         .unwrap();
     let types: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
-    assert_eq!(types, vec![Type::INT8, Type::INT8, Type::INT4, Type::TEXT, Type::NUMERIC, Type::BOOL, Type::TEXT, Type::NUMERIC]);
+    assert_eq!(
+        types,
+        vec![
+            Type::INT8,
+            Type::INT8,
+            Type::INT4,
+            Type::TEXT,
+            Type::NUMERIC,
+            Type::BOOL,
+            Type::TEXT,
+            Type::NUMERIC
+        ]
+    );
     let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
-    assert_eq!(names, vec!["count", "sum", "?column?", "?column?", "?column?", "bool", "id", "avg"]);
+    assert_eq!(
+        names,
+        vec!["count", "sum", "?column?", "?column?", "?column?", "bool", "id", "avg"]
+    );
     s.stop().await;
 }
 
@@ -131,14 +215,28 @@ async fn parameter_types_are_inferred_from_columns() {
     let s = TestServer::start().await;
     let c = s.connect().await;
     c.batch_execute(DDL).await.unwrap();
-    let stmt = c.prepare("SELECT t FROM v WHERE b = $1 AND l > $2 AND tz < $3 LIMIT $4").await.unwrap();
-    assert_eq!(stmt.params(), &[Type::BOOL, Type::INT8, Type::TIMESTAMPTZ, Type::INT8]);
-    let stmt = c.prepare("INSERT INTO v (id, u) VALUES ($1, $2)").await.unwrap();
+    let stmt = c
+        .prepare("SELECT t FROM v WHERE b = $1 AND l > $2 AND tz < $3 LIMIT $4")
+        .await
+        .unwrap();
+    assert_eq!(
+        stmt.params(),
+        &[Type::BOOL, Type::INT8, Type::TIMESTAMPTZ, Type::INT8]
+    );
+    let stmt = c
+        .prepare("INSERT INTO v (id, u) VALUES ($1, $2)")
+        .await
+        .unwrap();
     assert_eq!(stmt.params(), &[Type::INT4, Type::UUID]);
-    c.batch_execute("CREATE TABLE two (a INT8, b BOOLEAN)").await.unwrap();
+    c.batch_execute("CREATE TABLE two (a INT8, b BOOLEAN)")
+        .await
+        .unwrap();
     let stmt = c.prepare("INSERT INTO two VALUES ($1, $2)").await.unwrap();
     assert_eq!(stmt.params(), &[Type::INT8, Type::BOOL]);
-    let stmt = c.prepare("UPDATE v SET d = $1 WHERE id = $2").await.unwrap();
+    let stmt = c
+        .prepare("UPDATE v SET d = $1 WHERE id = $2")
+        .await
+        .unwrap();
     assert_eq!(stmt.params(), &[Type::FLOAT8, Type::INT4]);
     // Explicit types from Parse win.
     let stmt = c.prepare_typed("SELECT $1", &[Type::INT8]).await.unwrap();

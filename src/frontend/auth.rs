@@ -173,7 +173,9 @@ impl ScramServer {
             .split_once(',')
             .ok_or(ScramError::Malformed("missing gs2 header"))?;
         if !authzid.is_empty() {
-            return Err(ScramError::Malformed("authorization identity is not supported"));
+            return Err(ScramError::Malformed(
+                "authorization identity is not supported",
+            ));
         }
         let gs2_header = format!("{cbind},{authzid},");
         let client_nonce = bare

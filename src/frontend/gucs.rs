@@ -83,7 +83,11 @@ impl Gucs {
         let key = name.to_ascii_lowercase();
         let display = canonical(name);
         let value = match value {
-            None => self.defaults.get(&key).map(|(_, v)| v.clone()).unwrap_or_default(),
+            None => self
+                .defaults
+                .get(&key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
             Some(v) => v.to_string(),
         };
         match key.as_str() {
@@ -92,7 +96,9 @@ impl Gucs {
                 if norm != "UTF8" && norm != "UNICODE" {
                     return Err(PgError::new(
                         code::FEATURE_NOT_SUPPORTED,
-                        format!("client_encoding \"{value}\" is not supported: unidb speaks UTF8 only"),
+                        format!(
+                            "client_encoding \"{value}\" is not supported: unidb speaks UTF8 only"
+                        ),
                     ));
                 }
                 return self.store("client_encoding", "client_encoding", "UTF8");
@@ -106,14 +112,20 @@ impl Gucs {
                 }
                 return self.store(&key, "DateStyle", "ISO, MDY");
             }
-            "server_version" | "server_encoding" | "integer_datetimes" | "is_superuser"
-            | "server_version_num" | "max_identifier_length" => {
+            "server_version"
+            | "server_encoding"
+            | "integer_datetimes"
+            | "is_superuser"
+            | "server_version_num"
+            | "max_identifier_length" => {
                 return Err(PgError::new(
                     "55P02",
                     format!("parameter \"{name}\" cannot be changed"),
                 ));
             }
-            "standard_conforming_strings" if !matches!(value.to_ascii_lowercase().as_str(), "on" | "true") => {
+            "standard_conforming_strings"
+                if !matches!(value.to_ascii_lowercase().as_str(), "on" | "true") =>
+            {
                 return Err(PgError::new(
                     code::FEATURE_NOT_SUPPORTED,
                     "standard_conforming_strings must stay on",
@@ -124,7 +136,12 @@ impl Gucs {
         self.store(&key, &display, &value)
     }
 
-    fn store(&mut self, key: &str, display: &str, value: &str) -> PgResult<Option<(String, String)>> {
+    fn store(
+        &mut self,
+        key: &str,
+        display: &str,
+        value: &str,
+    ) -> PgResult<Option<(String, String)>> {
         self.values
             .insert(key.to_string(), (display.to_string(), value.to_string()));
         Ok(REPORTED
@@ -196,6 +213,9 @@ mod tests {
         let changed = g.reset(None);
         assert!(changed.contains(&("application_name".into(), "".into())));
         assert!(g.get("my.custom").is_err());
-        assert!(g.reported().iter().any(|(k, v)| k == "server_version" && v.starts_with("15.0 (unidb")));
+        assert!(g
+            .reported()
+            .iter()
+            .any(|(k, v)| k == "server_version" && v.starts_with("15.0 (unidb")));
     }
 }

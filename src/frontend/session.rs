@@ -184,7 +184,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         loop {
             // After a transaction ends during shutdown, close instead of waiting.
             if matches!(self.tx, Tx::Idle) && *self.state.shutdown.borrow() {
-                return End::Fatal(PgError::fatal(code::ADMIN_SHUTDOWN, "terminating connection due to administrator command"));
+                return End::Fatal(PgError::fatal(
+                    code::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command",
+                ));
             }
             let message = match self.next_message().await {
                 Ok(m) => m,
@@ -193,10 +196,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(end) = self.handle(message).await {
                 return end;
             }
-            if !self.reader.has_message() || self.out.len() > 64 * 1024 {
-                if self.flush().await.is_err() {
-                    return End::Closed;
-                }
+            let batch_more = self.reader.has_message() && self.out.len() <= 64 * 1024;
+            if !batch_more && self.flush().await.is_err() {
+                return End::Closed;
             }
         }
     }
@@ -313,7 +315,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let implicit = plan.len() > 1
             && matches!(self.tx, Tx::Idle)
             && plan.iter().any(|s| s.needs_writer())
-            && !plan.iter().any(|s| matches!(s.kind, Kind::Begin | Kind::Commit | Kind::Rollback | Kind::RollbackToSavepoint));
+            && !plan.iter().any(|s| {
+                matches!(
+                    s.kind,
+                    Kind::Begin | Kind::Commit | Kind::Rollback | Kind::RollbackToSavepoint
+                )
+            });
         if implicit {
             let lease = match self.db.lease_writer(&self.cancel).await {
                 Ok(l) => l,
@@ -349,10 +356,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Runs statement `index` of `plan` and writes its results. `portal` carries
     /// the extended protocol's bound parameters; `None` is the simple protocol.
-    async fn run_statement(&mut self, plan: &Plan, index: usize, portal: Option<PortalArgs>) -> PgResult<()> {
+    async fn run_statement(
+        &mut self,
+        plan: &Plan,
+        index: usize,
+        portal: Option<PortalArgs>,
+    ) -> PgResult<()> {
         let stmt = &plan[index];
         if matches!(self.tx, Tx::Failed(_))
-            && !matches!(stmt.kind, Kind::Rollback | Kind::Commit | Kind::RollbackToSavepoint)
+            && !matches!(
+                stmt.kind,
+                Kind::Rollback | Kind::Commit | Kind::RollbackToSavepoint
+            )
         {
             return Err(PgError::new(
                 code::IN_FAILED_SQL_TRANSACTION,
@@ -374,21 +389,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if matches!(self.tx, Tx::Idle) {
                     msg::notice(&mut self.out, "there is no transaction in progress");
                 } else {
-                    let sql = if stmt.kind == Kind::Commit && !was_failed { "COMMIT" } else { "ROLLBACK" };
+                    let sql = if stmt.kind == Kind::Commit && !was_failed {
+                        "COMMIT"
+                    } else {
+                        "ROLLBACK"
+                    };
                     self.end_transaction(sql).await?;
                 }
-                let tag = if stmt.kind == Kind::Rollback || was_failed { "ROLLBACK" } else { "COMMIT" };
+                let tag = if stmt.kind == Kind::Rollback || was_failed {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                };
                 msg::command_complete(&mut self.out, tag);
             }
             Kind::RollbackToSavepoint => {
                 let lease = match std::mem::replace(&mut self.tx, Tx::Idle) {
                     Tx::Open(l) | Tx::Failed(l) => l,
                     Tx::Idle => {
-                        return Err(PgError::new(code::NO_ACTIVE_SQL_TRANSACTION, "ROLLBACK TO SAVEPOINT can only be used in transaction blocks"))
+                        return Err(PgError::new(
+                            code::NO_ACTIVE_SQL_TRANSACTION,
+                            "ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
+                        ))
                     }
                 };
                 let sql = stmt.sqlite_sql.clone();
-                let r = lease.run(&self.cancel, move |w| w.control(&sql, false)).await.and_then(|r| r);
+                let r = lease
+                    .run(&self.cancel, move |w| w.control(&sql, false))
+                    .await
+                    .and_then(|r| r);
                 self.tx = Tx::Open(lease);
                 r?;
                 msg::command_complete(&mut self.out, "ROLLBACK");
@@ -406,9 +435,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.gucs.get(name)?
                 };
                 let describe = portal.as_ref().is_none_or(|p| p.describe);
-                let formats = portal.as_ref().map(|p| p.result_formats.clone()).unwrap_or_default();
+                let formats = portal
+                    .as_ref()
+                    .map(|p| p.result_formats.clone())
+                    .unwrap_or_default();
                 if describe {
-                    msg::row_description(&mut self.out, &[Column { name: name.clone(), ty: PgType::Text }], &formats);
+                    msg::row_description(
+                        &mut self.out,
+                        &[Column {
+                            name: name.clone(),
+                            ty: PgType::Text,
+                        }],
+                        &formats,
+                    );
                 }
                 let mut w = crate::protocol::DataRowWriter::begin(&mut self.out, 1);
                 w.field(|b| {
@@ -427,7 +466,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Kind::DiscardAll => {
                 if !matches!(self.tx, Tx::Idle) {
-                    return Err(PgError::new(code::ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block"));
+                    return Err(PgError::new(
+                        code::ACTIVE_SQL_TRANSACTION,
+                        "DISCARD ALL cannot run inside a transaction block",
+                    ));
                 }
                 for (k, v) in self.gucs.reset(None) {
                     msg::parameter_status(&mut self.out, &k, &v);
@@ -489,9 +531,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let args = if !needs_writer {
             let args = Arc::new(args);
             let a = args.clone();
-            match self.db.on_reader(&self.cancel, move |w| w.execute(&a)).await? {
+            match self
+                .db
+                .on_reader(&self.cancel, move |w| w.execute(&a))
+                .await?
+            {
                 Ok(out) => return Ok(out),
-                Err(ExecError::NeedsWriter) => Arc::try_unwrap(args).unwrap_or_else(|a| clone_args(&a)),
+                Err(ExecError::NeedsWriter) => {
+                    Arc::try_unwrap(args).unwrap_or_else(|a| clone_args(&a))
+                }
                 Err(ExecError::Pg(e)) => return Err(e),
             }
         } else {
@@ -520,7 +568,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Tx::Idle => return Ok(()),
         };
         let ddl = lease.ran_ddl;
-        let r = lease.run(&self.cancel, move |w| w.control(sql, ddl)).await.and_then(|r| r);
+        let r = lease
+            .run(&self.cancel, move |w| w.control(sql, ddl))
+            .await
+            .and_then(|r| r);
         if r.is_ok() {
             lease.in_transaction = false;
         }
@@ -534,13 +585,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn parse(&mut self, p: Parse) -> PgResult<()> {
         let name = p.name.unwrap_or_default();
         if !name.is_empty() && self.statements.contains_key(&name) {
-            return Err(PgError::new(code::DUPLICATE_PREPARED_STATEMENT, format!("prepared statement \"{name}\" already exists")));
+            return Err(PgError::new(
+                code::DUPLICATE_PREPARED_STATEMENT,
+                format!("prepared statement \"{name}\" already exists"),
+            ));
         }
         let plan = self.db.plans().get(&p.query)?;
         if plan.len() > 1 {
-            return Err(PgError::new(code::SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement"));
+            return Err(PgError::new(
+                code::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            ));
         }
-        self.statements.insert(name, Prepared { plan, param_oids: p.type_oids });
+        self.statements.insert(
+            name,
+            Prepared {
+                plan,
+                param_oids: p.type_oids,
+            },
+        );
         msg::parse_complete(&mut self.out);
         Ok(())
     }
@@ -548,7 +611,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn bind(&mut self, b: Bind) -> PgResult<()> {
         let stmt_name = b.statement_name.unwrap_or_default();
         let prepared = self.statements.get(&stmt_name).ok_or_else(|| {
-            PgError::new(code::INVALID_SQL_STATEMENT_NAME, format!("prepared statement \"{stmt_name}\" does not exist"))
+            PgError::new(
+                code::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{stmt_name}\" does not exist"),
+            )
         })?;
         let portal_name = b.portal_name.unwrap_or_default();
         let portal = Portal {
@@ -569,13 +635,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let name = d.name.unwrap_or_default();
         if d.target_type == b'P' {
             if !self.portals.contains_key(&name) {
-                return Err(PgError::new(code::INVALID_CURSOR_NAME, format!("portal \"{name}\" does not exist")));
+                return Err(PgError::new(
+                    code::INVALID_CURSOR_NAME,
+                    format!("portal \"{name}\" does not exist"),
+                ));
             }
             self.pending_describe = Some(name);
             return Ok(());
         }
         let prepared = self.statements.get(&name).ok_or_else(|| {
-            PgError::new(code::INVALID_SQL_STATEMENT_NAME, format!("prepared statement \"{name}\" does not exist"))
+            PgError::new(
+                code::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{name}\" does not exist"),
+            )
         })?;
         let plan = prepared.plan.clone();
         let oids = prepared.param_oids.clone();
@@ -591,7 +663,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             _ => None,
         });
         if let Some(name) = show {
-            msg::row_description(&mut self.out, &[Column { name, ty: PgType::Text }], formats);
+            msg::row_description(
+                &mut self.out,
+                &[Column {
+                    name,
+                    ty: PgType::Text,
+                }],
+                formats,
+            );
         } else if columns.is_empty() {
             msg::no_data(&mut self.out);
         } else {
@@ -599,21 +678,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    async fn describe_plan(&mut self, plan: &Plan, oids: Vec<u32>) -> PgResult<(Vec<PgType>, Vec<Column>)> {
+    async fn describe_plan(
+        &mut self,
+        plan: &Plan,
+        oids: Vec<u32>,
+    ) -> PgResult<(Vec<PgType>, Vec<Column>)> {
         if plan.is_empty() || plan[0].sqlite_sql.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         let p = plan.clone();
         let r = match &self.tx {
-            Tx::Open(lease) | Tx::Failed(lease) => lease.run(&self.cancel, move |w| w.describe(&p, 0, &oids)).await?,
-            Tx::Idle => self.db.on_reader(&self.cancel, move |w| w.describe(&p, 0, &oids)).await?,
+            Tx::Open(lease) | Tx::Failed(lease) => {
+                lease
+                    .run(&self.cancel, move |w| w.describe(&p, 0, &oids))
+                    .await?
+            }
+            Tx::Idle => {
+                self.db
+                    .on_reader(&self.cancel, move |w| w.describe(&p, 0, &oids))
+                    .await?
+            }
         };
         r.map_err(exec_error)
     }
 
     async fn describe_portal(&mut self, name: &str) -> PgResult<()> {
         let Some(portal) = self.portals.get(name) else {
-            return Err(PgError::new(code::INVALID_CURSOR_NAME, format!("portal \"{name}\" does not exist")));
+            return Err(PgError::new(
+                code::INVALID_CURSOR_NAME,
+                format!("portal \"{name}\" does not exist"),
+            ));
         };
         let plan = portal.plan.clone();
         let formats = portal.result_formats.clone();
@@ -627,9 +721,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let name = e.name.unwrap_or_default();
         let describe = self.pending_describe.take().is_some();
         let Some(portal) = self.portals.get_mut(&name) else {
-            return Err(PgError::new(code::INVALID_CURSOR_NAME, format!("portal \"{name}\" does not exist")));
+            return Err(PgError::new(
+                code::INVALID_CURSOR_NAME,
+                format!("portal \"{name}\" does not exist"),
+            ));
         };
-        let max_rows = if e.max_rows > 0 { e.max_rows as usize } else { usize::MAX };
+        let max_rows = if e.max_rows > 0 {
+            e.max_rows as usize
+        } else {
+            usize::MAX
+        };
         if let Some(pending) = portal.pending.take() {
             return self.send_portion(&name, pending, max_rows);
         }
@@ -674,9 +775,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Sends up to `max_rows` rows of a portal's buffered result; PortalSuspended if
     /// rows remain, CommandComplete once all are sent.
     fn send_portion(&mut self, name: &str, mut pending: Pending, max_rows: usize) -> PgResult<()> {
-        let start = if pending.next == 0 { 0 } else { pending.out.row_ends[pending.next - 1] };
+        let start = if pending.next == 0 {
+            0
+        } else {
+            pending.out.row_ends[pending.next - 1]
+        };
         let last = (pending.next + max_rows).min(pending.out.row_ends.len());
-        let end = if last == 0 { 0 } else { pending.out.row_ends[last - 1] };
+        let end = if last == 0 {
+            0
+        } else {
+            pending.out.row_ends[last - 1]
+        };
         self.out.extend_from_slice(&pending.out.data[start..end]);
         pending.next = last;
         if pending.next < pending.out.row_ends.len() {

@@ -63,10 +63,15 @@ pub async fn serve_tcp(mut tcp: TcpStream, state: Arc<ServerState>) {
     }
 }
 
-async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(mut stream: S, state: Arc<ServerState>) {
+async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    mut stream: S,
+    state: Arc<ServerState>,
+) {
     let mut buf = BytesMut::with_capacity(1024);
     match protocol::read_startup(&mut stream, &mut buf).await {
-        Ok(StartupRequest::Startup { params, .. }) => start_session(stream, buf, params, state).await,
+        Ok(StartupRequest::Startup { params, .. }) => {
+            start_session(stream, buf, params, state).await
+        }
         Ok(StartupRequest::Cancel { pid, secret }) => state.cancels.cancel(pid, secret),
         Ok(_) => {
             let e = ReadError::Invalid("SSL or GSS negotiation repeated inside TLS".into());
@@ -87,7 +92,13 @@ async fn reject_startup<S: AsyncWrite + Unpin>(stream: &mut S, e: ReadError) {
 
 async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: PgError) {
     let mut out = BytesMut::new();
-    msg::error(&mut out, &PgError { severity: crate::error::Severity::Fatal, ..e });
+    msg::error(
+        &mut out,
+        &PgError {
+            severity: crate::error::Severity::Fatal,
+            ..e
+        },
+    );
     let _ = stream.write_all(&out).await;
     let _ = stream.flush().await;
 }
@@ -102,13 +113,27 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let Some(user) = params.get("user").filter(|u| !u.is_empty()).cloned() else {
         return send_fatal(
             &mut stream,
-            PgError::new(code::INVALID_AUTHORIZATION_SPECIFICATION, "no PostgreSQL user name specified in startup packet"),
+            PgError::new(
+                code::INVALID_AUTHORIZATION_SPECIFICATION,
+                "no PostgreSQL user name specified in startup packet",
+            ),
         )
         .await;
     };
-    let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
+    let database = params
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .cloned()
+        .unwrap_or_else(|| user.clone());
     let Ok(_client_permit) = state.clients.clone().try_acquire_owned() else {
-        return send_fatal(&mut stream, PgError::new(code::TOO_MANY_CONNECTIONS, "sorry, too many clients already")).await;
+        return send_fatal(
+            &mut stream,
+            PgError::new(
+                code::TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already",
+            ),
+        )
+        .await;
     };
     match authenticate(&mut stream, &mut reader, &state, &user).await {
         Ok(()) => {}
@@ -121,14 +146,27 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let Some(db) = state.databases.get(&database).cloned() else {
         return send_fatal(
             &mut stream,
-            PgError::new(code::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
-                .with_hint(format!("configured databases: {}", state.database_names())),
+            PgError::new(
+                code::INVALID_CATALOG_NAME,
+                format!("database \"{database}\" does not exist"),
+            )
+            .with_hint(format!("configured databases: {}", state.database_names())),
         )
         .await;
     };
     let (pid, secret, slot) = state.cancels.register();
     tracing::debug!(pid, user = %user, database = %database, "session started");
-    let session = Session::new(stream, reader, db, slot, pid, secret, user, params, state.clone());
+    let session = Session::new(
+        stream,
+        reader,
+        db,
+        slot,
+        pid,
+        secret,
+        user,
+        params,
+        state.clone(),
+    );
     session.run().await;
     state.cancels.unregister(pid);
     tracing::debug!(pid, "session ended");
@@ -174,9 +212,13 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             msg::authentication(&mut out, Authentication::SASL(vec!["SCRAM-SHA-256".into()]));
             write_out(stream, &mut out).await?;
             let initial = match reader.next(stream).await {
-                Ok(Frontend::PasswordMessageFamily(p)) => p
-                    .into_sasl_initial_response()
-                    .map_err(|e| Some(PgError::protocol(format!("invalid SASL initial response: {e}"))))?,
+                Ok(Frontend::PasswordMessageFamily(p)) => {
+                    p.into_sasl_initial_response().map_err(|e| {
+                        Some(PgError::protocol(format!(
+                            "invalid SASL initial response: {e}"
+                        )))
+                    })?
+                }
                 Ok(_) => return Err(Some(PgError::protocol("expected SASL initial response"))),
                 Err(_) => return Err(None),
             };
@@ -213,7 +255,9 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 fn scram_error(e: ScramError) -> Option<PgError> {
     Some(match e {
         ScramError::Malformed(m) => PgError::protocol(format!("malformed SCRAM message: {m}")),
-        ScramError::BadProof => PgError::new(code::INVALID_PASSWORD, "password authentication failed"),
+        ScramError::BadProof => {
+            PgError::new(code::INVALID_PASSWORD, "password authentication failed")
+        }
     })
 }
 
@@ -231,7 +275,10 @@ async fn read_password<S: AsyncRead + Unpin>(
     }
 }
 
-async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut BytesMut) -> Result<(), Option<PgError>> {
+async fn write_out<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut BytesMut,
+) -> Result<(), Option<PgError>> {
     stream.write_all(out).await.map_err(|_| None)?;
     stream.flush().await.map_err(|_| None)?;
     out.clear();

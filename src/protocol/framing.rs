@@ -28,8 +28,14 @@ pub enum ReadError {
 pub enum StartupRequest {
     Ssl,
     Gss,
-    Cancel { pid: i32, secret: i32 },
-    Startup { params: std::collections::BTreeMap<String, String>, minor: u16 },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
+    Startup {
+        params: std::collections::BTreeMap<String, String>,
+        minor: u16,
+    },
 }
 
 const STARTUP_LIMIT: usize = 10_000;
@@ -44,7 +50,9 @@ pub async fn read_startup<S: AsyncRead + Unpin>(
         if buf.len() >= 4 {
             let len = (&buf[..4]).get_i32();
             if !(8..=STARTUP_LIMIT as i32).contains(&len) {
-                return Err(ReadError::Invalid(format!("invalid startup packet length {len}")));
+                return Err(ReadError::Invalid(format!(
+                    "invalid startup packet length {len}"
+                )));
             }
             if buf.len() >= len as usize {
                 break;
@@ -97,9 +105,11 @@ pub async fn read_startup<S: AsyncRead + Unpin>(
 
 /// Decodes one message; a decoder panic on malformed input becomes an error.
 fn decode_guarded(buf: &mut BytesMut, ctx: &DecodeContext) -> Result<Option<Frontend>, ReadError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| PgWireFrontendMessage::decode(buf, ctx)))
-        .map_err(|_| ReadError::Invalid("message body is shorter than its fields".into()))?
-        .map_err(|e| ReadError::Invalid(e.to_string()))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        PgWireFrontendMessage::decode(buf, ctx)
+    }))
+    .map_err(|_| ReadError::Invalid("message body is shorter than its fields".into()))?
+    .map_err(|e| ReadError::Invalid(e.to_string()))
 }
 
 /// Reads typed client messages from a buffered stream.
@@ -154,7 +164,9 @@ impl FrontendReader {
                 let msg = decode_guarded(&mut frame, &self.ctx)?;
                 return match msg {
                     Some(m) if frame.is_empty() => Ok(m),
-                    Some(_) => Err(ReadError::Invalid("message length does not match its content".into())),
+                    Some(_) => Err(ReadError::Invalid(
+                        "message length does not match its content".into(),
+                    )),
                     None => Err(ReadError::Invalid("truncated message".into())),
                 };
             }

@@ -108,11 +108,17 @@ pub fn no_data(out: &mut BytesMut) {
 }
 
 pub fn parameter_description(out: &mut BytesMut, types: &[PgType]) {
-    put(out, &ParameterDescription::new(types.iter().map(|t| t.oid()).collect()));
+    put(
+        out,
+        &ParameterDescription::new(types.iter().map(|t| t.oid()).collect()),
+    );
 }
 
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    put(out, &ParameterStatus::new(name.to_string(), value.to_string()));
+    put(
+        out,
+        &ParameterStatus::new(name.to_string(), value.to_string()),
+    );
 }
 
 pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
@@ -208,7 +214,10 @@ mod tests {
         let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
         let row = DataRow::decode(&mut out, &ctx).unwrap().unwrap();
         assert_eq!(row.field_count, 3);
-        assert_eq!(&row.data[..], &[0, 0, 0, 2, b'4', b'2', 255, 255, 255, 255, 0, 0, 0, 0]);
+        assert_eq!(
+            &row.data[..],
+            &[0, 0, 0, 2, b'4', b'2', 255, 255, 255, 255, 0, 0, 0, 0]
+        );
         assert!(out.is_empty());
     }
 

@@ -4,9 +4,9 @@
 //! against the side catalog, by the backend that holds it.
 
 use sqlparser::ast::{
-    BinaryOperator, CastKind, InTarget, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    LimitClause, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor,
-    TableObject, TableWithJoins, UnaryOperator, Value,
+    BinaryOperator, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    InTarget, LimitClause, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, UnaryOperator, Value,
 };
 
 use crate::types::PgType;
@@ -16,9 +16,15 @@ use crate::types::PgType;
 pub enum TypeHint {
     Known(PgType),
     /// A column, `table` being resolved from aliases when the statement names it.
-    Column { table: Option<String>, column: String },
+    Column {
+        table: Option<String>,
+        column: String,
+    },
     /// The `index`-th column of `table` (INSERT without a column list).
-    ColumnAt { table: String, index: usize },
+    ColumnAt {
+        table: String,
+        index: usize,
+    },
     /// The type of parameter `$n` (index `n - 1`).
     Param(usize),
     Unknown,
@@ -64,7 +70,9 @@ pub fn pg_type_of(dt: &DataType) -> Option<PgType> {
         DataType::Bytea | DataType::Blob(_) => PgType::Bytea,
         DataType::Date => PgType::Date,
         DataType::Time(_, _) => PgType::Time,
-        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => PgType::Timestamptz,
+        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            PgType::Timestamptz
+        }
         DataType::Timestamp(_, _) | DataType::Datetime(_) => PgType::Timestamp,
         DataType::Interval { .. } => PgType::Interval,
         DataType::JSON => PgType::Json,
@@ -84,7 +92,10 @@ struct Collector {
 
 impl Collector {
     fn set_param(&mut self, placeholder: &str, hint: TypeHint) {
-        let Some(n) = placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+        let Some(n) = placeholder
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
             return;
         };
         if n == 0 || n > 65535 {
@@ -241,9 +252,10 @@ impl Collector {
                     "min" | "max" | "coalesce" | "abs" => {
                         first_arg.map_or(TypeHint::Unknown, |a| self.infer(a))
                     }
-                    "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp" => {
-                        TypeHint::Known(PgType::Timestamptz)
-                    }
+                    "now"
+                    | "current_timestamp"
+                    | "transaction_timestamp"
+                    | "statement_timestamp" => TypeHint::Known(PgType::Timestamptz),
                     "current_date" => TypeHint::Known(PgType::Date),
                     "length" | "char_length" | "octet_length" | "strpos" => {
                         TypeHint::Known(PgType::Int4)
@@ -281,7 +293,10 @@ impl Collector {
                 self.walk(right);
             }
             Expr::Cast {
-                expr, data_type, kind, ..
+                expr,
+                data_type,
+                kind,
+                ..
             } => {
                 if let (Some(p), Some(t), CastKind::Cast | CastKind::DoubleColon) =
                     (placeholder(expr), pg_type_of(data_type), kind)
@@ -482,7 +497,8 @@ pub fn collect(stmt: &Statement) -> Hints {
             if let Some(t) = &table {
                 c.aliases.push((t.clone(), t.clone()));
                 if let Some(a) = &ins.table_alias {
-                    c.aliases.push((a.alias.value.to_ascii_lowercase(), t.clone()));
+                    c.aliases
+                        .push((a.alias.value.to_ascii_lowercase(), t.clone()));
                 }
                 c.scope.push(t.clone());
             }

@@ -37,11 +37,18 @@ pub enum Kind {
     /// `ROLLBACK TO SAVEPOINT`: leaves a failed transaction usable again.
     RollbackToSavepoint,
     /// `SET name = value` (session scope; `SET LOCAL` is treated the same).
-    Set { name: String, value: Option<String> },
+    Set {
+        name: String,
+        value: Option<String>,
+    },
     /// `SHOW name`
-    Show { name: String },
+    Show {
+        name: String,
+    },
     /// `RESET name` / `RESET ALL`
-    Reset { name: Option<String> },
+    Reset {
+        name: Option<String>,
+    },
     /// `DISCARD ALL`
     DiscardAll,
     /// A statement that needs no work at all (`SET TRANSACTION …`).
@@ -52,12 +59,31 @@ pub enum Kind {
 /// same transaction as the DDL that causes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogChange {
-    CreateTable { table: String, columns: Vec<(String, PgType)> },
-    AddColumn { table: String, column: String, ty: PgType },
-    DropColumn { table: String, column: String },
-    RenameColumn { table: String, from: String, to: String },
-    RenameTable { from: String, to: String },
-    DropTables { tables: Vec<String> },
+    CreateTable {
+        table: String,
+        columns: Vec<(String, PgType)>,
+    },
+    AddColumn {
+        table: String,
+        column: String,
+        ty: PgType,
+    },
+    DropColumn {
+        table: String,
+        column: String,
+    },
+    RenameColumn {
+        table: String,
+        from: String,
+        to: String,
+    },
+    RenameTable {
+        from: String,
+        to: String,
+    },
+    DropTables {
+        tables: Vec<String>,
+    },
 }
 
 /// One planned statement.
@@ -106,7 +132,10 @@ pub type Plan = Arc<Vec<Stmt>>;
 pub fn plan(sql: &str) -> PgResult<Vec<Stmt>> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
         let msg = e.to_string();
-        let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg).to_string();
+        let msg = msg
+            .strip_prefix("sql parser error: ")
+            .unwrap_or(&msg)
+            .to_string();
         PgError::new(code::SYNTAX_ERROR, format!("syntax error: {msg}"))
     })?;
     statements.into_iter().map(plan_statement).collect()

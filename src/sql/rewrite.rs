@@ -121,7 +121,11 @@ pub fn rewrite_statement(
             let writes = !q.locks.is_empty();
             // FOR UPDATE/SHARE: the single writer already serialises writers.
             q.locks.clear();
-            (if writes { Kind::Write } else { Kind::Read }, "SELECT", true)
+            (
+                if writes { Kind::Write } else { Kind::Read },
+                "SELECT",
+                true,
+            )
         }
         Statement::Insert(ins) => (Kind::Write, "INSERT", ins.returning.is_some()),
         Statement::Update(up) => (Kind::Write, "UPDATE", up.returning.is_some()),
@@ -170,7 +174,11 @@ pub fn rewrite_statement(
         }
         other => {
             let text = other.to_string();
-            let head: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let head: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
             return Err(PgError::unsupported(format!("statement `{head}`"))
                 .with_hint("the SQLite backend serves queries, DML, common DDL and transactions"));
         }
@@ -190,7 +198,9 @@ fn pg_column_name(e: &Expr) -> Option<String> {
     match e {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
         Expr::Function(f) => Some(object_base_name(&f.name)),
-        Expr::Cast { expr, data_type, .. } => Some(
+        Expr::Cast {
+            expr, data_type, ..
+        } => Some(
             pg_column_name(expr)
                 .or_else(|| match expr.as_ref() {
                     Expr::Identifier(id) => Some(id.value.clone()),
@@ -198,7 +208,9 @@ fn pg_column_name(e: &Expr) -> Option<String> {
                     _ => None,
                 })
                 .filter(|n| n != "?column?")
-                .unwrap_or_else(|| pg_type_of(data_type).map_or("?column?".into(), |t| t.name().to_string())),
+                .unwrap_or_else(|| {
+                    pg_type_of(data_type).map_or("?column?".into(), |t| t.name().to_string())
+                }),
         ),
         Expr::Nested(inner) => pg_column_name(inner),
         Expr::Case { .. } => Some("case".into()),
@@ -310,16 +322,20 @@ fn autoincrement() -> ColumnOptionDef {
 
 fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<CatalogChange> {
     if ct.query.is_some() {
-        return Err(PgError::unsupported("CREATE TABLE … AS on the SQLite backend"));
+        return Err(PgError::unsupported(
+            "CREATE TABLE … AS on the SQLite backend",
+        ));
     }
     let table = object_base_name(&ct.name);
     let mut columns = Vec::with_capacity(ct.columns.len());
     // Single-column table-level primary key, which a serial column may take over.
     let table_pk: Option<String> = ct.constraints.iter().find_map(|c| match c {
-        TableConstraint::PrimaryKey(pk) if pk.columns.len() == 1 => match &pk.columns[0].column.expr {
-            Expr::Identifier(id) => Some(id.value.to_ascii_lowercase()),
-            _ => None,
-        },
+        TableConstraint::PrimaryKey(pk) if pk.columns.len() == 1 => {
+            match &pk.columns[0].column.expr {
+                Expr::Identifier(id) => Some(id.value.to_ascii_lowercase()),
+                _ => None,
+            }
+        }
         _ => None,
     });
     let mut moved_pk = false;
@@ -395,7 +411,9 @@ fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<C
         AlterTableOperation::AddColumn { column_def, .. } => {
             let (ty, auto) = column_pg_type(column_def)?;
             if auto {
-                return Err(PgError::unsupported("adding a SERIAL/IDENTITY column on the SQLite backend"));
+                return Err(PgError::unsupported(
+                    "adding a SERIAL/IDENTITY column on the SQLite backend",
+                ));
             }
             column_def.data_type = sqlite_column_type(ty);
             Some(CatalogChange::AddColumn {
@@ -479,7 +497,9 @@ impl ExprRewriter {
                     return Err(PgError::unsupported("TRY_CAST"));
                 }
                 let target = pg_type_of(data_type).ok_or_else(|| {
-                    PgError::unsupported(format!("cast to type `{data_type}` on the SQLite backend"))
+                    PgError::unsupported(format!(
+                        "cast to type `{data_type}` on the SQLite backend"
+                    ))
                 })?;
                 let inner = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
                 *expr = match target {
@@ -517,7 +537,10 @@ impl ExprRewriter {
                 }
                 let name = object_base_name(&f.name);
                 match name.as_str() {
-                    "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp"
+                    "now"
+                    | "current_timestamp"
+                    | "transaction_timestamp"
+                    | "statement_timestamp"
                     | "localtimestamp" => {
                         *expr = builtin_expr("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
                     }
@@ -526,7 +549,10 @@ impl ExprRewriter {
                 }
             }
             Expr::Value(v) => match &v.value {
-                Value::EscapedStringLiteral(s) | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: s, .. }) => {
+                Value::EscapedStringLiteral(s)
+                | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString {
+                    value: s, ..
+                }) => {
                     v.value = Value::SingleQuotedString(s.clone());
                 }
                 _ => {}

@@ -18,23 +18,56 @@ fn check_err(pg: &str, code: &str) {
 #[test]
 fn rewrites_plain_crud() {
     check("SELECT 1", "SELECT 1 AS \"?column?\"");
-    check("SELECT a FROM t WHERE id = $1", "SELECT a FROM t WHERE id = $1");
-    check("SELECT $2, $1", "SELECT $2 AS \"?column?\", $1 AS \"?column?\"");
+    check(
+        "SELECT a FROM t WHERE id = $1",
+        "SELECT a FROM t WHERE id = $1",
+    );
+    check(
+        "SELECT $2, $1",
+        "SELECT $2 AS \"?column?\", $1 AS \"?column?\"",
+    );
     check("SELECT count(*), x::text, 'a'::int, true FROM t", "SELECT count(*) AS \"count\", CAST(x AS TEXT) AS \"x\", pg_int4('a') AS \"int4\", true AS \"bool\" FROM t");
-    check("INSERT INTO t (a, b) VALUES ($1, true) RETURNING id", "INSERT INTO t (a, b) VALUES ($1, true) RETURNING id");
-    check("UPDATE t SET a = a + 1 WHERE id = 3", "UPDATE t SET a = a + 1 WHERE id = 3");
-    check("DELETE FROM t WHERE id = 1 RETURNING *", "DELETE FROM t WHERE id = 1 RETURNING *");
+    check(
+        "INSERT INTO t (a, b) VALUES ($1, true) RETURNING id",
+        "INSERT INTO t (a, b) VALUES ($1, true) RETURNING id",
+    );
+    check(
+        "UPDATE t SET a = a + 1 WHERE id = 3",
+        "UPDATE t SET a = a + 1 WHERE id = 3",
+    );
+    check(
+        "DELETE FROM t WHERE id = 1 RETURNING *",
+        "DELETE FROM t WHERE id = 1 RETURNING *",
+    );
     check("SELECT * FROM t FOR UPDATE", "SELECT * FROM t");
 }
 
 #[test]
 fn rewrites_casts_and_functions() {
-    check("SELECT a FROM t WHERE b = '1'::int", "SELECT a FROM t WHERE b = pg_int4('1')");
-    check("SELECT a FROM t WHERE 't'::boolean", "SELECT a FROM t WHERE pg_bool('t')");
-    check("SELECT a FROM t WHERE b < $1::timestamptz", "SELECT a FROM t WHERE b < pg_timestamptz($1)");
-    check("SELECT now() AS n", "SELECT (strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00') AS n");
-    check("SELECT CURRENT_TIMESTAMP", "SELECT (strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00') AS \"current_timestamp\"");
-    check("SELECT pg_catalog.version()", "SELECT version() AS \"version\"");
+    check(
+        "SELECT a FROM t WHERE b = '1'::int",
+        "SELECT a FROM t WHERE b = pg_int4('1')",
+    );
+    check(
+        "SELECT a FROM t WHERE 't'::boolean",
+        "SELECT a FROM t WHERE pg_bool('t')",
+    );
+    check(
+        "SELECT a FROM t WHERE b < $1::timestamptz",
+        "SELECT a FROM t WHERE b < pg_timestamptz($1)",
+    );
+    check(
+        "SELECT now() AS n",
+        "SELECT (strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00') AS n",
+    );
+    check(
+        "SELECT CURRENT_TIMESTAMP",
+        "SELECT (strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00') AS \"current_timestamp\"",
+    );
+    check(
+        "SELECT pg_catalog.version()",
+        "SELECT version() AS \"version\"",
+    );
     check("SELECT E'a\\nb' AS s", "SELECT 'a\nb' AS s");
 }
 
@@ -52,13 +85,21 @@ fn rewrites_ddl() {
         "CREATE TABLE t (id INT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, b BYTEA)",
         "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, b BLOB)",
     );
-    check("CREATE INDEX i ON t USING btree (a)", "CREATE INDEX i ON t(a)");
-    check("ALTER TABLE t ADD COLUMN c JSONB", "ALTER TABLE t ADD COLUMN c TEXT");
+    check(
+        "CREATE INDEX i ON t USING btree (a)",
+        "CREATE INDEX i ON t(a)",
+    );
+    check(
+        "ALTER TABLE t ADD COLUMN c JSONB",
+        "ALTER TABLE t ADD COLUMN c TEXT",
+    );
 }
 
 #[test]
 fn catalog_changes_follow_ddl() {
-    let p = plan("CREATE TABLE Items (id serial primary key, flag bool, at timestamp with time zone)").unwrap();
+    let p =
+        plan("CREATE TABLE Items (id serial primary key, flag bool, at timestamp with time zone)")
+            .unwrap();
     assert_eq!(
         p[0].catalog,
         Some(CatalogChange::CreateTable {
@@ -71,7 +112,12 @@ fn catalog_changes_follow_ddl() {
         })
     );
     let p = plan("DROP TABLE a, b").unwrap();
-    assert_eq!(p[0].catalog, Some(CatalogChange::DropTables { tables: vec!["a".into(), "b".into()] }));
+    assert_eq!(
+        p[0].catalog,
+        Some(CatalogChange::DropTables {
+            tables: vec!["a".into(), "b".into()]
+        })
+    );
 }
 
 #[test]
@@ -89,8 +135,13 @@ fn classifies_statements() {
             Kind::Write,
             Kind::Commit,
             Kind::Rollback,
-            Kind::Show { name: "timezone".into() },
-            Kind::Set { name: "application_name".into(), value: Some("x".into()) },
+            Kind::Show {
+                name: "timezone".into()
+            },
+            Kind::Set {
+                name: "application_name".into(),
+                value: Some("x".into())
+            },
             Kind::Reset { name: None },
         ]
     );
@@ -103,7 +154,10 @@ fn infers_parameter_and_column_types() {
     assert_eq!(
         p.params,
         vec![
-            TypeHint::Column { table: Some("t".into()), column: "id".into() },
+            TypeHint::Column {
+                table: Some("t".into()),
+                column: "id".into()
+            },
             TypeHint::Known(PgType::Text),
             TypeHint::Known(PgType::Int8),
             TypeHint::Known(PgType::Int8),
@@ -112,7 +166,10 @@ fn infers_parameter_and_column_types() {
     assert_eq!(
         p.columns,
         Some(vec![
-            TypeHint::Column { table: Some("t".into()), column: "x".into() },
+            TypeHint::Column {
+                table: Some("t".into()),
+                column: "x".into()
+            },
             TypeHint::Known(PgType::Int8),
             TypeHint::Known(PgType::Int4),
             TypeHint::Known(PgType::Text),
@@ -121,9 +178,21 @@ fn infers_parameter_and_column_types() {
         ])
     );
     let p = &plan("INSERT INTO t VALUES ($1, $2)").unwrap()[0];
-    assert_eq!(p.params[1], TypeHint::ColumnAt { table: "t".into(), index: 1 });
+    assert_eq!(
+        p.params[1],
+        TypeHint::ColumnAt {
+            table: "t".into(),
+            index: 1
+        }
+    );
     let p = &plan("UPDATE t SET v = $1 WHERE id = $2").unwrap()[0];
-    assert_eq!(p.params[0], TypeHint::Column { table: None, column: "v".into() });
+    assert_eq!(
+        p.params[0],
+        TypeHint::Column {
+            table: None,
+            column: "v".into()
+        }
+    );
     assert_eq!(plan("SELECT * FROM t").unwrap()[0].columns, None);
 }
 

@@ -88,7 +88,10 @@ pub fn should_record(conn: &Connection, change: &CatalogChange) -> rusqlite::Res
 pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> {
     match change {
         CatalogChange::CreateTable { table, columns } => {
-            conn.execute(&format!("DELETE FROM {TABLE} WHERE table_name = ?1"), [table])?;
+            conn.execute(
+                &format!("DELETE FROM {TABLE} WHERE table_name = ?1"),
+                [table],
+            )?;
             let mut ins = conn.prepare(&format!(
                 "INSERT INTO {TABLE} (table_name, column_name, ordinal, pg_type) VALUES (?1, ?2, ?3, ?4)"
             ))?;

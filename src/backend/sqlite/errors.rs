@@ -42,7 +42,10 @@ fn from_code(c: ffi::ErrorCode, extended: i32, msg: &str) -> PgError {
         )
         .with_hint("retry; raise busy_timeout if this persists"),
         E::OperationInterrupted => PgError::canceled(),
-        E::DiskFull => PgError::new(code::DISK_FULL, "could not write to the database file: disk full"),
+        E::DiskFull => PgError::new(
+            code::DISK_FULL,
+            "could not write to the database file: disk full",
+        ),
         E::OutOfMemory => PgError::new(code::OUT_OF_MEMORY, "out of memory"),
         E::ReadOnly => PgError::new(
             code::DATA_CORRUPTED,
@@ -53,11 +56,15 @@ fn from_code(c: ffi::ErrorCode, extended: i32, msg: &str) -> PgError {
             format!("database file is corrupt: {msg}"),
         )
         .with_hint("stop writes and run an integrity check; restore from a verified backup"),
-        E::TooBig => PgError::new(code::PROGRAM_LIMIT_EXCEEDED, format!("value too large: {msg}")),
+        E::TooBig => PgError::new(
+            code::PROGRAM_LIMIT_EXCEEDED,
+            format!("value too large: {msg}"),
+        ),
         E::TypeMismatch => PgError::new(code::DATATYPE_MISMATCH, msg.to_string()),
-        E::SystemIoFailure | E::CannotOpen => {
-            PgError::new(code::CONNECTION_FAILURE, format!("I/O error on the database file: {msg}"))
-        }
+        E::SystemIoFailure | E::CannotOpen => PgError::new(
+            code::CONNECTION_FAILURE,
+            format!("I/O error on the database file: {msg}"),
+        ),
         _ => syntax_or_name(msg),
     }
 }
@@ -77,8 +84,13 @@ fn constraint(extended: i32, msg: &str) -> PgError {
             code::FOREIGN_KEY_VIOLATION,
             "insert or update violates foreign key constraint",
         ),
-        ffi::SQLITE_CONSTRAINT_CHECK => (code::CHECK_VIOLATION, "new row violates check constraint"),
-        _ => (code::INTEGRITY_CONSTRAINT_VIOLATION, "integrity constraint violated"),
+        ffi::SQLITE_CONSTRAINT_CHECK => {
+            (code::CHECK_VIOLATION, "new row violates check constraint")
+        }
+        _ => (
+            code::INTEGRITY_CONSTRAINT_VIOLATION,
+            "integrity constraint violated",
+        ),
     };
     let message = match &detail {
         Some(d) => format!("{text} ({d})"),
@@ -99,17 +111,29 @@ fn syntax_or_name(msg: &str) -> PgError {
         }
     }
     if let Some(t) = msg.strip_prefix("no such table: ") {
-        return PgError::new(code::UNDEFINED_TABLE, format!("relation \"{t}\" does not exist"));
+        return PgError::new(
+            code::UNDEFINED_TABLE,
+            format!("relation \"{t}\" does not exist"),
+        );
     }
     if let Some(c) = msg.strip_prefix("no such column: ") {
-        return PgError::new(code::UNDEFINED_COLUMN, format!("column \"{c}\" does not exist"));
+        return PgError::new(
+            code::UNDEFINED_COLUMN,
+            format!("column \"{c}\" does not exist"),
+        );
     }
     if let Some(f) = msg.strip_prefix("no such function: ") {
-        return PgError::new(code::UNDEFINED_FUNCTION, format!("function {f}() does not exist"))
-            .with_hint("this function is not available on the SQLite backend");
+        return PgError::new(
+            code::UNDEFINED_FUNCTION,
+            format!("function {f}() does not exist"),
+        )
+        .with_hint("this function is not available on the SQLite backend");
     }
     if msg.contains("syntax error") || msg.starts_with("near ") {
-        return PgError::new(code::SYNTAX_ERROR, format!("syntax error in rewritten statement: {msg}"));
+        return PgError::new(
+            code::SYNTAX_ERROR,
+            format!("syntax error in rewritten statement: {msg}"),
+        );
     }
     if msg.contains("already exists") {
         return PgError::new(code::DUPLICATE_TABLE, msg.to_string());
@@ -137,11 +161,23 @@ mod tests {
     #[test]
     fn maps_sqlite_errors_to_sqlstates() {
         let cases = [
-            ("INSERT INTO t (id, n) VALUES (1, 'b')", code::UNIQUE_VIOLATION),
-            ("INSERT INTO t (id, n, u) VALUES (2, 'b', 'x')", code::UNIQUE_VIOLATION),
+            (
+                "INSERT INTO t (id, n) VALUES (1, 'b')",
+                code::UNIQUE_VIOLATION,
+            ),
+            (
+                "INSERT INTO t (id, n, u) VALUES (2, 'b', 'x')",
+                code::UNIQUE_VIOLATION,
+            ),
             ("INSERT INTO t (id) VALUES (3)", code::NOT_NULL_VIOLATION),
-            ("INSERT INTO t (id, n, v) VALUES (4, 'a', -1)", code::CHECK_VIOLATION),
-            ("INSERT INTO t (id, n, p) VALUES (5, 'a', 99)", code::FOREIGN_KEY_VIOLATION),
+            (
+                "INSERT INTO t (id, n, v) VALUES (4, 'a', -1)",
+                code::CHECK_VIOLATION,
+            ),
+            (
+                "INSERT INTO t (id, n, p) VALUES (5, 'a', 99)",
+                code::FOREIGN_KEY_VIOLATION,
+            ),
             ("SELECT * FROM nope", code::UNDEFINED_TABLE),
             ("SELECT nope FROM t", code::UNDEFINED_COLUMN),
             ("SELEC 1", code::SYNTAX_ERROR),

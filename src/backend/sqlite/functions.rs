@@ -37,8 +37,12 @@ fn cast_to(ctx: &Context<'_>, ty: PgType) -> rusqlite::Result<Value> {
     match v {
         ValueRef::Null => Ok(Value::Null),
         ValueRef::Integer(i) if ty == PgType::Bool => Ok(Value::Integer(i64::from(i != 0))),
-        ValueRef::Integer(i) if ty.is_integer() => types::decode_text(ty, &i.to_string()).map_err(user_error),
-        ValueRef::Integer(i) if matches!(ty, PgType::Float8 | PgType::Numeric) => Ok(Value::Integer(i)),
+        ValueRef::Integer(i) if ty.is_integer() => {
+            types::decode_text(ty, &i.to_string()).map_err(user_error)
+        }
+        ValueRef::Integer(i) if matches!(ty, PgType::Float8 | PgType::Numeric) => {
+            Ok(Value::Integer(i))
+        }
         ValueRef::Real(f) if ty.is_integer() => {
             // PostgreSQL rounds half away from zero when casting to an integer.
             let r = f.round();
@@ -65,10 +69,12 @@ fn cast_to(ctx: &Context<'_>, ty: PgType) -> rusqlite::Result<Value> {
                 ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
                 ValueRef::Integer(i) => i.to_string(),
                 ValueRef::Real(f) => f.to_string(),
-                _ => return Err(user_error(crate::error::PgError::new(
-                    crate::error::code::DATATYPE_MISMATCH,
-                    format!("cannot cast binary data to {}", ty.name()),
-                ))),
+                _ => {
+                    return Err(user_error(crate::error::PgError::new(
+                        crate::error::code::DATATYPE_MISMATCH,
+                        format!("cannot cast binary data to {}", ty.name()),
+                    )))
+                }
             };
             types::decode_text(ty, &s).map_err(user_error)
         }
@@ -77,7 +83,11 @@ fn cast_to(ctx: &Context<'_>, ty: PgType) -> rusqlite::Result<Value> {
 
 /// Registers the functions. `cancel` is the connection's cancel flag, checked by
 /// `pg_sleep` so that a CancelRequest ends a sleep as it ends any statement.
-pub fn register(conn: &Connection, database: &str, cancel: Arc<AtomicBool>) -> rusqlite::Result<()> {
+pub fn register(
+    conn: &Connection,
+    database: &str,
+    cancel: Arc<AtomicBool>,
+) -> rusqlite::Result<()> {
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     for (name, ty) in [
         ("pg_bool", PgType::Bool),

@@ -79,7 +79,10 @@ impl SqliteDb {
         if let Some(dir) = config.path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    anyhow::anyhow!("cannot create directory {} for database {name}: {e}", dir.display())
+                    anyhow::anyhow!(
+                        "cannot create directory {} for database {name}: {e}",
+                        dir.display()
+                    )
                 })?;
             }
         }
@@ -97,7 +100,11 @@ impl SqliteDb {
         for i in 0..config.readers {
             let conn = open_connection(&config.path, config, name, true)?;
             let w = Worker::new(conn.0, conn.1, shared.clone(), false);
-            threads.push(spawn_worker(format!("{name}-reader-{i}"), w, reader_rx.clone())?);
+            threads.push(spawn_worker(
+                format!("{name}-reader-{i}"),
+                w,
+                reader_rx.clone(),
+            )?);
         }
         Ok(Arc::new(SqliteDb {
             shared,
@@ -157,7 +164,10 @@ impl SqliteDb {
     /// Stops taking work, lets queued work finish, checkpoints and closes every
     /// connection. Waits for the writer to be free for at most `grace`.
     pub async fn shutdown(&self, grace: Duration) {
-        if tokio::time::timeout(grace, self.writer_permit.acquire()).await.is_err() {
+        if tokio::time::timeout(grace, self.writer_permit.acquire())
+            .await
+            .is_err()
+        {
             tracing::warn!(database = %self.name(), "a transaction was still open at shutdown; it is rolled back");
         }
         self.writer_permit.close();
@@ -236,9 +246,12 @@ async fn run_job<R: Send + 'static>(
         slot.set(None);
         let _ = tx.send(r);
     });
-    queue
-        .send(job)
-        .map_err(|_| PgError::fatal(code::ADMIN_SHUTDOWN, "terminating connection: the database is shutting down"))?;
+    queue.send(job).map_err(|_| {
+        PgError::fatal(
+            code::ADMIN_SHUTDOWN,
+            "terminating connection: the database is shutting down",
+        )
+    })?;
     rx.await
         .map_err(|_| PgError::internal("the database worker stopped while running the statement"))
 }
@@ -266,7 +279,9 @@ fn open_connection(
     read_only: bool,
 ) -> anyhow::Result<(Connection, Arc<AtomicBool>)> {
     let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -279,7 +294,10 @@ fn open_connection(
     if !read_only {
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            anyhow::bail!("cannot put {} in WAL mode (journal_mode is {mode})", path.display());
+            anyhow::bail!(
+                "cannot put {} in WAL mode (journal_mode is {mode})",
+                path.display()
+            );
         }
     }
     conn.execute_batch(&format!(

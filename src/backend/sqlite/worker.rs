@@ -88,7 +88,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(conn: Connection, cancel_flag: Arc<AtomicBool>, shared: Arc<Shared>, writer: bool) -> Worker {
+    pub fn new(
+        conn: Connection,
+        cancel_flag: Arc<AtomicBool>,
+        shared: Arc<Shared>,
+        writer: bool,
+    ) -> Worker {
         let interrupt = Arc::new(conn.get_interrupt_handle());
         Worker {
             conn,
@@ -161,7 +166,10 @@ impl Worker {
                 table: Some(t),
                 column,
             } => self.catalog.column(t, column),
-            TypeHint::Column { table: None, column } => self.catalog.column_in(scope, column),
+            TypeHint::Column {
+                table: None,
+                column,
+            } => self.catalog.column_in(scope, column),
             TypeHint::ColumnAt { table, index } => self.catalog.column_at(table, *index),
             TypeHint::Param(_) | TypeHint::Unknown => None,
         }
@@ -226,15 +234,13 @@ impl Worker {
 
     fn param_types(&self, stmt: &Stmt, d: &Described, client_oids: &[u32]) -> Vec<PgType> {
         (0..d.param_count)
-            .map(|i| {
-                match client_oids.get(i).copied().filter(|o| *o != 0) {
-                    Some(oid) => PgType::from_oid(oid).unwrap_or(PgType::Text),
-                    None => stmt
-                        .params
-                        .get(i)
-                        .and_then(|h| self.resolve(h, &stmt.scope))
-                        .unwrap_or(PgType::Text),
-                }
+            .map(|i| match client_oids.get(i).copied().filter(|o| *o != 0) {
+                Some(oid) => PgType::from_oid(oid).unwrap_or(PgType::Text),
+                None => stmt
+                    .params
+                    .get(i)
+                    .and_then(|h| self.resolve(h, &stmt.scope))
+                    .unwrap_or(PgType::Text),
             })
             .collect()
     }
@@ -285,7 +291,9 @@ impl Worker {
             });
             match &result {
                 Ok(_) => self.conn.execute_batch("RELEASE unidb_ddl")?,
-                Err(_) => self.conn.execute_batch("ROLLBACK TO unidb_ddl; RELEASE unidb_ddl")?,
+                Err(_) => self
+                    .conn
+                    .execute_batch("ROLLBACK TO unidb_ddl; RELEASE unidb_ddl")?,
             }
             self.bump_schema();
             return result;
