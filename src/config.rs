@@ -170,7 +170,9 @@ pub enum DatabaseConfig {
 pub struct SqliteConfig {
     /// Path of the database file; relative paths are relative to the working directory.
     pub path: PathBuf,
-    /// Reader connections serving reads outside transactions.
+    /// Reader connections (and threads) serving reads outside transactions.
+    /// Defaults to the number of CPUs: more readers than cores mostly adds
+    /// context switches for short queries; more help when reads are long.
     #[serde(default = "default_readers")]
     pub readers: usize,
     /// `PRAGMA synchronous`: `normal` survives a process crash, `full` also a power loss.
@@ -192,7 +194,7 @@ pub struct SqliteConfig {
 }
 
 fn default_readers() -> usize {
-    4
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 fn default_busy_timeout() -> Duration {
     Duration::from_secs(5)
@@ -488,7 +490,7 @@ path = "data/app.db"
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:6432");
         assert_eq!(c.server.auth, AuthMethod::ScramSha256);
         let DatabaseConfig::Sqlite(db) = &c.databases["app"];
-        assert_eq!(db.readers, 4);
+        assert_eq!(db.readers, default_readers());
         assert_eq!(db.synchronous, Synchronous::Normal);
         assert_eq!(db.busy_timeout, Duration::from_secs(5));
     }

@@ -10,6 +10,7 @@
 mod catalog;
 mod errors;
 mod functions;
+mod queue;
 mod worker;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use queue::JobQueue;
 pub use worker::{ExecArgs, ExecError, ExecOutput, Worker};
 
 use crate::config::SqliteConfig;
@@ -67,8 +69,8 @@ pub struct SqliteDb {
     shared: Arc<Shared>,
     config: SqliteConfig,
     plans: PlanCache,
-    readers: crossbeam_channel::Sender<Job>,
-    writer: crossbeam_channel::Sender<Job>,
+    readers: Arc<JobQueue<Job>>,
+    writer: Arc<JobQueue<Job>>,
     writer_permit: Arc<Semaphore>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -92,26 +94,30 @@ impl SqliteDb {
         });
         let writer_conn = open_connection(&config.path, config, name, false)?;
         catalog::ensure_table(&writer_conn.0)?;
-        let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
-        let (reader_tx, reader_rx) = crossbeam_channel::unbounded::<Job>();
+        let writer_queue = Arc::new(JobQueue::new());
+        let reader_queue = Arc::new(JobQueue::new());
         let mut threads = Vec::new();
         let w = Worker::new(writer_conn.0, writer_conn.1, shared.clone(), true);
-        threads.push(spawn_worker(format!("{name}-writer"), w, writer_rx)?);
+        threads.push(spawn_worker(
+            format!("{name}-writer"),
+            w,
+            writer_queue.clone(),
+        )?);
         for i in 0..config.readers {
             let conn = open_connection(&config.path, config, name, true)?;
             let w = Worker::new(conn.0, conn.1, shared.clone(), false);
             threads.push(spawn_worker(
                 format!("{name}-reader-{i}"),
                 w,
-                reader_rx.clone(),
+                reader_queue.clone(),
             )?);
         }
         Ok(Arc::new(SqliteDb {
             shared,
             config: config.clone(),
             plans: PlanCache::new(config.statement_cache),
-            readers: reader_tx,
-            writer: writer_tx,
+            readers: reader_queue,
+            writer: writer_queue,
             writer_permit: Arc::new(Semaphore::new(1)),
             threads: Mutex::new(threads),
         }))
@@ -175,16 +181,14 @@ impl SqliteDb {
         let job: Job = Box::new(move |w: &mut Worker| {
             let _ = tx.send(w.checkpoint());
         });
-        if self.writer.send(job).is_ok() {
+        if self.writer.push(job).is_ok() {
             if let Ok(Err(e)) = rx.await {
                 tracing::warn!(database = %self.name(), error = %e, "checkpoint at shutdown failed");
             }
         }
-        // One stop job per thread: each worker exits after taking one.
-        for _ in 0..self.config.readers {
-            let _ = self.readers.send(Box::new(|w: &mut Worker| w.stop = true));
-        }
-        let _ = self.writer.send(Box::new(|w: &mut Worker| w.stop = true));
+        // Workers finish what is queued, then see the closed queue and exit.
+        self.readers.close();
+        self.writer.close();
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         let _ = tokio::task::spawn_blocking(move || {
@@ -227,13 +231,13 @@ impl Drop for WriterLease {
             // session's first statement on the writer.
             let ddl = self.ran_ddl;
             let job: Job = Box::new(move |w: &mut Worker| w.rollback_abandoned(ddl));
-            let _ = self.db.writer.send(job);
+            let _ = self.db.writer.push(job);
         }
     }
 }
 
 async fn run_job<R: Send + 'static>(
-    queue: &crossbeam_channel::Sender<Job>,
+    queue: &JobQueue<Job>,
     cancel: &Arc<CancelSlot>,
     f: impl FnOnce(&mut Worker) -> R + Send + 'static,
 ) -> PgResult<R> {
@@ -246,7 +250,7 @@ async fn run_job<R: Send + 'static>(
         slot.set(None);
         let _ = tx.send(r);
     });
-    queue.send(job).map_err(|_| {
+    queue.push(job).map_err(|_| {
         PgError::fatal(
             code::ADMIN_SHUTDOWN,
             "terminating connection: the database is shutting down",
@@ -259,14 +263,11 @@ async fn run_job<R: Send + 'static>(
 fn spawn_worker(
     name: String,
     mut worker: Worker,
-    rx: crossbeam_channel::Receiver<Job>,
+    queue: Arc<JobQueue<Job>>,
 ) -> anyhow::Result<JoinHandle<()>> {
     Ok(std::thread::Builder::new().name(name).spawn(move || {
-        while let Ok(job) = rx.recv() {
+        while let Some(job) = queue.pop() {
             job(&mut worker);
-            if worker.stop {
-                break;
-            }
         }
     })?)
 }
@@ -306,7 +307,7 @@ fn open_connection(
         config.cache_size,
         config.mmap_size
     ))?;
-    conn.set_prepared_statement_cache_capacity(256);
+    conn.set_prepared_statement_cache_capacity(worker::STATEMENT_CACHE);
     let cancel = Arc::new(AtomicBool::new(false));
     functions::register(&conn, database, cancel.clone())?;
     Ok((conn, cancel))

@@ -1,7 +1,7 @@
 //! A worker thread's connection and what it runs: describing and executing planned
 //! statements, encoding rows straight into protocol bytes.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,6 +17,11 @@ use crate::protocol::write as msg;
 use crate::protocol::{Column, DataRowWriter, FieldFormat};
 use crate::sql::{Plan, Stmt, TypeHint};
 use crate::types::{self, PgType};
+
+/// Statements whose description a connection keeps (and prepared statements it
+/// caches, see `open_connection`).
+pub const STATEMENT_CACHE: usize = 512;
+const DESCRIBED_CACHE: NonZeroUsize = NonZeroUsize::new(STATEMENT_CACHE).expect("non-zero");
 
 /// Why a statement did not produce output.
 #[derive(Debug)]
@@ -82,9 +87,8 @@ pub struct Worker {
     writer: bool,
     catalog: Catalog,
     catalog_gen: u64,
-    described: HashMap<String, Arc<Described>>,
-    /// Set by a stop job: the thread exits after the current job.
-    pub stop: bool,
+    /// Descriptions by SQLite SQL; bounded like the prepared-statement cache.
+    described: lru::LruCache<String, Arc<Described>>,
 }
 
 impl Worker {
@@ -103,8 +107,7 @@ impl Worker {
             writer,
             catalog: Catalog::default(),
             catalog_gen: 0,
-            described: HashMap::new(),
-            stop: false,
+            described: lru::LruCache::new(DESCRIBED_CACHE),
         }
     }
 
@@ -246,13 +249,13 @@ impl Worker {
     }
 
     fn described(&mut self, stmt: &Stmt) -> Result<Arc<Described>, ExecError> {
-        if let Some(d) = self.described.get(&stmt.sqlite_sql) {
+        if let Some(d) = self.described.get(stmt.sqlite_sql.as_str()) {
             return Ok(d.clone());
         }
         let prepared = self.conn.prepare_cached(&stmt.sqlite_sql)?;
         let d = Arc::new(self.describe_statement(stmt, &prepared));
         drop(prepared);
-        self.described.insert(stmt.sqlite_sql.clone(), d.clone());
+        self.described.put(stmt.sqlite_sql.clone(), d.clone());
         Ok(d)
     }
 
