@@ -347,3 +347,90 @@ async fn session_settings() {
     assert!(v.starts_with("PostgreSQL 15.0"), "{v}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simple_queries_with_literals_behave_like_postgres() {
+    use tokio_postgres::SimpleQueryMessage as M;
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    c.batch_execute(
+        "CREATE TABLE lit (id INT PRIMARY KEY, flag BOOLEAN, at TIMESTAMPTZ, name VARCHAR(10), b BYTEA)",
+    )
+    .await
+    .unwrap();
+    // Literals are bound like parameters typed by their column: 't' is a bool, the
+    // timestamp is normalised to UTC, the bytea literal is bytes.
+    c.batch_execute(
+        "INSERT INTO lit VALUES (1, 't', '2024-05-01 12:00:00+02', 'it''s', '\\x0102')",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO lit VALUES (2, false, '2024-05-01 09:00:00Z', 'b', '\\xff')")
+        .await
+        .unwrap();
+    let rows = |msgs: Vec<M>| -> Vec<Vec<String>> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                M::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let got = rows(
+        c.simple_query(
+            "SELECT id, flag, at, name, b FROM lit WHERE at > '2024-05-01 09:30:00+00' ORDER BY 1",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        got,
+        vec![vec!["1", "t", "2024-05-01 10:00:00+00", "it's", "\\x0102"]]
+    );
+    let got = rows(
+        c.simple_query("SELECT id FROM lit WHERE flag = 'f' AND b = '\\xff'")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, vec![vec!["2"]]);
+    // Ordinals stay ordinals; LIMIT takes a literal.
+    let got = rows(
+        c.simple_query("SELECT name, id FROM lit ORDER BY 2 DESC LIMIT 1")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, vec![vec!["b", "2"]]);
+    // Integer division and literal types as in PostgreSQL.
+    let got = rows(
+        c.simple_query("SELECT 7 / 2, 7 / 2.0, 'a' || 'b', 1 + 1")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, vec![vec!["3", "3.5", "ab", "2"]]);
+    let row = c.query_one("SELECT 1, 'x', 2.5", &[]).await.unwrap();
+    let types: Vec<_> = row.columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(
+        types,
+        vec![
+            tokio_postgres::types::Type::INT4,
+            tokio_postgres::types::Type::TEXT,
+            tokio_postgres::types::Type::NUMERIC
+        ]
+    );
+    // A literal that is not valid for its column is refused, as PostgreSQL does.
+    let e = c
+        .batch_execute("SELECT id FROM lit WHERE id = 'abc'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22P02");
+    let e = c
+        .batch_execute("INSERT INTO lit (id, flag) VALUES (3, 'maybe')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22P02");
+    s.stop().await;
+}

@@ -299,6 +299,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     // ------------------------------------------------------------ simple query
 
     async fn simple_query(&mut self, sql: &str) -> PgResult<()> {
+        // A single statement with literals runs as a parameterised statement, so that
+        // statements differing only in literals share one plan and prepared statement.
+        if let Some(n) = crate::sql::normalize::normalize(sql) {
+            match self.db.plans().get_normalized(&n) {
+                Ok(plan) if plan.len() == 1 => {
+                    let args = PortalArgs {
+                        params: n
+                            .literals
+                            .iter()
+                            .map(|l| Some(Bytes::copy_from_slice(l.text().as_bytes())))
+                            .collect(),
+                        param_formats: Vec::new(),
+                        param_oids: Vec::new(),
+                        result_formats: Vec::new(),
+                        describe: plan[0].returns_rows,
+                        chunked: false,
+                    };
+                    if let Err(e) = self.run_statement(&plan, 0, Some(args)).await {
+                        if e.severity == Severity::Fatal {
+                            return Err(e);
+                        }
+                        self.error(&e);
+                    }
+                    return Ok(());
+                }
+                // Anything unusual: plan the text as written.
+                _ => {}
+            }
+        }
         let plan = match self.db.plans().get(sql) {
             Ok(p) => p,
             Err(e) => {

@@ -4,7 +4,8 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use super::{plan, Plan};
+use super::normalize::Normalized;
+use super::{plan, Plan, TypeHint};
 use crate::error::PgResult;
 
 /// Bounded LRU of plans. A std `Mutex` because the critical section is a hash
@@ -28,6 +29,29 @@ impl PlanCache {
         }
         let planned: Plan = Arc::new(plan(sql)?);
         self.lock().put(Arc::from(sql), planned.clone());
+        Ok(planned)
+    }
+
+    /// The plan of a normalised statement: its parameters beyond those typed by
+    /// their context take the type of the literal they replace.
+    pub fn get_normalized(&self, n: &Normalized) -> PgResult<Plan> {
+        let key = n.key();
+        if let Some(p) = self.lock().get(key.as_str()) {
+            return Ok(p.clone());
+        }
+        let mut stmts = plan(&n.sql)?;
+        for stmt in &mut stmts {
+            if stmt.params.len() < n.literals.len() {
+                stmt.params.resize(n.literals.len(), TypeHint::Unknown);
+            }
+            for (hint, lit) in stmt.params.iter_mut().zip(&n.literals) {
+                if *hint == TypeHint::Unknown {
+                    *hint = TypeHint::Known(lit.default_type());
+                }
+            }
+        }
+        let planned: Plan = Arc::new(stmts);
+        self.lock().put(Arc::from(key.as_str()), planned.clone());
         Ok(planned)
     }
 

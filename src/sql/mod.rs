@@ -8,6 +8,7 @@
 
 mod cache;
 mod infer;
+pub mod normalize;
 mod rewrite;
 
 pub use cache::PlanCache;
