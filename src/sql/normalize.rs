@@ -10,7 +10,7 @@
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::types::PgType;
 
@@ -165,7 +165,7 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
             Prev::Start => false,
             Prev::Word(k) => value_keyword(k),
             Prev::Token(t) => match t {
-                Token::Comma => !(ordinal_list == Some(depth)),
+                Token::Comma => ordinal_list != Some(depth),
                 Token::LParen => true,
                 Token::LBracket
                 | Token::DoubleColon
