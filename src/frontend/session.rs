@@ -314,6 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         param_oids: Vec::new(),
                         result_formats: Vec::new(),
                         describe: plan[0].returns_rows,
+                        simple: true,
                         chunked: false,
                     };
                     if let Err(e) = self.run_statement(&plan, 0, Some(args)).await {
@@ -518,6 +519,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         param_oids: p.param_oids,
                         result_formats: p.result_formats,
                         describe: p.describe,
+                        simple: p.simple,
                         chunked: p.chunked,
                     },
                     None => ExecArgs {
@@ -528,6 +530,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         param_oids: Vec::new(),
                         result_formats: Vec::new(),
                         describe: stmt.returns_rows,
+                        simple: true,
                         chunked: false,
                     },
                 };
@@ -780,6 +783,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             param_oids: portal.param_oids.clone(),
             result_formats: portal.result_formats.clone(),
             describe,
+            simple: false,
             chunked: max_rows != usize::MAX,
         };
         let chunked = args.chunked;
@@ -845,6 +849,7 @@ struct PortalArgs {
     param_oids: Vec<u32>,
     result_formats: Vec<i16>,
     describe: bool,
+    simple: bool,
     chunked: bool,
 }
 
@@ -857,6 +862,7 @@ fn clone_args(a: &ExecArgs) -> ExecArgs {
         param_oids: a.param_oids.clone(),
         result_formats: a.result_formats.clone(),
         describe: a.describe,
+        simple: a.simple,
         chunked: a.chunked,
     }
 }

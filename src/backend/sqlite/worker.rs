@@ -53,6 +53,8 @@ pub struct ExecArgs {
     pub result_formats: Vec<i16>,
     /// Write RowDescription (or NoData) before the rows.
     pub describe: bool,
+    /// Simple protocol: a statement without result columns gets no NoData.
+    pub simple: bool,
     /// Record where each row ends (for `Execute` with a row limit).
     pub chunked: bool,
 }
@@ -330,7 +332,9 @@ impl Worker {
         let mut out = ExecOutput::default();
         if args.describe {
             if columns.is_empty() {
-                msg::no_data(&mut out.data);
+                if !args.simple {
+                    msg::no_data(&mut out.data);
+                }
             } else {
                 msg::row_description(&mut out.data, &columns, &args.result_formats);
             }
