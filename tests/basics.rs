@@ -38,11 +38,7 @@ async fn scram_login_and_crud() {
         c.execute("DELETE FROM t WHERE id = 1", &[]).await.unwrap(),
         1
     );
-    let count: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = common::count(&c, "t").await;
     assert_eq!(count, 1);
     s.stop().await;
 }
@@ -163,11 +159,7 @@ async fn multi_statement_simple_query() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42P01");
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM m", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(&c, "m").await;
     assert_eq!(n, 2);
     // Empty query.
     assert!(c
@@ -189,11 +181,7 @@ async fn transactions_commit_rollback_and_failed_state() {
     c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); ROLLBACK")
         .await
         .unwrap();
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(&c, "t").await;
     assert_eq!(n, 0);
     c.batch_execute("BEGIN; INSERT INTO t VALUES (1, 'a'); COMMIT")
         .await
@@ -217,11 +205,7 @@ async fn transactions_commit_rollback_and_failed_state() {
     c.batch_execute("INSERT INTO t VALUES (2, 'b')")
         .await
         .unwrap();
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(&c, "t").await;
     assert_eq!(n, 2);
     // Savepoints recover a failed transaction.
     c.batch_execute("BEGIN; SAVEPOINT s; ").await.unwrap();
@@ -232,11 +216,7 @@ async fn transactions_commit_rollback_and_failed_state() {
     c.batch_execute("ROLLBACK TO SAVEPOINT s; INSERT INTO t VALUES (3, 'c'); COMMIT")
         .await
         .unwrap();
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(&c, "t").await;
     assert_eq!(n, 3);
     // tokio-postgres' transaction API.
     let mut c = c;
@@ -244,18 +224,10 @@ async fn transactions_commit_rollback_and_failed_state() {
     tx.execute("INSERT INTO t VALUES (4, 'd')", &[])
         .await
         .unwrap();
-    let seen: i64 = tx
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let seen: i64 = common::count(&tx, "t").await;
     assert_eq!(seen, 4);
     tx.rollback().await.unwrap();
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(&c, "t").await;
     assert_eq!(n, 3);
     s.stop().await;
 }

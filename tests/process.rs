@@ -177,11 +177,7 @@ async fn sigterm_lets_the_open_transaction_finish_and_checkpoints() {
     );
     let _proc = spawn(&config);
     let c = connect(port).await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(&c, "t").await;
     assert_eq!(n, 2);
 }
 

@@ -51,11 +51,7 @@ async fn named_statements_are_reused_and_closed() {
         assert_eq!(v, format!("v{i}"));
     }
     drop(sel); // sends Close
-    let v: i64 = c
-        .query_one("SELECT count(*) FROM k", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v: i64 = common::count(&c, "k").await;
     assert_eq!(v, 20);
     s.stop().await;
 }
@@ -149,11 +145,7 @@ async fn concurrent_writers_and_readers_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             let mut last = 0i64;
             for _ in 0..50 {
-                let n: i64 = c
-                    .query_one("SELECT count(*) FROM events", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let n: i64 = common::count(&c, "events").await;
                 // Readers see committed data only, and it only grows.
                 assert!(n >= last);
                 last = n;
@@ -294,11 +286,7 @@ async fn malformed_messages_close_only_that_connection() {
     assert_eq!(error_then_close(&mut t).await, "08P01");
 
     // The other client and new clients are unaffected.
-    let n: i64 = healthy
-        .query_one("SELECT count(*) FROM h", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(&healthy, "h").await;
     assert_eq!(n, 1);
     s.connect().await.simple_query("SELECT 1").await.unwrap();
     s.stop().await;

@@ -111,3 +111,11 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// `SELECT count(*) FROM table`.
+pub async fn count(c: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
+    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
