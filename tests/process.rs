@@ -292,3 +292,102 @@ fn cli_version_and_config_check() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml:2:"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_psql_sslmode_require() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("server.crt");
+    let key = dir.path().join("server.key");
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed to make a test certificate (apt-get install -y openssl)");
+    assert!(status.success());
+    let extra = format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let text = common::config_text(dir.path(), "", common::APP_USER)
+        .replace("\n[[users]]", &format!("\n{extra}\n[[users]]"));
+    let s = common::TestServer::start_config(tempfile::tempdir().unwrap(), &text).await;
+    let port = s.addr.port();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .env("PGPASSWORD", "app")
+            .env("PGSSLMODE", "require")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "app",
+                "-d",
+                "app",
+                "-c",
+                "SELECT 40 + 2",
+            ])
+            .output()
+            .expect("psql")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    s.stop().await;
+    // Without TLS configured, sslmode=require is refused.
+    let plain = common::TestServer::start().await;
+    let port = plain.addr.port();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .env("PGPASSWORD", "app")
+            .env("PGSSLMODE", "require")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "app",
+                "-d",
+                "app",
+                "-c",
+                "SELECT 1",
+            ])
+            .output()
+            .expect("psql")
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SSL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    plain.stop().await;
+}
