@@ -406,3 +406,19 @@ async fn simple_queries_with_literals_behave_like_postgres() {
     assert_eq!(sqlstate(&e), "22P02");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_clients_are_disconnected_but_not_inside_a_transaction() {
+    let s = TestServer::start_with("idle_timeout = \"300ms\"", APP_USER).await;
+    let idle = s.connect().await;
+    let busy = s.connect().await;
+    busy.batch_execute("CREATE TABLE i (x INT); BEGIN; INSERT INTO i VALUES (1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // The idle session was closed with 57P05; the one in a transaction was not.
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+    busy.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(common::count(&busy, "i").await, 1);
+    s.stop().await;
+}
