@@ -313,3 +313,54 @@ async fn ssl_and_gss_requests_are_refused_without_tls() {
     c.simple_query("SELECT 1").await.unwrap();
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_results_stream_in_order() {
+    let s = TestServer::start_with("auth = \"trust\"", common::APP_USER).await;
+    let c = s.connect().await;
+    c.batch_execute(
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, pad TEXT);
+         INSERT INTO big (id, pad) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+           SELECT i, printf('%0200d', i) FROM n",
+    )
+    .await
+    .unwrap();
+    // ~6 MB through the extended protocol (binary) and the simple protocol (text).
+    let rows = c
+        .query("SELECT id, pad FROM big ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 30000);
+    assert!(rows
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.get::<_, i32>(0) == i as i32 + 1));
+    assert_eq!(rows[29999].get::<_, String>(1), format!("{:0200}", 30000));
+    let msgs = c
+        .simple_query("SELECT id FROM big ORDER BY id")
+        .await
+        .unwrap();
+    let ids: Vec<i64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().parse().unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, (1..=30000).collect::<Vec<i64>>());
+    // A client that goes away in the middle of a large result frees its reader.
+    for _ in 0..4 {
+        let mut t = raw_session(&s).await;
+        let q = b"SELECT a.pad, b.pad FROM big a, big b\0";
+        let mut msg = vec![b'Q'];
+        msg.extend(((q.len() + 4) as i32).to_be_bytes());
+        msg.extend_from_slice(q);
+        t.write_all(&msg).await.unwrap();
+        let mut first = [0u8; 1024];
+        t.read_exact(&mut first).await.unwrap();
+        drop(t);
+    }
+    let n: i64 = common::count(&c, "big").await;
+    assert_eq!(n, 30000);
+    s.stop().await;
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use super::gucs::Gucs;
 use crate::backend::sqlite::{CancelSlot, ExecArgs, ExecError, ExecOutput, SqliteDb, WriterLease};
@@ -521,6 +522,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         describe: p.describe,
                         simple: p.simple,
                         chunked: p.chunked,
+                        sink: None,
                     },
                     None => ExecArgs {
                         plan: plan.clone(),
@@ -532,6 +534,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         describe: stmt.returns_rows,
                         simple: true,
                         chunked: false,
+                        sink: None,
                     },
                 };
                 let chunked = args.chunked;
@@ -550,24 +553,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Executes on the right connection: inside a transaction on the leased writer,
     /// reads outside one on a reader, writes outside one on the writer (autocommit).
-    async fn exec(&mut self, args: ExecArgs) -> PgResult<ExecOutput> {
+    async fn exec(&mut self, mut args: ExecArgs) -> PgResult<ExecOutput> {
         let needs_writer = args.plan[args.index].needs_writer();
         let is_ddl = args.plan[args.index].kind == Kind::Ddl;
+        // Rows stream to the client while the statement runs (not for row-limited
+        // portals, which are served from a buffer).
+        let (tx, mut rx) = mpsc::channel::<BytesMut>(4);
+        if !args.chunked && args.plan[args.index].returns_rows {
+            args.sink = Some(tx);
+        }
         if let Tx::Open(lease) = &mut self.tx {
             if is_ddl {
                 lease.ran_ddl = true;
             }
-            let r = lease.run(&self.cancel, move |w| w.execute(&args)).await?;
+            let job = lease.run(&self.cancel, move |w| w.execute(&args));
+            let r = stream_while(&mut self.stream, &mut self.out, &mut rx, job).await?;
             return r.map_err(exec_error);
         }
         let args = if !needs_writer {
             let args = Arc::new(args);
             let a = args.clone();
-            match self
-                .db
-                .on_reader(&self.cancel, move |w| w.execute(&a))
-                .await?
-            {
+            let job = self.db.on_reader(&self.cancel, move |w| w.execute(&a));
+            match stream_while(&mut self.stream, &mut self.out, &mut rx, job).await? {
                 Ok(out) => return Ok(out),
                 Err(ExecError::NeedsWriter) => {
                     Arc::try_unwrap(args).unwrap_or_else(|a| clone_args(&a))
@@ -578,7 +585,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             args
         };
         let lease = self.db.lease_writer(&self.cancel).await?;
-        let r = lease.run(&self.cancel, move |w| w.execute(&args)).await?;
+        let job = lease.run(&self.cancel, move |w| w.execute(&args));
+        let r = stream_while(&mut self.stream, &mut self.out, &mut rx, job).await?;
         drop(lease);
         r.map_err(exec_error)
     }
@@ -853,6 +861,37 @@ struct PortalArgs {
     chunked: bool,
 }
 
+/// Awaits `job` while writing the row chunks it streams to the client, in order,
+/// behind whatever output is already pending.
+async fn stream_while<S: AsyncWrite + Unpin, R>(
+    stream: &mut S,
+    out: &mut BytesMut,
+    rx: &mut mpsc::Receiver<BytesMut>,
+    job: impl std::future::Future<Output = R>,
+) -> R {
+    tokio::pin!(job);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut job => {
+                // Chunks sent before the job ended precede its remaining output.
+                while let Ok(chunk) = rx.try_recv() {
+                    out.extend_from_slice(&chunk);
+                }
+                return r;
+            }
+            Some(chunk) = rx.recv() => {
+                out.extend_from_slice(&chunk);
+                if stream.write_all(out).await.is_err() {
+                    // The client is gone: closing the channel stops the statement.
+                    rx.close();
+                }
+                out.clear();
+            }
+        }
+    }
+}
+
 fn clone_args(a: &ExecArgs) -> ExecArgs {
     ExecArgs {
         plan: a.plan.clone(),
@@ -864,6 +903,7 @@ fn clone_args(a: &ExecArgs) -> ExecArgs {
         describe: a.describe,
         simple: a.simple,
         chunked: a.chunked,
+        sink: a.sink.clone(),
     }
 }
 

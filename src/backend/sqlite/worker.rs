@@ -57,7 +57,14 @@ pub struct ExecArgs {
     pub simple: bool,
     /// Record where each row ends (for `Execute` with a row limit).
     pub chunked: bool,
+    /// Where to send encoded rows as they accumulate, so that a large result is
+    /// streamed with bounded memory instead of built whole. The bounded channel
+    /// makes a slow client slow down the statement rather than grow a buffer.
+    pub sink: Option<tokio::sync::mpsc::Sender<BytesMut>>,
 }
+
+/// Encoded rows are handed to the session in pieces of about this size.
+const STREAM_CHUNK: usize = 256 * 1024;
 
 /// Encoded output of one execution.
 #[derive(Debug, Default)]
@@ -377,6 +384,20 @@ impl Worker {
             count += 1;
             if args.chunked {
                 out.row_ends.push(out.data.len());
+            } else if let Some(sink) = &args.sink {
+                if out.data.len() >= STREAM_CHUNK {
+                    let chunk = out.data.split();
+                    out.rows_start = 0;
+                    // The session drains while it waits; a closed channel means the
+                    // client is gone, so the statement stops here.
+                    if sink.blocking_send(chunk).is_err() {
+                        return Err(PgError::new(
+                            code::CONNECTION_FAILURE,
+                            "client connection lost while sending rows",
+                        )
+                        .into());
+                    }
+                }
             }
         }
         drop(rows);
