@@ -150,8 +150,15 @@ impl Gucs {
     }
 
     pub fn get(&self, name: &str) -> PgResult<String> {
+        // `SHOW TRANSACTION ISOLATION LEVEL`, `SHOW TIME ZONE`: SQL-standard spellings.
+        let key = match name.to_ascii_lowercase().as_str() {
+            "transaction isolation level" => "transaction_isolation".to_string(),
+            "time zone" => "timezone".to_string(),
+            "session authorization" => "session_authorization".to_string(),
+            other => other.to_string(),
+        };
         self.values
-            .get(&name.to_ascii_lowercase())
+            .get(&key)
             .map(|(_, v)| v.clone())
             .ok_or_else(|| {
                 PgError::new(
@@ -209,6 +216,11 @@ mod tests {
         assert!(g.set("client_encoding", Some("LATIN1")).is_err());
         assert!(g.set("client_encoding", Some("utf-8")).is_ok());
         assert!(g.get("nope").is_err());
+        assert_eq!(
+            g.get("transaction isolation level").unwrap(),
+            "serializable"
+        );
+        assert_eq!(g.get("time zone").unwrap(), "UTC");
         g.set("my.custom", Some("1")).unwrap();
         let changed = g.reset(None);
         assert!(changed.contains(&("application_name".into(), "".into())));
