@@ -266,8 +266,10 @@ fn spawn_worker(
     queue: Arc<JobQueue<Job>>,
 ) -> anyhow::Result<JoinHandle<()>> {
     Ok(std::thread::Builder::new().name(name).spawn(move || {
-        while let Some(job) = queue.pop() {
+        let mut finished = false;
+        while let Some(job) = queue.pop(finished) {
             job(&mut worker);
+            finished = true;
         }
     })?)
 }
