@@ -76,13 +76,39 @@ async fn connect(port: u16) -> tokio_postgres::Client {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigkill_loses_no_acknowledged_commit() {
+/// A `unidb serve` process on a fresh database, and a client connected to it.
+struct Started {
+    dir: tempfile::TempDir,
+    port: u16,
+    config: std::path::PathBuf,
+    proc: Proc,
+    client: tokio_postgres::Client,
+}
+
+async fn start_binary(synchronous: &str) -> Started {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(dir.path(), port, "full");
-    let mut proc = spawn(&config);
-    let c = connect(port).await;
+    let config = write_config(dir.path(), port, synchronous);
+    let proc = spawn(&config);
+    let client = connect(port).await;
+    Started {
+        dir,
+        port,
+        config,
+        proc,
+        client,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_loses_no_acknowledged_commit() {
+    let Started {
+        dir: _dir,
+        port,
+        config,
+        mut proc,
+        client: c,
+    } = start_binary("full").await;
     c.batch_execute("CREATE TABLE acked (id INT PRIMARY KEY, payload TEXT NOT NULL)")
         .await
         .unwrap();
@@ -135,11 +161,13 @@ async fn sigkill_loses_no_acknowledged_commit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_open_transaction_finish_and_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "normal");
-    let mut proc = spawn(&config);
-    let c = connect(port).await;
+    let Started {
+        dir,
+        port,
+        config,
+        mut proc,
+        client: c,
+    } = start_binary("normal").await;
     c.batch_execute("CREATE TABLE t (i INT); BEGIN; INSERT INTO t VALUES (1)")
         .await
         .unwrap();

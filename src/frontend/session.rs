@@ -650,12 +650,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     fn bind(&mut self, b: Bind) -> PgResult<()> {
         let stmt_name = b.statement_name.unwrap_or_default();
-        let prepared = self.statements.get(&stmt_name).ok_or_else(|| {
-            PgError::new(
-                code::INVALID_SQL_STATEMENT_NAME,
-                format!("prepared statement \"{stmt_name}\" does not exist"),
-            )
-        })?;
+        let prepared = self
+            .statements
+            .get(&stmt_name)
+            .ok_or_else(|| no_statement(&stmt_name))?;
         let portal_name = b.portal_name.unwrap_or_default();
         let portal = Portal {
             plan: prepared.plan.clone(),
@@ -675,20 +673,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let name = d.name.unwrap_or_default();
         if d.target_type == b'P' {
             if !self.portals.contains_key(&name) {
-                return Err(PgError::new(
-                    code::INVALID_CURSOR_NAME,
-                    format!("portal \"{name}\" does not exist"),
-                ));
+                return Err(no_portal(&name));
             }
             self.pending_describe = Some(name);
             return Ok(());
         }
-        let prepared = self.statements.get(&name).ok_or_else(|| {
-            PgError::new(
-                code::INVALID_SQL_STATEMENT_NAME,
-                format!("prepared statement \"{name}\" does not exist"),
-            )
-        })?;
+        let prepared = self
+            .statements
+            .get(&name)
+            .ok_or_else(|| no_statement(&name))?;
         let plan = prepared.plan.clone();
         let oids = prepared.param_oids.clone();
         let (params, columns) = self.describe_plan(&plan, oids).await?;
@@ -744,10 +737,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn describe_portal(&mut self, name: &str) -> PgResult<()> {
         let Some(portal) = self.portals.get(name) else {
-            return Err(PgError::new(
-                code::INVALID_CURSOR_NAME,
-                format!("portal \"{name}\" does not exist"),
-            ));
+            return Err(no_portal(&name));
         };
         let plan = portal.plan.clone();
         let formats = portal.result_formats.clone();
@@ -761,10 +751,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let name = e.name.unwrap_or_default();
         let describe = self.pending_describe.take().is_some();
         let Some(portal) = self.portals.get_mut(&name) else {
-            return Err(PgError::new(
-                code::INVALID_CURSOR_NAME,
-                format!("portal \"{name}\" does not exist"),
-            ));
+            return Err(no_portal(&name));
         };
         let max_rows = if e.max_rows > 0 {
             e.max_rows as usize
@@ -905,6 +892,20 @@ fn clone_args(a: &ExecArgs) -> ExecArgs {
         chunked: a.chunked,
         sink: a.sink.clone(),
     }
+}
+
+fn no_statement(name: &str) -> PgError {
+    PgError::new(
+        code::INVALID_SQL_STATEMENT_NAME,
+        format!("prepared statement \"{name}\" does not exist"),
+    )
+}
+
+fn no_portal(name: &str) -> PgError {
+    PgError::new(
+        code::INVALID_CURSOR_NAME,
+        format!("portal \"{name}\" does not exist"),
+    )
 }
 
 fn exec_error(e: ExecError) -> PgError {
