@@ -737,7 +737,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn describe_portal(&mut self, name: &str) -> PgResult<()> {
         let Some(portal) = self.portals.get(name) else {
-            return Err(no_portal(&name));
+            return Err(no_portal(name));
         };
         let plan = portal.plan.clone();
         let formats = portal.result_formats.clone();
