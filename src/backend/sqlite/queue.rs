@@ -21,7 +21,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// How long a job may wait behind a busy worker before an idle one takes it.
-const STALL_CHECK: Duration = Duration::from_millis(2);
+const STALL_CHECK: Duration = Duration::from_millis(1);
 
 /// How often a parked worker looks at the queue when no worker is busy, in case a
 /// worker became busy with a slow statement meanwhile.
