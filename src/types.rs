@@ -3,7 +3,7 @@
 //! the wire; backends hand it SQLite values and a [`PgType`].
 
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use rusqlite::types::{Value, ValueRef};
 
 use crate::error::{code, PgError, PgResult};
@@ -828,9 +828,6 @@ pub fn today() -> String {
     let d = Utc::now().date_naive();
     format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
-
-#[allow(dead_code)]
-fn _assert_datetime_used(_: DateTime<Utc>) {}
 
 #[cfg(test)]
 mod tests {

@@ -181,10 +181,10 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), Option<PgError>> {
     let secrets = state.users.get(user);
     let bad_password = || {
-        Some(PgError::new(
+        PgError::new(
             code::INVALID_PASSWORD,
             format!("password authentication failed for user \"{user}\""),
-        ))
+        )
     };
     let mut out = BytesMut::new();
     match state.config.server.auth {
@@ -205,7 +205,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 .and_then(|s| s.md5.as_deref())
                 .is_some_and(|stored| md5_matches(stored, &salt, &response));
             if !ok {
-                return Err(bad_password());
+                return Err(Some(bad_password()));
             }
         }
         AuthMethod::ScramSha256 => {
@@ -230,7 +230,8 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
             let data = initial.data.unwrap_or_default();
             let verifier = secrets.and_then(|s| s.scram.as_ref());
-            let (scram, server_first) = ScramServer::start(verifier, &data).map_err(scram_error)?;
+            let (scram, server_first) = ScramServer::start(verifier, &data)
+                .map_err(|e| Some(scram_error(e, &bad_password)))?;
             msg::authentication(&mut out, Authentication::SASLContinue(server_first.into()));
             write_out(stream, &mut out).await?;
             let response = match reader.next(stream).await {
@@ -240,10 +241,9 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(_) => return Err(Some(PgError::protocol("expected SASL response"))),
                 Err(_) => return Err(None),
             };
-            let server_final = scram.finish(&response.data).map_err(|e| match e {
-                ScramError::BadProof => bad_password().expect("some"),
-                other => scram_error(other).expect("some"),
-            })?;
+            let server_final = scram
+                .finish(&response.data)
+                .map_err(|e| Some(scram_error(e, &bad_password)))?;
             msg::authentication(&mut out, Authentication::SASLFinal(server_final.into()));
         }
     }
@@ -252,13 +252,11 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-fn scram_error(e: ScramError) -> Option<PgError> {
-    Some(match e {
+fn scram_error(e: ScramError, bad_password: &dyn Fn() -> PgError) -> PgError {
+    match e {
         ScramError::Malformed(m) => PgError::protocol(format!("malformed SCRAM message: {m}")),
-        ScramError::BadProof => {
-            PgError::new(code::INVALID_PASSWORD, "password authentication failed")
-        }
-    })
+        ScramError::BadProof => bad_password(),
+    }
 }
 
 async fn read_password<S: AsyncRead + Unpin>(
