@@ -210,8 +210,14 @@ async fn sigterm_lets_the_open_transaction_finish_and_checkpoints() {
 }
 
 fn psql(port: u16, args: &[&str]) -> std::process::Output {
+    psql_sslmode(port, "prefer", args)
+}
+
+/// psql as user `app` against `port`, with `PGSSLMODE` set to `sslmode`.
+fn psql_sslmode(port: u16, sslmode: &str, args: &[&str]) -> std::process::Output {
     let out = Command::new("psql")
         .env("PGPASSWORD", "app")
+        .env("PGSSLMODE", sslmode)
         .args([
             "-X",
             "-v",
@@ -356,26 +362,7 @@ async fn tls_with_psql_sslmode_require() {
     let s = common::TestServer::start_config(tempfile::tempdir().unwrap(), &text).await;
     let port = s.addr.port();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("psql")
-            .env("PGPASSWORD", "app")
-            .env("PGSSLMODE", "require")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "app",
-                "-d",
-                "app",
-                "-c",
-                "SELECT 40 + 2",
-            ])
-            .output()
-            .expect("psql")
+        psql_sslmode(port, "require", &["-A", "-t", "-c", "SELECT 40 + 2"])
     })
     .await
     .unwrap();
@@ -389,28 +376,10 @@ async fn tls_with_psql_sslmode_require() {
     // Without TLS configured, sslmode=require is refused.
     let plain = common::TestServer::start().await;
     let port = plain.addr.port();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("psql")
-            .env("PGPASSWORD", "app")
-            .env("PGSSLMODE", "require")
-            .args([
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "app",
-                "-d",
-                "app",
-                "-c",
-                "SELECT 1",
-            ])
-            .output()
-            .expect("psql")
-    })
-    .await
-    .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || psql_sslmode(port, "require", &["-c", "SELECT 1"]))
+            .await
+            .unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("SSL"),
