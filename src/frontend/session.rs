@@ -577,7 +577,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match stream_while(&mut self.stream, &mut self.out, &mut rx, job).await? {
                 Ok(out) => return Ok(out),
                 Err(ExecError::NeedsWriter) => {
-                    Arc::try_unwrap(args).unwrap_or_else(|a| clone_args(&a))
+                    Arc::try_unwrap(args).unwrap_or_else(|a| (*a).clone())
                 }
                 Err(ExecError::Pg(e)) => return Err(e),
             }
@@ -876,21 +876,6 @@ async fn stream_while<S: AsyncWrite + Unpin, R>(
                 out.clear();
             }
         }
-    }
-}
-
-fn clone_args(a: &ExecArgs) -> ExecArgs {
-    ExecArgs {
-        plan: a.plan.clone(),
-        index: a.index,
-        params: a.params.clone(),
-        param_formats: a.param_formats.clone(),
-        param_oids: a.param_oids.clone(),
-        result_formats: a.result_formats.clone(),
-        describe: a.describe,
-        simple: a.simple,
-        chunked: a.chunked,
-        sink: a.sink.clone(),
     }
 }
 

@@ -23,7 +23,7 @@ pub enum FieldFormat {
 }
 
 impl FieldFormat {
-    /// The format of column `i` from Bind's result format codes (none: all text;
+    /// The format of column (or parameter) `i` from Bind's format codes (none: all text;
     /// one: all columns; else one per column).
     pub fn for_column(codes: &[i16], i: usize) -> FieldFormat {
         let code = match codes.len() {

@@ -44,6 +44,7 @@ impl From<rusqlite::Error> for ExecError {
 }
 
 /// A statement to execute with its bound parameters.
+#[derive(Clone)]
 pub struct ExecArgs {
     pub plan: Plan,
     pub index: usize,
@@ -351,11 +352,9 @@ impl Worker {
             let value = match &args.params[n - 1] {
                 None => Value::Null,
                 Some(raw) => {
-                    let binary = match args.param_formats.len() {
-                        0 => false,
-                        1 => args.param_formats[0] == 1,
-                        _ => args.param_formats.get(n - 1) == Some(&1),
-                    };
+                    // Parameter format codes follow the same rule as result codes.
+                    let binary =
+                        FieldFormat::for_column(&args.param_formats, n - 1) == FieldFormat::Binary;
                     types::decode_param(types[n - 1], binary, raw)?
                 }
             };
