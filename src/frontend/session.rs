@@ -71,6 +71,10 @@ pub struct Session<S> {
     secret: i32,
     /// Output of the last chunked execution, taken by `execute`.
     last_output: Option<ExecOutput>,
+    /// Row pieces streamed by the SQLite thread while a statement runs; one channel
+    /// serves every statement of the session, as they run one at a time.
+    rows_tx: mpsc::Sender<BytesMut>,
+    rows_rx: mpsc::Receiver<BytesMut>,
 }
 
 /// How a session ends.
@@ -93,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         startup: BTreeMap<String, String>,
         state: Arc<ServerState>,
     ) -> Session<S> {
+        let (rows_tx, rows_rx) = mpsc::channel(4);
         Session {
             stream,
             reader,
@@ -109,6 +114,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             pid,
             secret,
             last_output: None,
+            rows_tx,
+            rows_rx,
         }
     }
 
@@ -207,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn handle(&mut self, message: Frontend) -> Option<End> {
         // A deferred Describe runs now unless this is the Execute it was waiting for.
         if let Some(portal) = self.pending_describe.take() {
-            let same = matches!(&message, Frontend::Execute(e) if e.name.clone().unwrap_or_default() == portal);
+            let same = matches!(&message, Frontend::Execute(e) if e.name.as_deref().unwrap_or_default() == portal);
             if same {
                 self.pending_describe = Some(portal);
             } else {
@@ -558,23 +565,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let is_ddl = args.plan[args.index].kind == Kind::Ddl;
         // Rows stream to the client while the statement runs (not for row-limited
         // portals, which are served from a buffer).
-        let (tx, mut rx) = mpsc::channel::<BytesMut>(4);
         if !args.chunked && args.plan[args.index].returns_rows {
-            args.sink = Some(tx);
+            args.sink = Some(self.rows_tx.clone());
         }
+        let rx = &mut self.rows_rx;
         if let Tx::Open(lease) = &mut self.tx {
             if is_ddl {
                 lease.ran_ddl = true;
             }
             let job = lease.run(&self.cancel, move |w| w.execute(&args));
-            let r = stream_while(&mut self.stream, &mut self.out, &mut rx, job).await?;
+            let r = stream_while(&mut self.stream, &mut self.out, rx, job).await?;
             return r.map_err(exec_error);
         }
         let args = if !needs_writer {
             let args = Arc::new(args);
             let a = args.clone();
             let job = self.db.on_reader(&self.cancel, move |w| w.execute(&a));
-            match stream_while(&mut self.stream, &mut self.out, &mut rx, job).await? {
+            match stream_while(&mut self.stream, &mut self.out, rx, job).await? {
                 Ok(out) => return Ok(out),
                 Err(ExecError::NeedsWriter) => {
                     Arc::try_unwrap(args).unwrap_or_else(|a| (*a).clone())
@@ -586,7 +593,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let lease = self.db.lease_writer(&self.cancel).await?;
         let job = lease.run(&self.cancel, move |w| w.execute(&args));
-        let r = stream_while(&mut self.stream, &mut self.out, &mut rx, job).await?;
+        let r = stream_while(&mut self.stream, &mut self.out, rx, job).await?;
         drop(lease);
         r.map_err(exec_error)
     }
