@@ -8,6 +8,8 @@
 //! (`DATE '…'`, `INTERVAL '…'`) and anything after an unusual token stay as written.
 //! A statement with a token this module does not know is left alone.
 
+use std::fmt::Write;
+
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, Tokenizer};
@@ -202,7 +204,8 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                         return None;
                     }
                 }
-                out.push_str(&tok.to_string());
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{tok}");
             }
             Token::Number(_, false)
             | Token::Comma
@@ -233,7 +236,9 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
             | Token::Tilde
             | Token::TildeAsterisk
             | Token::ExclamationMarkTilde
-            | Token::ExclamationMarkTildeAsterisk => out.push_str(&tok.to_string()),
+            | Token::ExclamationMarkTildeAsterisk => {
+                let _ = write!(out, "{tok}");
+            }
             // `;` only at the end: one statement per normalised query.
             Token::SemiColon => {
                 if tokens[i + 1..]
