@@ -162,6 +162,275 @@ pub struct UserConfig {
 #[serde(tag = "backend", rename_all = "lowercase")]
 pub enum DatabaseConfig {
     Sqlite(SqliteConfig),
+    Postgres(PostgresConfig),
+}
+
+/// A database served by relaying to an upstream PostgreSQL through a pool of
+/// server connections.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/dbname?sslmode=require`; the separate
+    /// keys below override its parts.
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub dbname: Option<String>,
+    /// `transaction` (a server per transaction) or `session` (a server per client).
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Server connections at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Server connections kept open while idle.
+    #[serde(default)]
+    pub min_idle: usize,
+    /// How long a client waits for a server connection before SQLSTATE 53300.
+    #[serde(default = "default_max_client_wait", with = "humantime_serde")]
+    pub max_client_wait: Duration,
+    /// An idle server connection above `min_idle` is closed after this long.
+    #[serde(default = "default_server_idle_timeout", with = "humantime_serde")]
+    pub server_idle_timeout: Duration,
+    /// A server connection is closed (when idle) after this long; 0 disables.
+    #[serde(default = "default_server_lifetime", with = "humantime_serde")]
+    pub server_lifetime: Duration,
+    /// Run on a server before another client gets it. Default: `DISCARD ALL` in
+    /// session mode, nothing in transaction mode (state is tracked there instead).
+    pub server_reset_query: Option<String>,
+    /// Timeout of one connection attempt to the upstream, TLS and auth included.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// `disable`, `prefer` (default), `require`, `verify-ca` or `verify-full`.
+    pub sslmode: Option<SslMode>,
+    /// PEM file of the CA that signed the upstream's certificate (verify modes).
+    pub sslrootcert: Option<PathBuf>,
+    /// Times a statement outside a transaction is retried after a serialization
+    /// failure, a deadlock, or a server connection found dead before it answered.
+    #[serde(default = "default_retry_attempts")]
+    pub retry_attempts: u32,
+    /// In transaction mode, what a client's session-level `SET` gets: `track` replays
+    /// it on every server the client uses; `refuse` answers SQLSTATE 0A000.
+    #[serde(default)]
+    pub session_set: SessionSet,
+    /// Named statements prepared on one server connection before it is recycled.
+    #[serde(default = "default_max_prepared")]
+    pub max_prepared_statements: usize,
+}
+
+fn default_pool_size() -> usize {
+    20
+}
+fn default_max_client_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_server_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_server_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_attempts() -> u32 {
+    3
+}
+fn default_max_prepared() -> usize {
+    1000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    #[default]
+    Transaction,
+    Session,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionSet {
+    #[default]
+    Track,
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Where and how to reach an upstream PostgreSQL: `url` and the separate keys merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+}
+
+impl Upstream {
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl PostgresConfig {
+    /// Merges `url` with the separate keys.
+    pub fn upstream(&self) -> Result<Upstream, String> {
+        let mut up = match &self.url {
+            Some(url) => parse_postgres_url(url)?,
+            None => Upstream {
+                host: String::new(),
+                port: 5432,
+                user: String::new(),
+                password: None,
+                dbname: String::new(),
+                sslmode: SslMode::Prefer,
+                sslrootcert: None,
+            },
+        };
+        if let Some(h) = &self.host {
+            up.host = h.clone();
+        }
+        if let Some(p) = self.port {
+            up.port = p;
+        }
+        if let Some(u) = &self.user {
+            up.user = u.clone();
+        }
+        if let Some(p) = &self.password {
+            up.password = Some(p.clone());
+        }
+        if let Some(d) = &self.dbname {
+            up.dbname = d.clone();
+        }
+        if let Some(m) = self.sslmode {
+            up.sslmode = m;
+        }
+        if let Some(c) = &self.sslrootcert {
+            up.sslrootcert = Some(c.clone());
+        }
+        if up.host.is_empty() {
+            return Err("no upstream host: set `url` or `host`".into());
+        }
+        if up.user.is_empty() {
+            return Err("no upstream user: set it in `url` or `user`".into());
+        }
+        if up.dbname.is_empty() {
+            up.dbname = up.user.clone();
+        }
+        if matches!(up.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) && up.sslrootcert.is_none()
+        {
+            return Err("sslmode verify-ca/verify-full needs `sslrootcert` (a PEM CA file)".into());
+        }
+        Ok(up)
+    }
+}
+
+/// Parses `postgres[ql]://[user[:password]@]host[:port][/dbname][?key=value&...]`.
+fn parse_postgres_url(url: &str) -> Result<Upstream, String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or("url must start with postgres:// or postgresql://")?;
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = main.split_once('/').unwrap_or((main, ""));
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
+            None => (percent_decode(u)?, None),
+        },
+        None => (String::new(), None),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("unterminated [ in url host")?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("invalid port `{p}` in url"))?,
+        None => 5432,
+    };
+    let mut up = Upstream {
+        host: percent_decode(&host)?,
+        port,
+        user,
+        password,
+        dbname: percent_decode(path)?,
+        sslmode: SslMode::Prefer,
+        sslrootcert: None,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)?;
+        match k {
+            "sslmode" => {
+                up.sslmode = match v.as_str() {
+                    "disable" => SslMode::Disable,
+                    "prefer" | "allow" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => return Err(format!("unknown sslmode `{other}` in url")),
+                }
+            }
+            "sslrootcert" => up.sslrootcert = Some(PathBuf::from(v)),
+            "user" => up.user = v,
+            "password" => up.password = Some(v),
+            "dbname" => up.dbname = v,
+            "host" => up.host = v,
+            "port" => {
+                up.port = v
+                    .parse()
+                    .map_err(|_| format!("invalid port `{v}` in url"))?
+            }
+            other => return Err(format!("url parameter `{other}` is not supported")),
+        }
+    }
+    Ok(up)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("invalid percent-encoding in `{s}`"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` is not UTF-8 after percent-decoding"))
 }
 
 /// A database served from a SQLite file.
@@ -302,6 +571,22 @@ impl Config {
                 ));
             }
             match db {
+                DatabaseConfig::Postgres(p) => {
+                    p.upstream()
+                        .map_err(|m| invalid(format!("databases.{name}"), &m))?;
+                    if p.pool_size == 0 {
+                        return Err(invalid(
+                            format!("databases.{name}.pool_size"),
+                            "must be at least 1",
+                        ));
+                    }
+                    if p.min_idle > p.pool_size {
+                        return Err(invalid(
+                            format!("databases.{name}.min_idle"),
+                            "must not exceed pool_size",
+                        ));
+                    }
+                }
                 DatabaseConfig::Sqlite(s) => {
                     if s.path.as_os_str().is_empty() {
                         return Err(invalid(
@@ -375,8 +660,47 @@ impl Config {
                 user.scram = Some("********".into());
             }
         }
+        for db in masked.databases.values_mut() {
+            if let DatabaseConfig::Postgres(p) = db {
+                if p.password.is_some() {
+                    p.password = Some("********".into());
+                }
+                if let Some(url) = &mut p.url {
+                    *url = mask_url_password(url);
+                }
+            }
+        }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// `postgres://user:secret@host` → `postgres://user:********@host`.
+fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let mut out = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{}{user}:********@{host}", &url[..scheme_end]),
+            None => url[..authority_end].to_string(),
+        },
+        None => url[..authority_end].to_string(),
+    };
+    let rest = &url[authority_end..];
+    match rest.find("password=") {
+        Some(i) => {
+            let end = rest[i..].find('&').map_or(rest.len(), |j| i + j);
+            out.push_str(&rest[..i]);
+            out.push_str("password=********");
+            out.push_str(&rest[end..]);
+        }
+        None => out.push_str(rest),
+    }
+    out
 }
 
 fn parse_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
@@ -489,7 +813,9 @@ path = "data/app.db"
         let c = Config::parse(MINIMAL, "t.toml", &[]).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:6432");
         assert_eq!(c.server.auth, AuthMethod::ScramSha256);
-        let DatabaseConfig::Sqlite(db) = &c.databases["app"];
+        let DatabaseConfig::Sqlite(db) = &c.databases["app"] else {
+            panic!("sqlite expected")
+        };
         assert_eq!(db.readers, default_readers());
         assert_eq!(db.synchronous, Synchronous::Normal);
         assert_eq!(db.busy_timeout, Duration::from_secs(5));
@@ -525,7 +851,9 @@ path = "data/app.db"
         ];
         let c = Config::parse(MINIMAL, "t.toml", &env).unwrap();
         assert_eq!(c.server.listen.port(), 7000);
-        let DatabaseConfig::Sqlite(db) = &c.databases["app"];
+        let DatabaseConfig::Sqlite(db) = &c.databases["app"] else {
+            panic!("sqlite expected")
+        };
         assert_eq!(db.readers, 8);
         assert_eq!(c.users[0].password.as_deref(), Some("s3cret"));
     }
@@ -568,5 +896,53 @@ path = "x.db"
         let out = c.to_masked_toml();
         assert!(out.contains("********"));
         assert!(!out.contains("password = \"app\""));
+    }
+
+    #[test]
+    fn postgres_url_and_keys_merge() {
+        let text = r#"
+[[users]]
+name = "app"
+password = "app"
+[databases.prod]
+backend = "postgres"
+url = "postgres://svc:p%40ss@db.internal:6543/shop?sslmode=require"
+pool_size = 5
+dbname = "shop2"
+"#;
+        let c = Config::parse(text, "t.toml", &[]).unwrap();
+        let DatabaseConfig::Postgres(p) = &c.databases["prod"] else {
+            panic!("postgres expected")
+        };
+        let up = p.upstream().unwrap();
+        assert_eq!(up.host, "db.internal");
+        assert_eq!(up.port, 6543);
+        assert_eq!(up.user, "svc");
+        assert_eq!(up.password.as_deref(), Some("p@ss"));
+        assert_eq!(up.dbname, "shop2");
+        assert_eq!(up.sslmode, SslMode::Require);
+        assert_eq!(p.pool_mode, PoolMode::Transaction);
+        assert_eq!(p.pool_size, 5);
+        let masked = c.to_masked_toml();
+        assert!(masked.contains("svc:********@db.internal"), "{masked}");
+        assert!(!masked.contains("p%40ss"), "{masked}");
+    }
+
+    #[test]
+    fn postgres_needs_a_host_and_verify_needs_a_ca() {
+        let base =
+            "[[users]]\nname = \"a\"\npassword = \"a\"\n[databases.p]\nbackend = \"postgres\"\n";
+        let msg = Config::parse(&format!("{base}user = \"x\"\n"), "t.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("databases.p") && msg.contains("host"), "{msg}");
+        let msg = Config::parse(
+            &format!("{base}url = \"postgres://u@h/d?sslmode=verify-full\"\n"),
+            "t.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("sslrootcert"), "{msg}");
     }
 }

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
+use crate::backend::postgres::PostgresDb;
 use crate::backend::sqlite::{CancelSlot, SqliteDb};
 use crate::config::{Config, DatabaseConfig, TlsConfig};
 use crate::frontend::auth::UserStore;
@@ -56,11 +57,18 @@ impl CancelRegistry {
     }
 }
 
+/// A configured database and the backend serving it.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(Arc<SqliteDb>),
+    Postgres(Arc<PostgresDb>),
+}
+
 /// Everything sessions share.
 pub struct ServerState {
     pub config: Config,
     pub users: UserStore,
-    pub databases: HashMap<String, Arc<SqliteDb>>,
+    pub databases: HashMap<String, Database>,
     pub tls: Option<TlsAcceptor>,
     pub cancels: CancelRegistry,
     /// One permit per connected client (`max_clients`).
@@ -79,7 +87,10 @@ impl ServerState {
         for (name, db) in &config.databases {
             match db {
                 DatabaseConfig::Sqlite(s) => {
-                    databases.insert(name.clone(), SqliteDb::open(name, s)?);
+                    databases.insert(name.clone(), Database::Sqlite(SqliteDb::open(name, s)?));
+                }
+                DatabaseConfig::Postgres(p) => {
+                    databases.insert(name.clone(), Database::Postgres(PostgresDb::open(name, p)?));
                 }
             }
         }
@@ -133,6 +144,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    for db in state.databases.values() {
+        if let Database::Postgres(pg) = db {
+            pg.start();
+        }
+    }
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -171,7 +187,9 @@ pub async fn run(
         while sessions.join_next().await.is_some() {}
     }
     for db in state.databases.values() {
-        db.shutdown(grace).await;
+        if let Database::Sqlite(db) = db {
+            db.shutdown(grace).await;
+        }
     }
     tracing::info!("shutdown complete");
 }

@@ -14,7 +14,7 @@ use super::session::Session;
 use crate::config::AuthMethod;
 use crate::error::{code, PgError};
 use crate::protocol::{self, write as msg, Frontend, FrontendReader, ReadError, StartupRequest};
-use crate::server::ServerState;
+use crate::server::{Database, ServerState};
 
 /// Serves one TCP connection from accept to close.
 pub async fn serve_tcp(mut tcp: TcpStream, state: Arc<ServerState>) {
@@ -156,18 +156,36 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     let (pid, secret, slot) = state.cancels.register();
     tracing::debug!(pid, user = %user, database = %database, "session started");
-    let session = Session::new(
-        stream,
-        reader,
-        db,
-        slot,
-        pid,
-        secret,
-        user,
-        params,
-        state.clone(),
-    );
-    session.run().await;
+    match db {
+        Database::Sqlite(db) => {
+            let session = Session::new(
+                stream,
+                reader,
+                db,
+                slot,
+                pid,
+                secret,
+                user,
+                params,
+                state.clone(),
+            );
+            session.run().await;
+        }
+        Database::Postgres(db) => {
+            let leftover = std::mem::take(&mut reader.buf);
+            crate::backend::postgres::serve(
+                stream,
+                leftover,
+                db,
+                slot,
+                pid,
+                secret,
+                params,
+                state.clone(),
+            )
+            .await;
+        }
+    }
     state.cancels.unregister(pid);
     tracing::debug!(pid, "session ended");
 }

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub mod pg;
+
 use tokio::sync::oneshot;
 use unidb::config::Config;
 
@@ -52,6 +54,14 @@ impl TestServer {
     }
 
     pub async fn start_config(dir: tempfile::TempDir, text: &str) -> TestServer {
+        // Server logs go to the test's captured output (shown when a test fails).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let config = Config::parse(text, "test.toml", &[]).unwrap();
         let state = unidb::server::ServerState::new(config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

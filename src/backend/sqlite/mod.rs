@@ -14,12 +14,14 @@ mod queue;
 mod worker;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+pub use crate::backend::CancelSlot;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, InterruptHandle, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use queue::JobQueue;
@@ -30,31 +32,6 @@ use crate::error::{code, PgError, PgResult};
 use crate::sql::PlanCache;
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
-
-/// What cancels a session's running statement: set while one of its jobs runs.
-#[derive(Default)]
-pub struct CancelSlot {
-    running: Mutex<Option<(Arc<InterruptHandle>, Arc<AtomicBool>)>>,
-    /// Wakes a session waiting for the writer.
-    pub notify: tokio::sync::Notify,
-}
-
-impl CancelSlot {
-    /// Interrupts the statement running for this session, if any.
-    pub fn cancel(&self) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((handle, flag)) = running.as_ref() {
-            flag.store(true, Ordering::SeqCst);
-            handle.interrupt();
-        }
-        drop(running);
-        self.notify.notify_waiters();
-    }
-
-    fn set(&self, value: Option<(Arc<InterruptHandle>, Arc<AtomicBool>)>) {
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = value;
-    }
-}
 
 /// State shared by the database handle and its worker threads.
 pub struct Shared {

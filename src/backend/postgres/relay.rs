@@ -1,0 +1,1514 @@
+//! The relay between one client and the pool: messages are framed and forwarded as
+//! bytes. Only what pooling needs is looked at: statement names (rewritten to
+//! pool-wide names in transaction mode), session `SET`s, `ReadyForQuery` status,
+//! `ErrorResponse` codes and `CommandComplete`. Rows are never decoded.
+//!
+//! Every message sent to the server gets an entry in a queue of expected
+//! responses, so that the proxy knows which responses belong to the client, which
+//! to messages it sent on its own (a Parse replayed on a new server, the session
+//! settings), and where to insert answers it gives itself (ParseComplete for a
+//! statement the server already has).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::poll_fn;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::{poll_read_buf, poll_write_buf};
+
+use super::conn::{send_cancel, ErrorFields, ServerConn};
+use super::pool::Lease;
+use super::PostgresDb;
+use crate::backend::sqlite::CancelSlot;
+use crate::config::{PoolMode, SessionSet};
+use crate::error::{code, PgError, Severity};
+use crate::protocol::write as msg;
+use crate::server::ServerState;
+
+/// Output waiting for a peer beyond this stops reading from the other side.
+const BACKPRESSURE: usize = 256 * 1024;
+/// Responses held back while a statement may still be retried.
+const HOLD_LIMIT: usize = 64 * 1024;
+/// Client bytes kept for a retry.
+const REPLAY_LIMIT: usize = 64 * 1024;
+/// Settings fingerprint of a server whose session state matches no client.
+const DIRTY: u64 = 1;
+
+/// What a response group answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Parse,
+    Bind,
+    DescribeStatement,
+    DescribePortal,
+    Execute,
+    Close,
+    Sync,
+    /// Simple Query or FunctionCall: everything up to ReadyForQuery.
+    Query,
+}
+
+impl Expect {
+    fn is_extended(self) -> bool {
+        !matches!(self, Expect::Sync | Expect::Query)
+    }
+}
+
+/// A session-level command whose effect the proxy must track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SessionCmd {
+    Set(String),
+    Reset(String),
+    ResetAll,
+    DiscardAll,
+    DeallocateAll,
+}
+
+enum Pending {
+    /// Responses to a message from the client: forwarded.
+    Client {
+        expect: Expect,
+        /// For a Parse of a named statement: its key and client name.
+        stmt: Option<(u64, Box<str>)>,
+        /// For a simple Query that changes session state.
+        cmd: Option<(SessionCmd, Box<str>)>,
+        errored: bool,
+    },
+    /// Responses to a message unidb sent on its own: swallowed.
+    Hidden { expect: Expect, stmt: Option<u64> },
+    /// An answer unidb gives itself, sent when everything before it has been.
+    Synthetic(Bytes),
+}
+
+/// A named statement of this client.
+struct Stmt {
+    key: u64,
+    /// The Parse message under the pool-wide name.
+    parse: Bytes,
+}
+
+/// Session parameters the client asked for (startup packet and tracked `SET`s).
+struct Settings {
+    startup: Vec<(String, String)>,
+    sets: Vec<(String, String)>,
+    fingerprint: u64,
+}
+
+impl Settings {
+    fn new(params: &BTreeMap<String, String>) -> Settings {
+        let startup = params
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication" | "options"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut s = Settings {
+            startup,
+            sets: Vec::new(),
+            fingerprint: 0,
+        };
+        s.refresh();
+        s
+    }
+
+    fn refresh(&mut self) {
+        self.fingerprint = if self.startup.is_empty() && self.sets.is_empty() {
+            0
+        } else {
+            let mut h = DefaultHasher::new();
+            self.startup.hash(&mut h);
+            self.sets.hash(&mut h);
+            // 0 and 1 are reserved (pristine, dirty).
+            h.finish() | 2
+        };
+    }
+
+    /// A simple Query that brings a server to these settings.
+    fn apply_sql(&self) -> String {
+        let mut sql = String::from("RESET ALL");
+        if !self.startup.is_empty() {
+            sql.push_str("; SELECT ");
+            for (i, (k, v)) in self.startup.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "pg_catalog.set_config('{}', '{}', false)",
+                    k.replace('\'', "''"),
+                    v.replace('\'', "''")
+                ));
+            }
+        }
+        for (_, stmt) in &self.sets {
+            sql.push_str("; ");
+            sql.push_str(stmt);
+        }
+        sql
+    }
+}
+
+/// How the relay ended.
+enum End {
+    /// The client said Terminate or closed the connection.
+    Client,
+    /// Tell the client this, then close.
+    Fatal(PgError),
+    /// The connection to the client failed.
+    ClientIo,
+    /// Send what is pending, then close.
+    Close,
+}
+
+/// State of the transaction-mode retry of the current batch.
+#[derive(Default)]
+struct Batch {
+    /// Still retryable: one statement, outside a transaction, nothing sent to the client.
+    eligible: bool,
+    replay: BytesMut,
+    held: BytesMut,
+    syncs: u32,
+    completed: u32,
+    retryable_error: bool,
+    server_bytes: usize,
+    server_msgs: usize,
+    /// The first server message was a FATAL shutdown: the server never ran anything.
+    dead_on_arrival: bool,
+    attempts: u32,
+}
+
+pub struct Relay<S> {
+    client: S,
+    cbuf: BytesMut,
+    db: Arc<PostgresDb>,
+    state: Arc<ServerState>,
+    slot: Arc<CancelSlot>,
+    server: Option<Lease>,
+    queue: VecDeque<Pending>,
+    to_server: BytesMut,
+    to_client: BytesMut,
+    /// Status of the last ReadyForQuery from the attached server.
+    status: u8,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    /// A checkout failed inside an extended batch: drop messages until Sync.
+    skip_until_sync: bool,
+    /// The server is in copy-in mode (it ignores Sync until CopyDone/CopyFail).
+    copy_in: bool,
+    /// Bytes of a streamed server message still to pass (`true`: forward them).
+    passthrough: Option<(usize, bool)>,
+    settings: Settings,
+    stmts: HashMap<Box<str>, Stmt>,
+    batch: Batch,
+    transaction_mode: bool,
+    max_message: usize,
+}
+
+/// Serves a client of a PostgreSQL-backed database after authentication.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    mut client: S,
+    leftover: BytesMut,
+    db: Arc<PostgresDb>,
+    slot: Arc<CancelSlot>,
+    pid: i32,
+    secret: i32,
+    params: BTreeMap<String, String>,
+    state: Arc<ServerState>,
+) {
+    let mut out = BytesMut::with_capacity(1024);
+    let server_params = match db.pool.server_params().await {
+        Ok(p) => p,
+        Err(e) => {
+            msg::error(
+                &mut out,
+                &PgError {
+                    severity: Severity::Fatal,
+                    ..e
+                },
+            );
+            let _ = client.write_all(&out).await;
+            return;
+        }
+    };
+    let settings = Settings::new(&params);
+    for (k, v) in server_params.iter() {
+        let value = settings
+            .startup
+            .iter()
+            .find(|(ck, _)| ck.eq_ignore_ascii_case(k))
+            .map_or(v.as_str(), |(_, cv)| cv.as_str());
+        msg::parameter_status(&mut out, k, value);
+    }
+    msg::backend_key_data(&mut out, pid, secret);
+    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    let transaction_mode = db.pool.config.pool_mode == PoolMode::Transaction;
+    let relay = Relay {
+        client,
+        cbuf: leftover,
+        db,
+        max_message: state.config.server.max_message_size,
+        state,
+        slot,
+        server: None,
+        queue: VecDeque::new(),
+        to_server: BytesMut::with_capacity(8192),
+        to_client: out,
+        status: b'I',
+        unsynced: false,
+        skip_until_sync: false,
+        copy_in: false,
+        passthrough: None,
+        settings,
+        stmts: HashMap::new(),
+        batch: Batch::default(),
+        transaction_mode,
+    };
+    relay.run().await;
+}
+
+enum Event {
+    ClientData,
+    ClientClosed,
+    ClientError,
+    ServerData,
+    ServerLost(String),
+    Progress,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
+    async fn run(mut self) {
+        let end = self.relay().await;
+        match end {
+            End::Fatal(e) => {
+                msg::error(&mut self.to_client, &e);
+                let _ = self.client.write_all(&self.to_client).await;
+            }
+            End::Close => {
+                let _ = self.client.write_all(&self.to_client).await;
+            }
+            End::Client | End::ClientIo => {}
+        }
+        let _ = self.client.shutdown().await;
+        self.finish_server().await;
+    }
+
+    /// Returns the server to the pool when it is clean, after the reset query in
+    /// session mode; closes it otherwise.
+    async fn finish_server(&mut self) {
+        let Some(mut lease) = self.server.take() else {
+            return;
+        };
+        self.slot.set_upstream(None);
+        let clean = self.queue.is_empty()
+            && self.status == b'I'
+            && !self.unsynced
+            && self.passthrough.is_none()
+            && self.to_server.is_empty();
+        if !clean {
+            lease.broken = true;
+            return;
+        }
+        let reset = self
+            .db
+            .pool
+            .config
+            .server_reset_query
+            .clone()
+            .or_else(|| (!self.transaction_mode).then(|| "DISCARD ALL".to_string()));
+        if let Some(sql) = reset {
+            if !self.transaction_mode || !sql.is_empty() {
+                if run_hidden_query(&mut lease, &sql).await.is_err() {
+                    lease.broken = true;
+                    return;
+                }
+                lease.settings = 0;
+                lease.prepared.clear();
+            }
+        }
+    }
+
+    async fn relay(&mut self) -> End {
+        let mut shutdown = self.state.shutdown.clone();
+        let idle_timeout = self.state.config.server.idle_timeout;
+        loop {
+            let idle = self.is_idle();
+            if idle && *shutdown.borrow() {
+                return End::Fatal(PgError::fatal(
+                    code::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command",
+                ));
+            }
+            let event = {
+                let io = poll_fn(|cx| {
+                    let mut progressed = false;
+                    if let Some(server) = self.server.as_mut() {
+                        while !self.to_server.is_empty() {
+                            match poll_write_buf(
+                                Pin::new(&mut server.stream),
+                                cx,
+                                &mut self.to_server,
+                            ) {
+                                Poll::Ready(Ok(0)) => {
+                                    return Poll::Ready(Event::ServerLost(
+                                        "write returned 0".into(),
+                                    ))
+                                }
+                                Poll::Ready(Ok(_)) => progressed = true,
+                                Poll::Ready(Err(e)) => {
+                                    return Poll::Ready(Event::ServerLost(e.to_string()))
+                                }
+                                Poll::Pending => break,
+                            }
+                        }
+                    }
+                    while !self.to_client.is_empty() {
+                        match poll_write_buf(Pin::new(&mut self.client), cx, &mut self.to_client) {
+                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                                return Poll::Ready(Event::ClientError)
+                            }
+                            Poll::Ready(Ok(_)) => progressed = true,
+                            Poll::Pending => break,
+                        }
+                    }
+                    if self.to_client.is_empty() {
+                        if let Poll::Ready(Err(_)) = Pin::new(&mut self.client).poll_flush(cx) {
+                            return Poll::Ready(Event::ClientError);
+                        }
+                    }
+                    if let Some(lease) = self.server.as_mut() {
+                        let server: &mut ServerConn = lease;
+                        if self.to_server.is_empty() {
+                            if let Poll::Ready(Err(e)) = Pin::new(&mut server.stream).poll_flush(cx)
+                            {
+                                return Poll::Ready(Event::ServerLost(e.to_string()));
+                            }
+                        }
+                        if self.to_client.len() < BACKPRESSURE {
+                            server.buf.reserve(16 * 1024);
+                            match poll_read_buf(Pin::new(&mut server.stream), cx, &mut server.buf) {
+                                Poll::Ready(Ok(0)) => {
+                                    return Poll::Ready(Event::ServerLost(
+                                        "the server closed the connection".into(),
+                                    ))
+                                }
+                                Poll::Ready(Ok(_)) => return Poll::Ready(Event::ServerData),
+                                Poll::Ready(Err(e)) => {
+                                    return Poll::Ready(Event::ServerLost(e.to_string()))
+                                }
+                                Poll::Pending => {}
+                            }
+                        }
+                    }
+                    if self.to_server.len() < BACKPRESSURE && self.to_client.len() < BACKPRESSURE {
+                        self.cbuf.reserve(8192);
+                        match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cbuf) {
+                            Poll::Ready(Ok(0)) => return Poll::Ready(Event::ClientClosed),
+                            Poll::Ready(Ok(_)) => return Poll::Ready(Event::ClientData),
+                            Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientError),
+                            Poll::Pending => {}
+                        }
+                    }
+                    if progressed {
+                        Poll::Ready(Event::Progress)
+                    } else {
+                        Poll::Pending
+                    }
+                });
+                tokio::select! {
+                    ev = io => ev,
+                    _ = async {
+                        loop {
+                            if shutdown.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                            if *shutdown.borrow() { break; }
+                        }
+                    }, if idle => continue,
+                    _ = tokio::time::sleep(idle_timeout), if idle && !idle_timeout.is_zero() => {
+                        return End::Fatal(PgError::fatal(
+                            code::IDLE_SESSION_TIMEOUT,
+                            "terminating connection due to idle-session timeout",
+                        ));
+                    }
+                }
+            };
+            match event {
+                Event::ClientData => {
+                    if let Err(end) = self.on_client_data().await {
+                        return end;
+                    }
+                }
+                Event::ClientClosed => return End::Client,
+                Event::ClientError => return End::ClientIo,
+                Event::ServerData => {
+                    if let Err(end) = self.on_server_data().await {
+                        return end;
+                    }
+                }
+                Event::ServerLost(reason) => {
+                    if let Err(end) = self.on_server_lost(reason).await {
+                        return end;
+                    }
+                }
+                Event::Progress => {}
+            }
+        }
+    }
+
+    /// No statement in flight and no transaction open.
+    fn is_idle(&self) -> bool {
+        !self.copy_in
+            && self.queue.is_empty()
+            && self.status == b'I'
+            && !self.unsynced
+            && self.to_server.is_empty()
+            && self.passthrough.is_none()
+    }
+
+    // ---- client → server ----
+
+    async fn on_client_data(&mut self) -> Result<(), End> {
+        loop {
+            if self.cbuf.len() < 5 {
+                self.maybe_release();
+                return Ok(());
+            }
+            let len = i32::from_be_bytes([self.cbuf[1], self.cbuf[2], self.cbuf[3], self.cbuf[4]]);
+            if len < 4 {
+                return Err(End::Fatal(PgError::fatal(
+                    code::PROTOCOL_VIOLATION,
+                    format!("invalid message length {len}"),
+                )));
+            }
+            let total = len as usize + 1;
+            if total > self.max_message {
+                return Err(End::Fatal(PgError::fatal(
+                    code::PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "message of {total} bytes exceeds the limit of {} bytes",
+                        self.max_message
+                    ),
+                )));
+            }
+            if self.cbuf.len() < total {
+                self.cbuf.reserve(total - self.cbuf.len());
+                return Ok(());
+            }
+            let frame = self.cbuf.split_to(total).freeze();
+            self.on_client_message(frame).await?;
+        }
+    }
+
+    async fn on_client_message(&mut self, frame: Bytes) -> Result<(), End> {
+        let tag = frame[0];
+        if tag == b'X' {
+            return Err(End::Client);
+        }
+        if self.skip_until_sync {
+            if tag == b'S' {
+                self.skip_until_sync = false;
+                self.emit(&[b'Z', 0, 0, 0, 5, b'I']);
+            }
+            return Ok(());
+        }
+        if !matches!(
+            tag,
+            b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f'
+        ) {
+            return Err(End::Fatal(PgError::fatal(
+                code::PROTOCOL_VIOLATION,
+                format!("unexpected message type {:?} from the client", tag as char),
+            )));
+        }
+        if self.server.is_none() {
+            if matches!(tag, b'd' | b'c' | b'f' | b'H') {
+                // Copy data or Flush with nothing in flight: nothing to do.
+                return Ok(());
+            }
+            if let Err(e) = self.attach().await {
+                msg::error(&mut self.to_client, &e);
+                if matches!(tag, b'Q' | b'F' | b'S') {
+                    self.emit(&[b'Z', 0, 0, 0, 5, b'I']);
+                } else {
+                    self.skip_until_sync = true;
+                }
+                return Ok(());
+            }
+        }
+        if self.transaction_mode && self.batch.eligible {
+            if self.batch.replay.len() + frame.len() > REPLAY_LIMIT
+                || matches!(tag, b'd' | b'c' | b'f')
+            {
+                self.lose_retry();
+            } else {
+                self.batch.replay.extend_from_slice(&frame);
+            }
+        }
+        let body = &frame[5..];
+        match tag {
+            b'Q' => {
+                self.note_sync();
+                let sql = cstr(body).map(|(s, _)| s).unwrap_or_default();
+                let cmd = session_cmd(sql);
+                if let Some(cmd) = cmd {
+                    let text: Box<str> = String::from_utf8_lossy(sql)
+                        .trim()
+                        .trim_end_matches(';')
+                        .into();
+                    if self.transaction_mode
+                        && self.db.pool.config.session_set == SessionSet::Refuse
+                        && matches!(
+                            cmd,
+                            SessionCmd::Set(_) | SessionCmd::Reset(_) | SessionCmd::ResetAll
+                        )
+                    {
+                        let mut out = BytesMut::new();
+                        msg::error(
+                            &mut out,
+                            &PgError::new(
+                                code::FEATURE_NOT_SUPPORTED,
+                                "session-level SET is refused in transaction pooling mode",
+                            )
+                            .with_hint("use SET LOCAL inside a transaction, or set the parameter in the connection string"),
+                        );
+                        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, self.status]);
+                        self.synthetic(out.freeze());
+                        return Ok(());
+                    }
+                    self.queue.push_back(Pending::Client {
+                        expect: Expect::Query,
+                        stmt: None,
+                        cmd: Some((cmd, text)),
+                        errored: false,
+                    });
+                } else {
+                    self.push_client(Expect::Query);
+                }
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'F' => {
+                self.note_sync();
+                self.push_client(Expect::Query);
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'S' => {
+                self.note_sync();
+                self.unsynced = false;
+                if !self.copy_in {
+                    self.push_client(Expect::Sync);
+                }
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'H' => {
+                // The client waits for responses without a Sync: nothing may be held.
+                self.lose_retry();
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'd' => self.to_server.extend_from_slice(&frame),
+            b'c' | b'f' => {
+                self.copy_in = false;
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'E' => {
+                self.unsynced = true;
+                self.push_client(Expect::Execute);
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'P' => {
+                self.unsynced = true;
+                self.on_parse(&frame)?;
+            }
+            b'B' => {
+                self.unsynced = true;
+                let (portal, rest) = cstr(body).ok_or_else(malformed)?;
+                let (name, params) = cstr(rest).ok_or_else(malformed)?;
+                if self.transaction_mode && !name.is_empty() {
+                    if let Some(server_name) = self.ensure_prepared(name) {
+                        let mut m = BytesMut::with_capacity(frame.len() + 16);
+                        m.put_u8(b'B');
+                        m.put_i32(0);
+                        put_cstr(&mut m, portal);
+                        put_cstr(&mut m, server_name.as_bytes());
+                        m.put_slice(params);
+                        finish_frame(&mut m);
+                        self.push_client(Expect::Bind);
+                        self.to_server.extend_from_slice(&m);
+                        return Ok(());
+                    }
+                }
+                self.push_client(Expect::Bind);
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'D' => {
+                self.unsynced = true;
+                let kind = *body.first().ok_or_else(malformed)?;
+                let (name, _) = cstr(&body[1..]).ok_or_else(malformed)?;
+                if kind == b'S' {
+                    if self.transaction_mode && !name.is_empty() {
+                        if let Some(server_name) = self.ensure_prepared(name) {
+                            let mut m = BytesMut::with_capacity(32);
+                            m.put_u8(b'D');
+                            m.put_i32(0);
+                            m.put_u8(b'S');
+                            put_cstr(&mut m, server_name.as_bytes());
+                            finish_frame(&mut m);
+                            self.push_client(Expect::DescribeStatement);
+                            self.to_server.extend_from_slice(&m);
+                            return Ok(());
+                        }
+                    }
+                    self.push_client(Expect::DescribeStatement);
+                } else {
+                    self.push_client(Expect::DescribePortal);
+                }
+                self.to_server.extend_from_slice(&frame);
+            }
+            b'C' => {
+                self.unsynced = true;
+                let kind = *body.first().ok_or_else(malformed)?;
+                let (name, _) = cstr(&body[1..]).ok_or_else(malformed)?;
+                if kind == b'S' && self.transaction_mode && !name.is_empty() {
+                    // The server statement is shared by the pool; only the client's
+                    // name goes away.
+                    self.stmts.remove(String::from_utf8_lossy(name).as_ref());
+                    self.synthetic(Bytes::from_static(&[b'3', 0, 0, 0, 4]));
+                    return Ok(());
+                }
+                self.push_client(Expect::Close);
+                self.to_server.extend_from_slice(&frame);
+            }
+            _ => unreachable!("filtered above"),
+        }
+        Ok(())
+    }
+
+    fn on_parse(&mut self, frame: &Bytes) -> Result<(), End> {
+        let body = &frame[5..];
+        let (name, rest) = cstr(body).ok_or_else(malformed)?;
+        if !self.transaction_mode || name.is_empty() {
+            self.push_client(Expect::Parse);
+            self.to_server.extend_from_slice(frame);
+            return Ok(());
+        }
+        let mut h = DefaultHasher::new();
+        rest.hash(&mut h);
+        let key = h.finish();
+        let server_name = statement_name(key);
+        let mut parse = BytesMut::with_capacity(rest.len() + 32);
+        parse.put_u8(b'P');
+        parse.put_i32(0);
+        put_cstr(&mut parse, server_name.as_bytes());
+        parse.put_slice(rest);
+        finish_frame(&mut parse);
+        let parse = parse.freeze();
+        let client_name: Box<str> = String::from_utf8_lossy(name).into();
+        self.stmts.insert(
+            client_name.clone(),
+            Stmt {
+                key,
+                parse: parse.clone(),
+            },
+        );
+        let server = self.server.as_mut().expect("attached before handling");
+        if server.prepared.contains(&key) {
+            self.synthetic(Bytes::from_static(&[b'1', 0, 0, 0, 4]));
+        } else {
+            server.prepared.insert(key);
+            self.queue.push_back(Pending::Client {
+                expect: Expect::Parse,
+                stmt: Some((key, client_name)),
+                cmd: None,
+                errored: false,
+            });
+            self.to_server.extend_from_slice(&parse);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the client's statement `name` exists on the attached server
+    /// (sending its Parse first if not) and returns its pool-wide name; `None`
+    /// if the client has no such statement (the server will say so).
+    fn ensure_prepared(&mut self, name: &[u8]) -> Option<String> {
+        let name = std::str::from_utf8(name).ok()?;
+        let stmt = self.stmts.get(name)?;
+        let key = stmt.key;
+        let server = self.server.as_mut().expect("attached before handling");
+        if !server.prepared.contains(&key) {
+            server.prepared.insert(key);
+            let parse = stmt.parse.clone();
+            self.queue.push_back(Pending::Hidden {
+                expect: Expect::Parse,
+                stmt: Some(key),
+            });
+            self.to_server.extend_from_slice(&parse);
+        }
+        Some(statement_name(key))
+    }
+
+    fn push_client(&mut self, expect: Expect) {
+        self.queue.push_back(Pending::Client {
+            expect,
+            stmt: None,
+            cmd: None,
+            errored: false,
+        });
+    }
+
+    fn note_sync(&mut self) {
+        self.batch.syncs += 1;
+        if self.batch.syncs > 1 {
+            self.lose_retry();
+        }
+    }
+
+    /// An answer of unidb's own, in order behind whatever is in flight.
+    fn synthetic(&mut self, bytes: Bytes) {
+        if self.queue.is_empty() {
+            self.emit(&bytes);
+        } else {
+            self.queue.push_back(Pending::Synthetic(bytes));
+        }
+    }
+
+    /// Bytes for the client: held while the batch may be retried.
+    fn emit(&mut self, bytes: &[u8]) {
+        if self.batch.eligible {
+            self.batch.held.extend_from_slice(bytes);
+            if self.batch.held.len() > HOLD_LIMIT {
+                self.lose_retry();
+            }
+        } else {
+            self.to_client.extend_from_slice(bytes);
+        }
+    }
+
+    /// The batch can no longer be retried: release what was held.
+    fn lose_retry(&mut self) {
+        if self.batch.eligible {
+            self.batch.eligible = false;
+            let held = std::mem::take(&mut self.batch.held);
+            self.to_client.extend_from_slice(&held);
+            self.batch.replay.clear();
+        }
+    }
+
+    /// Checks out a server and brings it to the client's session settings.
+    async fn attach(&mut self) -> Result<(), PgError> {
+        let wait = self.db.pool.config.max_client_wait;
+        let mut lease = self.db.pool.checkout(wait).await?;
+        self.slot.set_upstream(Some((
+            self.db.pool.upstream.clone(),
+            lease.pid,
+            lease.secret,
+        )));
+        if lease.settings != self.settings.fingerprint {
+            let sql = self.settings.apply_sql();
+            let mut m = BytesMut::with_capacity(sql.len() + 6);
+            m.put_u8(b'Q');
+            m.put_i32(0);
+            put_cstr(&mut m, sql.as_bytes());
+            finish_frame(&mut m);
+            self.to_server.extend_from_slice(&m);
+            self.queue.push_back(Pending::Hidden {
+                expect: Expect::Query,
+                stmt: None,
+            });
+            lease.settings = self.settings.fingerprint;
+        }
+        self.server = Some(lease);
+        self.status = b'I';
+        let attempts = self.batch.attempts;
+        self.batch = Batch {
+            eligible: self.transaction_mode
+                && self.db.pool.config.retry_attempts > 0
+                && attempts < self.db.pool.config.retry_attempts,
+            attempts,
+            ..Batch::default()
+        };
+        Ok(())
+    }
+
+    /// Returns the server at the end of a transaction (transaction mode).
+    fn maybe_release(&mut self) {
+        if !self.transaction_mode || self.server.is_none() || !self.is_idle() {
+            return;
+        }
+        if let Some(server) = &self.server {
+            if !server.buf.is_empty() {
+                return;
+            }
+        }
+        self.lose_retry();
+        self.batch = Batch::default();
+        self.slot.set_upstream(None);
+        let lease = self.server.take();
+        if let Some(mut lease) = lease {
+            if lease.prepared.len() > self.db.pool.config.max_prepared_statements {
+                lease.broken = true;
+            }
+        }
+    }
+
+    // ---- server → client ----
+
+    async fn on_server_data(&mut self) -> Result<(), End> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let mut buf = std::mem::take(&mut server.buf);
+        self.batch.server_bytes += buf.len();
+        let result = self.process_server(&mut buf);
+        if let Some(server) = self.server.as_mut() {
+            // Keep the unprocessed tail (a partial message) for the next read.
+            if server.buf.is_empty() {
+                server.buf = buf;
+            } else {
+                buf.extend_from_slice(&server.buf);
+                server.buf = buf;
+            }
+        }
+        match result? {
+            Some(Retry { dead }) => self.retry(dead).await,
+            None => {
+                self.maybe_release();
+                Ok(())
+            }
+        }
+    }
+
+    /// Relays complete messages from `buf` (consuming them) and updates state.
+    fn process_server(&mut self, buf: &mut BytesMut) -> Result<Option<Retry>, End> {
+        loop {
+            if let Some((remaining, forward)) = self.passthrough {
+                let n = remaining.min(buf.len());
+                let chunk = buf.split_to(n);
+                if forward {
+                    self.emit(&chunk);
+                }
+                self.passthrough = (remaining > n).then_some((remaining - n, forward));
+                if self.passthrough.is_some() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            if buf.len() < 5 {
+                return Ok(None);
+            }
+            let tag = buf[0];
+            let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            if len < 4 {
+                return Err(End::Fatal(PgError::fatal(
+                    code::PROTOCOL_VIOLATION,
+                    format!("invalid message length {len} from the upstream server"),
+                )));
+            }
+            let total = len as usize + 1;
+            if matches!(tag, b'D' | b'd') {
+                // Rows and copy data stream through without being buffered whole.
+                let forward = !matches!(self.queue.front(), Some(Pending::Hidden { .. }));
+                self.batch.server_msgs += 1;
+                self.passthrough = Some((total, forward));
+                continue;
+            }
+            if buf.len() < total {
+                buf.reserve(total - buf.len());
+                return Ok(None);
+            }
+            let frame = buf.split_to(total);
+            if let Some(retry) = self.on_server_message(tag, &frame)? {
+                return Ok(Some(retry));
+            }
+        }
+    }
+
+    fn on_server_message(&mut self, tag: u8, frame: &[u8]) -> Result<Option<Retry>, End> {
+        let body = &frame[5..];
+        self.batch.server_msgs += 1;
+        let hidden = matches!(self.queue.front(), Some(Pending::Hidden { .. }));
+        match tag {
+            b'E' => {
+                let fields = ErrorFields::parse(body);
+                let fatal = fields.severity == "FATAL" || fields.severity == "PANIC";
+                if self.batch.server_msgs == 1
+                    && fatal
+                    && fields.code.starts_with("57P")
+                    && self.batch.completed == 0
+                {
+                    self.batch.dead_on_arrival = true;
+                }
+                if matches!(fields.code.as_str(), "40001" | "40P01") {
+                    self.batch.retryable_error = true;
+                }
+                if fatal {
+                    if let Some(s) = self.server.as_mut() {
+                        s.broken = true;
+                    }
+                    if self.batch.dead_on_arrival && self.batch.eligible {
+                        return Ok(Some(Retry { dead: true }));
+                    }
+                }
+                let head = self.queue.front_mut();
+                match head {
+                    Some(Pending::Client {
+                        expect,
+                        stmt,
+                        errored,
+                        ..
+                    }) => {
+                        *errored = true;
+                        let expect = *expect;
+                        if let Some((key, name)) = stmt.take() {
+                            self.stmts.remove(&name);
+                            if let Some(s) = self.server.as_mut() {
+                                s.prepared.remove(&key);
+                            }
+                        }
+                        self.emit(frame);
+                        if expect.is_extended() {
+                            self.queue.pop_front();
+                            self.skip_to_sync();
+                        }
+                    }
+                    Some(Pending::Hidden { expect, stmt }) => {
+                        let expect = *expect;
+                        if let (Some(key), Some(s)) = (*stmt, self.server.as_mut()) {
+                            s.prepared.remove(&key);
+                        }
+                        if expect == Expect::Parse {
+                            // The client's Bind fails because of this: it must know why.
+                            self.emit(frame);
+                        } else {
+                            tracing::warn!(
+                                database = %self.db.pool.name,
+                                code = %fields.code,
+                                message = %fields.message,
+                                "restoring session settings on a server connection failed"
+                            );
+                        }
+                        if expect.is_extended() {
+                            self.queue.pop_front();
+                            self.skip_to_sync();
+                        }
+                    }
+                    _ => self.emit(frame),
+                }
+                if fatal {
+                    // The server closes the connection after a FATAL; the client was
+                    // told, so its connection ends too.
+                    self.lose_retry();
+                    return Err(End::Close);
+                }
+            }
+            b'Z' => {
+                self.status = body.first().copied().unwrap_or(b'I');
+                match self.queue.pop_front() {
+                    Some(Pending::Client { cmd, errored, .. }) => {
+                        if let (Some((cmd, text)), false) = (cmd, errored) {
+                            self.apply_session_cmd(cmd, &text);
+                        }
+                        let done = self.queue.is_empty() && !self.unsynced;
+                        if done
+                            && self.batch.eligible
+                            && self.batch.retryable_error
+                            && self.batch.completed == 0
+                            && self.status == b'I'
+                        {
+                            return Ok(Some(Retry { dead: false }));
+                        }
+                        self.emit(frame);
+                        if done {
+                            self.lose_retry();
+                        }
+                    }
+                    Some(Pending::Hidden { .. }) => {}
+                    Some(Pending::Synthetic(b)) => {
+                        // Cannot happen: synthetic entries are drained when they reach
+                        // the head. Keep the order anyway.
+                        self.emit(&b);
+                        self.emit(frame);
+                    }
+                    None => self.emit(frame),
+                }
+                self.drain_synthetic();
+            }
+            b'C' | b'I' | b's' => {
+                if tag == b'C' {
+                    self.batch.completed += 1;
+                }
+                if !hidden {
+                    self.emit(frame);
+                }
+                if matches!(
+                    self.queue.front(),
+                    Some(
+                        Pending::Client {
+                            expect: Expect::Execute,
+                            ..
+                        } | Pending::Hidden {
+                            expect: Expect::Execute,
+                            ..
+                        }
+                    )
+                ) {
+                    self.queue.pop_front();
+                    self.drain_synthetic();
+                }
+            }
+            b'1' | b'2' | b'3' | b'T' | b'n' => {
+                if !hidden {
+                    self.emit(frame);
+                }
+                let completes = match self.queue.front() {
+                    Some(Pending::Client { expect, .. } | Pending::Hidden { expect, .. }) => {
+                        matches!(
+                            (tag, expect),
+                            (b'1', Expect::Parse)
+                                | (b'2', Expect::Bind)
+                                | (b'3', Expect::Close)
+                                | (
+                                    b'T' | b'n',
+                                    Expect::DescribeStatement | Expect::DescribePortal
+                                )
+                        )
+                    }
+                    _ => false,
+                };
+                if completes {
+                    self.queue.pop_front();
+                    self.drain_synthetic();
+                }
+            }
+            b'S' | b'N' if hidden => {}
+            b'G' | b'W' => {
+                // CopyInResponse: the client sends data only once it has this.
+                self.lose_retry();
+                self.emit(frame);
+                // In copy-in mode the server ignores Sync: any the client sent
+                // behind the Execute get no ReadyForQuery.
+                self.copy_in = true;
+                if matches!(
+                    self.queue.front(),
+                    Some(Pending::Client {
+                        expect: Expect::Execute,
+                        ..
+                    })
+                ) {
+                    let head = self.queue.pop_front();
+                    self.queue.retain(|p| {
+                        !matches!(
+                            p,
+                            Pending::Client {
+                                expect: Expect::Sync,
+                                ..
+                            }
+                        )
+                    });
+                    if let Some(head) = head {
+                        self.queue.push_front(head);
+                    }
+                }
+            }
+            _ => self.emit(frame),
+        }
+        Ok(None)
+    }
+
+    /// After an error in an extended batch the server ignores everything up to Sync.
+    fn skip_to_sync(&mut self) {
+        while let Some(p) = self.queue.front() {
+            match p {
+                Pending::Client {
+                    expect: Expect::Sync,
+                    ..
+                }
+                | Pending::Hidden {
+                    expect: Expect::Sync,
+                    ..
+                }
+                | Pending::Client {
+                    expect: Expect::Query,
+                    ..
+                }
+                | Pending::Hidden {
+                    expect: Expect::Query,
+                    ..
+                } => break,
+                Pending::Client {
+                    stmt: Some((key, name)),
+                    ..
+                } => {
+                    let key = *key;
+                    self.stmts.remove(name);
+                    if let Some(s) = self.server.as_mut() {
+                        s.prepared.remove(&key);
+                    }
+                }
+                Pending::Hidden {
+                    stmt: Some(key), ..
+                } => {
+                    let key = *key;
+                    if let Some(s) = self.server.as_mut() {
+                        s.prepared.remove(&key);
+                    }
+                }
+                _ => {}
+            }
+            self.queue.pop_front();
+        }
+    }
+
+    fn drain_synthetic(&mut self) {
+        while let Some(Pending::Synthetic(_)) = self.queue.front() {
+            if let Some(Pending::Synthetic(b)) = self.queue.pop_front() {
+                self.emit(&b);
+            }
+        }
+    }
+
+    fn apply_session_cmd(&mut self, cmd: SessionCmd, text: &str) {
+        let server = self.server.as_mut();
+        match cmd {
+            SessionCmd::Set(name) => {
+                self.settings.sets.retain(|(n, _)| *n != name);
+                self.settings.sets.push((name, text.to_string()));
+                self.settings.refresh();
+                if let Some(s) = server {
+                    s.settings = self.settings.fingerprint;
+                }
+            }
+            SessionCmd::Reset(name) => {
+                self.settings.sets.retain(|(n, _)| *n != name);
+                self.settings.refresh();
+                if let Some(s) = server {
+                    s.settings = DIRTY;
+                }
+            }
+            SessionCmd::ResetAll => {
+                self.settings.sets.clear();
+                self.settings.refresh();
+                if let Some(s) = server {
+                    s.settings = DIRTY;
+                }
+            }
+            SessionCmd::DiscardAll => {
+                self.settings.sets.clear();
+                self.settings.refresh();
+                self.stmts.clear();
+                if let Some(s) = server {
+                    s.settings = DIRTY;
+                    s.prepared.clear();
+                }
+            }
+            SessionCmd::DeallocateAll => {
+                self.stmts.clear();
+                if let Some(s) = server {
+                    s.prepared.clear();
+                }
+            }
+        }
+    }
+
+    // ---- failures and retries ----
+
+    async fn on_server_lost(&mut self, reason: String) -> Result<(), End> {
+        let address = self.db.pool.upstream.address();
+        tracing::warn!(database = %self.db.pool.name, upstream = %address, %reason, "server connection lost");
+        if let Some(s) = self.server.as_mut() {
+            s.broken = true;
+        }
+        self.db.pool.discard_idle();
+        if self.batch.eligible && (self.batch.server_bytes == 0 || self.batch.dead_on_arrival) {
+            return self.retry(true).await;
+        }
+        let in_transaction = self.status != b'I' || self.batch.completed > 0;
+        let mid_message = self.passthrough.is_some();
+        self.lose_retry();
+        let syncs = self
+            .queue
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p,
+                    Pending::Client {
+                        expect: Expect::Sync | Expect::Query,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let unsynced = self.unsynced;
+        self.detach_broken();
+        let message =
+            format!("the connection to upstream PostgreSQL at {address} was lost: {reason}");
+        if mid_message {
+            return Err(End::ClientIo);
+        }
+        if in_transaction || !self.transaction_mode {
+            return Err(End::Fatal(
+                PgError::fatal(code::CONNECTION_FAILURE, message)
+                    .with_hint("the transaction was rolled back; reconnect and run it again"),
+            ));
+        }
+        msg::error(
+            &mut self.to_client,
+            &PgError::new(code::CONNECTION_FAILURE, message)
+                .with_hint("the statement did not complete; it can be run again"),
+        );
+        for _ in 0..syncs {
+            self.to_client.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+        }
+        if unsynced {
+            self.skip_until_sync = true;
+        }
+        Ok(())
+    }
+
+    fn detach_broken(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.broken = true;
+        }
+        self.slot.set_upstream(None);
+        self.queue.clear();
+        self.to_server.clear();
+        self.passthrough = None;
+        self.status = b'I';
+        self.unsynced = false;
+        self.copy_in = false;
+    }
+
+    /// Runs the batch again on a server from the pool after a jittered backoff.
+    async fn retry(&mut self, server_dead: bool) -> Result<(), End> {
+        let attempts = self.batch.attempts + 1;
+        let replay = std::mem::take(&mut self.batch.replay);
+        self.db
+            .pool
+            .stats
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            database = %self.db.pool.name,
+            attempt = attempts,
+            reason = if server_dead { "server connection dead" } else { "serialization failure or deadlock" },
+            "retrying a statement outside a transaction"
+        );
+        if server_dead {
+            self.detach_broken();
+        } else {
+            // The server is clean (ReadyForQuery idle): back to the pool.
+            self.queue.clear();
+            self.slot.set_upstream(None);
+            self.server = None;
+            self.status = b'I';
+            self.unsynced = false;
+        }
+        self.batch = Batch {
+            attempts,
+            ..Batch::default()
+        };
+        if !server_dead {
+            let base = 5u64 << attempts.min(6);
+            let jitter = rand::rng().random_range(0..=base);
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        }
+        // Feed the client's messages again, ahead of anything it sent since.
+        let rest = std::mem::take(&mut self.cbuf);
+        self.cbuf = replay;
+        self.cbuf.extend_from_slice(&rest);
+        self.on_client_data().await
+    }
+}
+
+/// Run the batch again; `dead`: the server connection is gone.
+struct Retry {
+    dead: bool,
+}
+
+fn malformed() -> End {
+    End::Fatal(PgError::fatal(
+        code::PROTOCOL_VIOLATION,
+        "malformed message from the client",
+    ))
+}
+
+fn statement_name(key: u64) -> String {
+    format!("unidb_{key:016x}")
+}
+
+/// A NUL-terminated string at the start of `b`, and what follows it.
+fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|c| *c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
+fn put_cstr(out: &mut BytesMut, s: &[u8]) {
+    out.put_slice(s);
+    out.put_u8(0);
+}
+
+/// Writes the length of the message that starts at the beginning of `m`.
+fn finish_frame(m: &mut BytesMut) {
+    let len = (m.len() - 1) as i32;
+    m[1..5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Runs `sql` on an idle server and waits for ReadyForQuery, discarding results.
+async fn run_hidden_query(lease: &mut Lease, sql: &str) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut m = BytesMut::new();
+    m.put_u8(b'Q');
+    m.put_i32(0);
+    put_cstr(&mut m, sql.as_bytes());
+    finish_frame(&mut m);
+    let fut = async {
+        let conn: &mut ServerConn = lease;
+        conn.stream.write_all(&m).await?;
+        loop {
+            while conn.buf.len() >= 5 {
+                let len = i32::from_be_bytes([conn.buf[1], conn.buf[2], conn.buf[3], conn.buf[4]]);
+                let total = len.max(4) as usize + 1;
+                if conn.buf.len() < total {
+                    break;
+                }
+                let frame = conn.buf.split_to(total);
+                if frame[0] == b'Z' {
+                    return Ok(());
+                }
+            }
+            if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed",
+                ));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "reset query timed out"))?
+}
+
+/// Recognises the session-level commands whose effect the pool must track.
+/// Only single statements are recognised.
+fn session_cmd(sql: &[u8]) -> Option<SessionCmd> {
+    let first = sql.iter().find(|c| !c.is_ascii_whitespace())?;
+    if !matches!(first.to_ascii_lowercase(), b's' | b'r' | b'd') {
+        return None;
+    }
+    let text = std::str::from_utf8(sql).ok()?;
+    let text = text
+        .trim()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    if text.contains(';') {
+        return None;
+    }
+    let mut words = text.split_whitespace();
+    let w1 = words.next()?.to_ascii_lowercase();
+    match w1.as_str() {
+        "set" => {
+            let mut name = words.next()?.to_ascii_lowercase();
+            if name == "local" || name == "transaction" {
+                return None;
+            }
+            if name == "session" {
+                name = words.next()?.to_ascii_lowercase();
+                if name == "characteristics" {
+                    return Some(SessionCmd::Set("session characteristics".into()));
+                }
+            }
+            // `SET x=1` has no space before `=`.
+            let name = name
+                .split(['='])
+                .next()
+                .unwrap_or("")
+                .trim_matches('"')
+                .to_string();
+            if name.is_empty() {
+                return None;
+            }
+            Some(SessionCmd::Set(name))
+        }
+        "reset" => {
+            let name = words.next()?.to_ascii_lowercase();
+            if name == "all" {
+                Some(SessionCmd::ResetAll)
+            } else {
+                Some(SessionCmd::Reset(name.trim_matches('"').to_string()))
+            }
+        }
+        "discard" => (words.next()?.eq_ignore_ascii_case("all")).then_some(SessionCmd::DiscardAll),
+        "deallocate" => {
+            let mut w = words.next()?;
+            if w.eq_ignore_ascii_case("prepare") {
+                w = words.next()?;
+            }
+            w.eq_ignore_ascii_case("all")
+                .then_some(SessionCmd::DeallocateAll)
+        }
+        _ => None,
+    }
+}
+
+/// Sends a cancel for the statement running on a server of this pool.
+pub fn cancel_upstream(up: Arc<crate::config::Upstream>, pid: i32, secret: i32) {
+    tokio::spawn(async move {
+        if let Err(e) = send_cancel(&up, pid, secret).await {
+            tracing::warn!(upstream = %up.address(), error = %e, "sending a cancel request upstream failed");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_commands_are_recognised() {
+        assert_eq!(
+            session_cmd(b"SET application_name = 'x'"),
+            Some(SessionCmd::Set("application_name".into()))
+        );
+        assert_eq!(
+            session_cmd(b"  set TimeZone to 'UTC';"),
+            Some(SessionCmd::Set("timezone".into()))
+        );
+        assert_eq!(session_cmd(b"SET x=1"), Some(SessionCmd::Set("x".into())));
+        assert_eq!(session_cmd(b"SET LOCAL work_mem = '1MB'"), None);
+        assert_eq!(
+            session_cmd(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            None
+        );
+        assert_eq!(session_cmd(b"RESET ALL"), Some(SessionCmd::ResetAll));
+        assert_eq!(
+            session_cmd(b"reset search_path"),
+            Some(SessionCmd::Reset("search_path".into()))
+        );
+        assert_eq!(session_cmd(b"DISCARD ALL"), Some(SessionCmd::DiscardAll));
+        assert_eq!(
+            session_cmd(b"DEALLOCATE PREPARE ALL"),
+            Some(SessionCmd::DeallocateAll)
+        );
+        assert_eq!(session_cmd(b"SELECT 1"), None);
+        assert_eq!(session_cmd(b"SET a = 1; SELECT 1"), None);
+    }
+
+    #[test]
+    fn settings_sql_quotes_values() {
+        let mut params = BTreeMap::new();
+        params.insert("user".to_string(), "u".to_string());
+        params.insert("application_name".to_string(), "it's".to_string());
+        let s = Settings::new(&params);
+        assert_eq!(
+            s.apply_sql(),
+            "RESET ALL; SELECT pg_catalog.set_config('application_name', 'it''s', false)"
+        );
+        assert!(s.fingerprint > DIRTY);
+        assert_eq!(Settings::new(&BTreeMap::new()).fingerprint, 0);
+    }
+}

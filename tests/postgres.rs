@@ -1,0 +1,494 @@
+//! The PostgreSQL backend: unidb relaying to a real PostgreSQL 15 cluster that each
+//! test starts, with tokio-postgres as the client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pg::PgCluster;
+use common::{sqlstate, TestServer, APP_USER};
+
+/// unidb in front of `cluster` as database `app` with the given pool settings.
+async fn proxy(cluster: &PgCluster, pool: &str) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+{APP_USER}
+
+[databases.app]
+backend = "postgres"
+url = "postgres://app:app@127.0.0.1:{}/app?sslmode=disable"
+{pool}
+"#,
+        cluster.port
+    );
+    TestServer::start_config(dir, &text).await
+}
+
+/// The server's message of a database error, or the client's description.
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string())
+}
+
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn transaction_mode_shares_servers_and_keeps_prepared_statements() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 3").await;
+    let setup = server.connect().await;
+    setup
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        .await
+        .unwrap();
+
+    // Five clients over three servers: each client's named statements must work
+    // on whichever server runs its next transaction.
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(server.connect().await);
+    }
+    let mut stmts = Vec::new();
+    for c in &clients {
+        stmts.push(c.prepare("SELECT v FROM t WHERE id = $1").await.unwrap());
+    }
+    let mut pids = std::collections::HashSet::new();
+    for round in 0..20 {
+        let mut tasks = Vec::new();
+        for (c, s) in clients.iter().zip(&stmts) {
+            let id = 1 + (round % 2);
+            tasks.push(async move {
+                let row = c.query_one(s, &[&id]).await.unwrap();
+                let v: String = row.get(0);
+                (v, backend_pid(c).await)
+            });
+        }
+        for (i, (v, pid)) in futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(v, if round % 2 == 0 { "one" } else { "two" }, "client {i}");
+            pids.insert(pid);
+        }
+    }
+    assert!(
+        pids.len() > 1,
+        "transactions ran on one server only: {pids:?}"
+    );
+    assert!(pids.len() <= 3, "more servers than pool_size: {pids:?}");
+
+    // A transaction stays on one server from BEGIN to COMMIT.
+    let c = &clients[0];
+    c.batch_execute("BEGIN").await.unwrap();
+    let p1 = backend_pid(c).await;
+    c.execute("INSERT INTO t VALUES (3, 'three')", &[])
+        .await
+        .unwrap();
+    let p2 = backend_pid(c).await;
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(p1, p2);
+    assert_eq!(common::count(c, "t").await, 3);
+
+    // Errors pass through with their SQLSTATE, and the client carries on.
+    let e = c
+        .query("SELECT * FROM missing_table", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+    let e = c
+        .execute("INSERT INTO t VALUES (1, 'dup')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505");
+    // A statement that fails to parse leaves no trace of its name.
+    assert!(c.prepare("SELEC 1").await.is_err());
+    let s = c.prepare("SELECT count(*) FROM t").await.unwrap();
+    let n: i64 = c.query_one(&s, &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn session_mode_keeps_one_server_and_resets_it() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_mode = \"session\"\npool_size = 1").await;
+    let a = server.connect().await;
+    let pid = backend_pid(&a).await;
+    a.batch_execute("SET application_name = 'first'; PREPARE q AS SELECT 42")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(backend_pid(&a).await, pid);
+    }
+    let n: i32 = a.query_one("EXECUTE q", &[]).await.unwrap().get(0);
+    assert_eq!(n, 42);
+    drop(a);
+    // The single server goes to the next client only after DISCARD ALL.
+    let b = server.connect().await;
+    let mut tries = 0;
+    let pid_b = loop {
+        match tokio::time::timeout(Duration::from_secs(5), backend_pid(&b)).await {
+            Ok(p) => break p,
+            Err(_) => {
+                tries += 1;
+                assert!(tries < 3, "second client never got the server");
+            }
+        }
+    };
+    assert_eq!(pid_b, pid, "pool_size 1 must reuse the server");
+    let name: String = b
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(name, "first");
+    let e = b.query("EXECUTE q", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "26000");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn session_settings_follow_the_client_across_servers() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 2").await;
+    let a = server.connect().await;
+    let b = server.connect().await;
+    a.batch_execute("SET application_name = 'client_a'")
+        .await
+        .unwrap();
+    a.batch_execute("SET TimeZone TO 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    b.batch_execute("SET application_name = 'client_b'")
+        .await
+        .unwrap();
+    // Interleave so that each client lands on both servers.
+    let mut pids_a = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let (ra, rb) = tokio::join!(
+            a.query_one("SELECT current_setting('application_name'), current_setting('TimeZone'), pg_backend_pid()", &[]),
+            b.query_one("SELECT current_setting('application_name'), current_setting('TimeZone')", &[]),
+        );
+        let ra = ra.unwrap();
+        let rb = rb.unwrap();
+        assert_eq!(ra.get::<_, String>(0), "client_a");
+        assert_eq!(ra.get::<_, String>(1), "Asia/Tokyo");
+        pids_a.insert(ra.get::<_, i32>(2));
+        assert_eq!(rb.get::<_, String>(0), "client_b");
+        assert_ne!(rb.get::<_, String>(1), "Asia/Tokyo");
+        // Occupy a server with b while a runs, so a moves.
+        let tx = b.query_one("SELECT 1", &[]);
+        let _ = tokio::join!(tx, a.query_one("SELECT 1", &[]));
+    }
+    a.batch_execute("RESET TimeZone").await.unwrap();
+    let tz: String = a.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
+    assert_ne!(tz, "Asia/Tokyo");
+    let name: String = a
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "client_a");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn set_can_be_refused_in_transaction_mode() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "session_set = \"refuse\"").await;
+    let c = server.connect().await;
+    let e = c.batch_execute("SET search_path = x").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000");
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("transaction pooling"), "{msg}");
+    c.batch_execute("BEGIN; SET LOCAL search_path = x; COMMIT")
+        .await
+        .unwrap();
+    let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn copy_both_ways_and_large_results_stream() {
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 2").await;
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE c (id int, name text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("COPY c FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let mut data = String::new();
+    for i in 0..10_000 {
+        data.push_str(&format!("{i}\tname {i}\n"));
+    }
+    sink.send(Bytes::from(data.clone())).await.unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 10_000);
+    let stream = c.copy_out("COPY c TO STDOUT").await.unwrap();
+    futures_util::pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(String::from_utf8(out).unwrap(), data);
+
+    // About 10 MB of rows; the client reads them as they come.
+    let rows = c
+        .query_raw(
+            "SELECT repeat('x', 1000) FROM generate_series(1, 10000)",
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .unwrap();
+    futures_util::pin_mut!(rows);
+    let mut total = 0usize;
+    while let Some(row) = rows.next().await {
+        let s: &str = row.as_ref().unwrap().get(0);
+        total += s.len();
+    }
+    assert_eq!(total, 10_000_000);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_server_running_the_statement() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 2").await;
+    let c = server.connect().await;
+    let other = server.connect().await;
+    let token = c.cancel_token();
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move {
+        let r = c.query("SELECT pg_sleep(20)", &[]).await;
+        (r, c)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Another client's statement is not affected.
+    let busy = tokio::spawn(async move {
+        other
+            .query_one("SELECT pg_sleep(1.5), 1", &[])
+            .await
+            .map(|_| other)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (r, c) = sleeper.await.unwrap();
+    assert_eq!(sqlstate(&r.unwrap_err()), "57014");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let other = busy
+        .await
+        .unwrap()
+        .expect("the other client's statement completes");
+    let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    drop(other);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_auth_failure_and_upstream_down_are_clear_errors() {
+    let cluster = PgCluster::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{APP_USER}\n[databases.app]\nbackend = \"postgres\"\nurl = \"postgres://app:wrong@127.0.0.1:{}/app\"\n",
+        cluster.port
+    );
+    let server = TestServer::start_config(dir, &text).await;
+    let e = server.try_connect("app", "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "08006");
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(
+        msg.contains(&format!("127.0.0.1:{}", cluster.port)) && msg.contains("28P01"),
+        "{msg}"
+    );
+    server.stop().await;
+
+    let port = common::pg::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{APP_USER}\n[databases.app]\nbackend = \"postgres\"\nurl = \"postgres://app:app@127.0.0.1:{port}/app\"\nconnect_timeout = \"1s\"\n"
+    );
+    let server = TestServer::start_config(dir, &text).await;
+    let e = server.try_connect("app", "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "08006");
+    assert!(message(&e).contains(&format!("127.0.0.1:{port}")), "{e}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_restart_gives_errors_then_service_resumes() {
+    let mut cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 4\nconnect_timeout = \"1s\"").await;
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE r (id int)").await.unwrap();
+    cluster.stop();
+    let e = c.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "08006", "{e}");
+    assert!(
+        message(&e).contains(&format!("127.0.0.1:{}", cluster.port)),
+        "{e}"
+    );
+    cluster.start_again();
+    // The same client connection works again once the upstream is back (the
+    // reconnect backoff is at most 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match c.execute("INSERT INTO r VALUES (1)", &[]).await {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "08006", "{e}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "upstream never came back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert_eq!(common::count(&c, "r").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dead_idle_servers_are_replaced_transparently() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 3").await;
+    let c = server.connect().await;
+    // Warm the pool, then kill every server connection behind unidb's back.
+    let pid = backend_pid(&c).await;
+    cluster.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
+        "postgres",
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Outside a transaction the statement is retried on a fresh connection.
+    let new_pid = backend_pid(&c).await;
+    assert_ne!(pid, new_pid);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn serialization_failures_are_retried_outside_transactions_only() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 2\nretry_attempts = 3").await;
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE SEQUENCE attempts;
+         CREATE FUNCTION flaky(fail_times int) RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN
+           IF nextval('attempts') <= fail_times THEN
+             RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001';
+           END IF;
+           RETURN 'ok';
+         END $$;",
+    )
+    .await
+    .unwrap();
+    // Fails twice, succeeds on the third run: the client sees only the success.
+    let v: String = c.query_one("SELECT flaky(2)", &[]).await.unwrap().get(0);
+    assert_eq!(v, "ok");
+    let n: i64 = c
+        .query_one("SELECT last_value FROM attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    // Simple protocol too.
+    c.batch_execute("SELECT setval('attempts', 1, false)")
+        .await
+        .unwrap();
+    let rows = c.simple_query("SELECT flaky(1)").await.unwrap();
+    let ok = rows
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("ok")));
+    assert!(ok, "simple query was not retried to success");
+    // More failures than attempts: the error reaches the client.
+    c.batch_execute("SELECT setval('attempts', 1, false)")
+        .await
+        .unwrap();
+    let e = c.query_one("SELECT flaky(100)", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "40001");
+    let n: i64 = c
+        .query_one("SELECT last_value FROM attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4, "one try plus three retries");
+    // Inside a transaction the application owns the retry.
+    c.batch_execute("SELECT setval('attempts', 1, false)")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c.query_one("SELECT flaky(1)", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "40001");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT last_value FROM attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pool_exhaustion_times_out_with_53300() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 1\nmax_client_wait = \"300ms\"").await;
+    let a = server.connect().await;
+    let b = server.connect().await;
+    a.batch_execute("BEGIN").await.unwrap();
+    let started = std::time::Instant::now();
+    let e = b.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "53300");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    a.batch_execute("COMMIT").await.unwrap();
+    let one: i32 = b.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_transaction_leaks_nothing() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 2").await;
+    let setup = server.connect().await;
+    setup
+        .batch_execute("CREATE TABLE d (id int)")
+        .await
+        .unwrap();
+    let a = server.connect().await;
+    a.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
+        .await
+        .unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = cluster.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state LIKE 'idle in transaction%'",
+        "postgres",
+    );
+    assert_eq!(open, "0");
+    // The pool still serves, and the abandoned insert is gone.
+    for _ in 0..4 {
+        assert_eq!(common::count(&setup, "d").await, 0);
+    }
+    server.stop().await;
+}
