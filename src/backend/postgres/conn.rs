@@ -90,6 +90,8 @@ pub struct ServerConn {
     pub prepared: std::collections::HashSet<u64>,
     /// Fingerprint of the session settings applied to this connection (0: none).
     pub settings: u64,
+    /// SQL-level prepared statements of some client may exist on this connection.
+    pub sql_prepared: bool,
     pub created: Instant,
     pub last_used: Instant,
     /// Set when the connection cannot be reused (protocol state unknown).
@@ -285,6 +287,7 @@ async fn connect_inner(
             secret: key.1,
             prepared: Default::default(),
             settings: 0,
+            sql_prepared: false,
             created: now,
             last_used: now,
             broken: false,

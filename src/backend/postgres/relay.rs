@@ -70,6 +70,14 @@ enum SessionCmd {
     ResetAll,
     DiscardAll,
     DeallocateAll,
+    /// SQL-level `PREPARE name AS ...`.
+    Prepare(String),
+    Deallocate(String),
+}
+
+/// Key of a SQL-level prepared statement in the tracked session commands.
+fn prepare_key(name: &str) -> String {
+    format!("\0prepare {name}")
 }
 
 enum Pending {
@@ -130,9 +138,18 @@ impl Settings {
         };
     }
 
-    /// A simple Query that brings a server to these settings.
-    fn apply_sql(&self) -> String {
-        let mut sql = String::from("RESET ALL");
+    fn has_prepares(&self) -> bool {
+        self.sets.iter().any(|(k, _)| k.starts_with('\0'))
+    }
+
+    /// A simple Query that brings a server to these settings; `deallocate` first
+    /// drops every prepared statement on it (SQL-level names are per client).
+    fn apply_sql(&self, deallocate: bool) -> String {
+        let mut sql = String::from(if deallocate {
+            "DEALLOCATE ALL; RESET ALL"
+        } else {
+            "RESET ALL"
+        });
         if !self.startup.is_empty() {
             sql.push_str("; SELECT ");
             for (i, (k, v)) in self.startup.iter().enumerate() {
@@ -329,6 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     return;
                 }
                 lease.settings = 0;
+                lease.sql_prepared = false;
                 lease.prepared.clear();
             }
         }
@@ -809,7 +827,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             lease.secret,
         )));
         if lease.settings != self.settings.fingerprint {
-            let sql = self.settings.apply_sql();
+            let deallocate = lease.sql_prepared || self.settings.has_prepares();
+            if deallocate {
+                lease.prepared.clear();
+                lease.sql_prepared = self.settings.has_prepares();
+            }
+            let sql = self.settings.apply_sql(deallocate);
             let mut m = BytesMut::with_capacity(sql.len() + 6);
             m.put_u8(b'Q');
             m.put_i32(0);
@@ -1204,12 +1227,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 if let Some(s) = server {
                     s.settings = DIRTY;
                     s.prepared.clear();
+                    s.sql_prepared = false;
                 }
             }
             SessionCmd::DeallocateAll => {
                 self.stmts.clear();
+                self.settings.sets.retain(|(k, _)| !k.starts_with('\0'));
+                self.settings.refresh();
                 if let Some(s) = server {
                     s.prepared.clear();
+                    s.sql_prepared = false;
+                    s.settings = self.settings.fingerprint;
+                }
+            }
+            SessionCmd::Prepare(name) => {
+                let key = prepare_key(&name);
+                self.settings.sets.retain(|(k, _)| *k != key);
+                self.settings.sets.push((key, text.to_string()));
+                self.settings.refresh();
+                if let Some(s) = server {
+                    s.settings = self.settings.fingerprint;
+                    s.sql_prepared = true;
+                }
+            }
+            SessionCmd::Deallocate(name) => {
+                let key = prepare_key(&name);
+                self.settings.sets.retain(|(k, _)| *k != key);
+                self.settings.refresh();
+                if let Some(s) = server {
+                    s.settings = self.settings.fingerprint;
                 }
             }
         }
@@ -1398,7 +1444,7 @@ async fn run_hidden_query(lease: &mut Lease, sql: &str) -> io::Result<()> {
 /// Only single statements are recognised.
 fn session_cmd(sql: &[u8]) -> Option<SessionCmd> {
     let first = sql.iter().find(|c| !c.is_ascii_whitespace())?;
-    if !matches!(first.to_ascii_lowercase(), b's' | b'r' | b'd') {
+    if !matches!(first.to_ascii_lowercase(), b's' | b'r' | b'd' | b'p') {
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?;
@@ -1448,10 +1494,29 @@ fn session_cmd(sql: &[u8]) -> Option<SessionCmd> {
             if w.eq_ignore_ascii_case("prepare") {
                 w = words.next()?;
             }
-            w.eq_ignore_ascii_case("all")
-                .then_some(SessionCmd::DeallocateAll)
+            if w.eq_ignore_ascii_case("all") {
+                Some(SessionCmd::DeallocateAll)
+            } else {
+                Some(SessionCmd::Deallocate(identifier(w)))
+            }
+        }
+        "prepare" => {
+            let w = words.next()?;
+            let name = w.split('(').next().unwrap_or("");
+            if name.is_empty() || name.eq_ignore_ascii_case("transaction") {
+                return None;
+            }
+            Some(SessionCmd::Prepare(identifier(name)))
         }
         _ => None,
+    }
+}
+
+/// An SQL identifier as PostgreSQL folds it: quoted kept, unquoted lower-cased.
+fn identifier(word: &str) -> String {
+    match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => word.to_ascii_lowercase(),
     }
 }
 
@@ -1494,6 +1559,19 @@ mod tests {
             session_cmd(b"DEALLOCATE PREPARE ALL"),
             Some(SessionCmd::DeallocateAll)
         );
+        assert_eq!(
+            session_cmd(b"PREPARE sel(int4) AS SELECT $1"),
+            Some(SessionCmd::Prepare("sel".into()))
+        );
+        assert_eq!(
+            session_cmd(b"prepare \"Q\" AS SELECT 1"),
+            Some(SessionCmd::Prepare("Q".into()))
+        );
+        assert_eq!(session_cmd(b"PREPARE TRANSACTION 'x'"), None);
+        assert_eq!(
+            session_cmd(b"DEALLOCATE sel"),
+            Some(SessionCmd::Deallocate("sel".into()))
+        );
         assert_eq!(session_cmd(b"SELECT 1"), None);
         assert_eq!(session_cmd(b"SET a = 1; SELECT 1"), None);
     }
@@ -1505,7 +1583,7 @@ mod tests {
         params.insert("application_name".to_string(), "it's".to_string());
         let s = Settings::new(&params);
         assert_eq!(
-            s.apply_sql(),
+            s.apply_sql(false),
             "RESET ALL; SELECT pg_catalog.set_config('application_name', 'it''s', false)"
         );
         assert!(s.fingerprint > DIRTY);

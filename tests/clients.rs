@@ -1,0 +1,91 @@
+//! Real client drivers (psql, psycopg 3, asyncpg, pgjdbc) run their check scripts
+//! (tests/clients/) through unidb in transaction-pooling mode in front of a real
+//! PostgreSQL, with server-side prepared statements used across transactions that
+//! land on different server connections.
+
+mod common;
+
+use common::pg::PgCluster;
+use common::{TestServer, APP_USER};
+
+async fn run_client(name: &str) {
+    let cluster = PgCluster::start("");
+    let dir = tempfile::tempdir().unwrap();
+    // Two server connections for several transactions: statements must follow
+    // the client from one server to the other.
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{APP_USER}
+[databases.app]
+backend = "postgres"
+url = "postgres://app:app@127.0.0.1:{}/app?sslmode=disable"
+pool_mode = "transaction"
+pool_size = 2
+"#,
+        cluster.port
+    );
+    let server = TestServer::start_config(dir, &text).await;
+    // A second client keeps switching the servers under the script's feet.
+    let noise = server.connect().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let noise_task = tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            noise.query_one("SELECT pg_backend_pid()", &[]).await.unwrap();
+            n += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        n
+    });
+    let port = server.addr.port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run.sh");
+    let output = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(name)
+        .env("UNIDB_HOST", "127.0.0.1")
+        .env("UNIDB_PORT", &port)
+        .env("UNIDB_USER", "app")
+        .env("UNIDB_PASSWORD", "app")
+        .env("UNIDB_DB", "app")
+        .output()
+        .await
+        .expect("bash");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let noise_queries = noise_task.await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{name} client failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("all checks passed"),
+        "{name}: no success line:\n{stdout}\n{stderr}"
+    );
+    assert!(noise_queries > 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn psql_script() {
+    run_client("psql").await;
+}
+
+#[tokio::test]
+async fn psycopg3_script() {
+    run_client("psycopg").await;
+}
+
+#[tokio::test]
+async fn asyncpg_script() {
+    run_client("asyncpg").await;
+}
+
+#[tokio::test]
+async fn pgjdbc_script() {
+    run_client("jdbc").await;
+}
