@@ -34,7 +34,10 @@ pool_size = 2
     let noise_task = tokio::spawn(async move {
         let mut n = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            noise.query_one("SELECT pg_backend_pid()", &[]).await.unwrap();
+            noise
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .unwrap();
             n += 1;
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }

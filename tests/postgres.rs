@@ -191,6 +191,27 @@ async fn session_settings_follow_the_client_across_servers() {
         let tx = b.query_one("SELECT 1", &[]);
         let _ = tokio::join!(tx, a.query_one("SELECT 1", &[]));
     }
+    // A SET in a rolled-back transaction is undone; in a committed one it stays.
+    a.batch_execute("BEGIN").await.unwrap();
+    a.batch_execute("SET statement_timeout = '41s'")
+        .await
+        .unwrap();
+    a.batch_execute("ROLLBACK").await.unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    a.execute("SET work_mem = '5MB'", &[]).await.unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+    for _ in 0..4 {
+        let (ra, _) = tokio::join!(
+            a.query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('work_mem')",
+                &[]
+            ),
+            b.query_one("SELECT pg_sleep(0.01)::text", &[]),
+        );
+        let ra = ra.unwrap();
+        assert_eq!(ra.get::<_, String>(0), "0");
+        assert_eq!(ra.get::<_, String>(1), "5MB");
+    }
     a.batch_execute("RESET TimeZone").await.unwrap();
     let tz: String = a.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
     assert_ne!(tz, "Asia/Tokyo");

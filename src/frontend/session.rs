@@ -96,12 +96,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         user: String,
         startup: BTreeMap<String, String>,
         state: Arc<ServerState>,
+        greeting: BytesMut,
     ) -> Session<S> {
         let (rows_tx, rows_rx) = mpsc::channel(4);
         Session {
             stream,
             reader,
-            out: BytesMut::with_capacity(16 * 1024),
+            out: {
+                let mut out = greeting;
+                out.reserve(16 * 1024);
+                out
+            },
             db,
             cancel,
             tx: Tx::Idle,

@@ -30,8 +30,8 @@ pub async fn serve_tcp(mut tcp: TcpStream, state: Arc<ServerState>) {
                         if tcp.write_all(b"S").await.is_err() {
                             return;
                         }
-                        match acceptor.accept(tcp).await {
-                            Ok(tls) => return serve_after_tls(tls, state).await,
+                        match Box::pin(acceptor.accept(tcp)).await {
+                            Ok(tls) => return Box::pin(serve_after_tls(tls, state)).await,
                             Err(e) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
                                 return;
@@ -56,7 +56,9 @@ pub async fn serve_tcp(mut tcp: TcpStream, state: Arc<ServerState>) {
                 return;
             }
             Ok(StartupRequest::Startup { params, .. }) => {
-                return start_session(tcp, buf, params, state).await;
+                // Boxed: the session's state is as large as it needs to be, not
+                // as large as the largest path through this function.
+                return Box::pin(start_session(tcp, buf, params, state)).await;
             }
             Err(e) => return reject_startup(&mut tcp, e).await,
         }
@@ -135,15 +137,17 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
         )
         .await;
     };
-    match authenticate(&mut stream, &mut reader, &state, &user).await {
-        Ok(()) => {}
+    // AuthenticationOk is sent with the session's first messages: one write.
+    let greeting = match Box::pin(authenticate(&mut stream, &mut reader, &state, &user)).await {
+        Ok(out) => out,
         Err(Some(e)) => {
             tracing::info!(user = %user, database = %database, code = e.code, "authentication failed");
             return send_fatal(&mut stream, e).await;
         }
         Err(None) => return,
-    }
+    };
     let Some(db) = state.databases.get(&database).cloned() else {
+        let _ = stream.write_all(&greeting).await;
         return send_fatal(
             &mut stream,
             PgError::new(
@@ -168,13 +172,18 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 user,
                 params,
                 state.clone(),
+                greeting,
             );
-            session.run().await;
+            Box::pin(session.run()).await;
         }
         Database::Postgres(db) => {
-            let leftover = std::mem::take(&mut reader.buf);
-            crate::backend::postgres::serve(
+            // Only what the client already sent, not the reader's whole buffer:
+            // idle clients should cost little memory.
+            let leftover = BytesMut::from(&reader.buf[..]);
+            drop(reader);
+            let relay = crate::backend::postgres::serve(
                 stream,
+                greeting,
                 leftover,
                 db,
                 slot,
@@ -182,21 +191,22 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 secret,
                 params,
                 state.clone(),
-            )
-            .await;
+            );
+            Box::pin(relay).await;
         }
     }
     state.cancels.unregister(pid);
     tracing::debug!(pid, "session ended");
 }
 
-/// Runs the configured authentication exchange. `Err(None)`: the client went away.
+/// Runs the configured authentication exchange and returns the final messages
+/// (AuthenticationOk) for the caller to send. `Err(None)`: the client went away.
 async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     reader: &mut FrontendReader,
     state: &ServerState,
     user: &str,
-) -> Result<(), Option<PgError>> {
+) -> Result<BytesMut, Option<PgError>> {
     let secrets = state.users.get(user);
     let bad_password = || {
         PgError::new(
@@ -266,8 +276,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     msg::authentication(&mut out, Authentication::Ok);
-    write_out(stream, &mut out).await?;
-    Ok(())
+    Ok(out)
 }
 
 fn scram_error(e: ScramError, bad_password: &dyn Fn() -> PgError) -> PgError {

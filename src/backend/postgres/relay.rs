@@ -218,6 +218,14 @@ pub struct Relay<S> {
     skip_until_sync: bool,
     /// The server is in copy-in mode (it ignores Sync until CopyDone/CopyFail).
     copy_in: bool,
+    /// A session command parsed in the current extended batch.
+    parsed_cmd: Option<(SessionCmd, Box<str>)>,
+    /// Session commands run inside the open transaction block: tracked at COMMIT.
+    tx_cmds: Vec<(SessionCmd, Box<str>)>,
+    /// The last CommandComplete was COMMIT.
+    last_commit: bool,
+    /// The last ReadyForQuery before the current one was inside a transaction block.
+    in_tx_block: bool,
     /// Bytes of a streamed server message still to pass (`true`: forward them).
     passthrough: Option<(usize, bool)>,
     settings: Settings,
@@ -231,6 +239,7 @@ pub struct Relay<S> {
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     mut client: S,
+    greeting: BytesMut,
     leftover: BytesMut,
     db: Arc<PostgresDb>,
     slot: Arc<CancelSlot>,
@@ -239,7 +248,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     params: BTreeMap<String, String>,
     state: Arc<ServerState>,
 ) {
-    let mut out = BytesMut::with_capacity(1024);
+    let mut out = greeting;
     let server_params = match db.pool.server_params().await {
         Ok(p) => p,
         Err(e) => {
@@ -275,12 +284,16 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         slot,
         server: None,
         queue: VecDeque::new(),
-        to_server: BytesMut::with_capacity(8192),
+        to_server: BytesMut::new(),
         to_client: out,
         status: b'I',
         unsynced: false,
         skip_until_sync: false,
         copy_in: false,
+        parsed_cmd: None,
+        tx_cmds: Vec::new(),
+        last_commit: false,
+        in_tx_block: false,
         passthrough: None,
         settings,
         stmts: HashMap::new(),
@@ -341,7 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             .or_else(|| (!self.transaction_mode).then(|| "DISCARD ALL".to_string()));
         if let Some(sql) = reset {
             if !self.transaction_mode || !sql.is_empty() {
-                if run_hidden_query(&mut lease, &sql).await.is_err() {
+                if Box::pin(run_hidden_query(&mut lease, &sql)).await.is_err() {
                     lease.broken = true;
                     return;
                 }
@@ -357,6 +370,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         let idle_timeout = self.state.config.server.idle_timeout;
         loop {
             let idle = self.is_idle();
+            if idle && self.server.is_none() {
+                // Between transactions a client holds no buffers: thousands of
+                // idle clients cost little memory.
+                for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
+                    if buf.is_empty() && buf.capacity() > 0 {
+                        *buf = BytesMut::new();
+                    }
+                }
+            }
             if idle && *shutdown.borrow() {
                 return End::Fatal(PgError::fatal(
                     code::ADMIN_SHUTDOWN,
@@ -425,8 +447,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         }
                     }
                     if self.to_server.len() < BACKPRESSURE && self.to_client.len() < BACKPRESSURE {
-                        self.cbuf.reserve(8192);
-                        match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.cbuf) {
+                        match read_client(&mut self.client, cx, &mut self.cbuf) {
                             Poll::Ready(Ok(0)) => return Poll::Ready(Event::ClientClosed),
                             Poll::Ready(Ok(_)) => return Poll::Ready(Event::ClientData),
                             Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientError),
@@ -516,7 +537,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 )));
             }
             if self.cbuf.len() < total {
-                self.cbuf.reserve(total - self.cbuf.len());
+                // A large message (COPY data, big Parse): read straight into place.
+                if total > 8192 {
+                    self.cbuf.reserve(total - self.cbuf.len());
+                }
                 return Ok(());
             }
             let frame = self.cbuf.split_to(total).freeze();
@@ -532,7 +556,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if self.skip_until_sync {
             if tag == b'S' {
                 self.skip_until_sync = false;
-                self.emit(&[b'Z', 0, 0, 0, 5, b'I']);
+                let status = if self.server.is_some() {
+                    self.status
+                } else {
+                    b'I'
+                };
+                self.synthetic(Bytes::copy_from_slice(&[b'Z', 0, 0, 0, 5, status]));
             }
             return Ok(());
         }
@@ -580,22 +609,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         .trim()
                         .trim_end_matches(';')
                         .into();
-                    if self.transaction_mode
-                        && self.db.pool.config.session_set == SessionSet::Refuse
-                        && matches!(
-                            cmd,
-                            SessionCmd::Set(_) | SessionCmd::Reset(_) | SessionCmd::ResetAll
-                        )
-                    {
-                        let mut out = BytesMut::new();
-                        msg::error(
-                            &mut out,
-                            &PgError::new(
-                                code::FEATURE_NOT_SUPPORTED,
-                                "session-level SET is refused in transaction pooling mode",
-                            )
-                            .with_hint("use SET LOCAL inside a transaction, or set the parameter in the connection string"),
-                        );
+                    if self.refuses(&cmd) {
+                        let mut out = BytesMut::from(&refusal()[..]);
                         out.extend_from_slice(&[b'Z', 0, 0, 0, 5, self.status]);
                         self.synthetic(out.freeze());
                         return Ok(());
@@ -620,7 +635,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.note_sync();
                 self.unsynced = false;
                 if !self.copy_in {
-                    self.push_client(Expect::Sync);
+                    self.queue.push_back(Pending::Client {
+                        expect: Expect::Sync,
+                        stmt: None,
+                        cmd: self.parsed_cmd.take(),
+                        errored: false,
+                    });
                 }
                 self.to_server.extend_from_slice(&frame);
             }
@@ -710,6 +730,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     fn on_parse(&mut self, frame: &Bytes) -> Result<(), End> {
         let body = &frame[5..];
         let (name, rest) = cstr(body).ok_or_else(malformed)?;
+        if let Some((sql, _)) = cstr(rest) {
+            // A session command through the extended protocol takes effect at the
+            // batch's Sync (drivers such as pgjdbc and psycopg send SET this way).
+            if let Some(cmd) = session_cmd(sql) {
+                if self.refuses(&cmd) {
+                    self.synthetic(refusal());
+                    self.skip_until_sync = true;
+                    return Ok(());
+                }
+                let text: Box<str> = String::from_utf8_lossy(sql)
+                    .trim()
+                    .trim_end_matches(';')
+                    .into();
+                self.parsed_cmd = Some((cmd, text));
+            }
+        }
         if !self.transaction_mode || name.is_empty() {
             self.push_client(Expect::Parse);
             self.to_server.extend_from_slice(frame);
@@ -768,6 +804,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             self.to_server.extend_from_slice(&parse);
         }
         Some(statement_name(key))
+    }
+
+    /// Whether this session command is refused (`session_set = "refuse"`).
+    fn refuses(&self, cmd: &SessionCmd) -> bool {
+        self.transaction_mode
+            && self.db.pool.config.session_set == SessionSet::Refuse
+            && matches!(
+                cmd,
+                SessionCmd::Set(_) | SessionCmd::Reset(_) | SessionCmd::ResetAll
+            )
     }
 
     fn push_client(&mut self, expect: Expect) {
@@ -833,6 +879,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 lease.sql_prepared = self.settings.has_prepares();
             }
             let sql = self.settings.apply_sql(deallocate);
+            tracing::debug!(database = %self.db.pool.name, %sql, "restoring session settings");
             let mut m = BytesMut::with_capacity(sql.len() + 6);
             m.put_u8(b'Q');
             m.put_i32(0);
@@ -898,7 +945,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
         }
         match result? {
-            Some(Retry { dead }) => self.retry(dead).await,
+            Some(Retry { dead }) => Box::pin(self.retry(dead)).await,
             None => {
                 self.maybe_release();
                 Ok(())
@@ -1033,9 +1080,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.status = body.first().copied().unwrap_or(b'I');
                 match self.queue.pop_front() {
                     Some(Pending::Client { cmd, errored, .. }) => {
-                        if let (Some((cmd, text)), false) = (cmd, errored) {
-                            self.apply_session_cmd(cmd, &text);
+                        if let (Some(cmd), false) = (cmd, errored) {
+                            self.tx_cmds.push(cmd);
                         }
+                        if self.status == b'I' && !self.tx_cmds.is_empty() {
+                            // Autocommitted, or the end of the transaction that ran
+                            // them: kept only if it committed.
+                            let cmds = std::mem::take(&mut self.tx_cmds);
+                            if self.last_commit || !self.in_tx_block {
+                                for (cmd, text) in cmds {
+                                    self.apply_session_cmd(cmd, &text);
+                                }
+                            }
+                        }
+                        self.in_tx_block = self.status != b'I';
                         let done = self.queue.is_empty() && !self.unsynced;
                         if done
                             && self.batch.eligible
@@ -1064,6 +1122,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             b'C' | b'I' | b's' => {
                 if tag == b'C' {
                     self.batch.completed += 1;
+                    self.last_commit = body.starts_with(b"COMMIT");
                 }
                 if !hidden {
                     self.emit(frame);
@@ -1271,7 +1330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         }
         self.db.pool.discard_idle();
         if self.batch.eligible && (self.batch.server_bytes == 0 || self.batch.dead_on_arrival) {
-            return self.retry(true).await;
+            return Box::pin(self.retry(true)).await;
         }
         let in_transaction = self.status != b'I' || self.batch.completed > 0;
         let mid_message = self.passthrough.is_some();
@@ -1369,6 +1428,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.cbuf.extend_from_slice(&rest);
         self.on_client_data().await
     }
+}
+
+/// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
+/// so that a waiting client holds no heap buffer.
+fn read_client<S: AsyncRead + Unpin>(
+    client: &mut S,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    const CHUNK: usize = 8192;
+    if buf.capacity() - buf.len() >= CHUNK {
+        return poll_read_buf(Pin::new(client), cx, buf);
+    }
+    let mut stack = [0u8; CHUNK];
+    let mut rb = tokio::io::ReadBuf::new(&mut stack);
+    match Pin::new(client).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            buf.extend_from_slice(rb.filled());
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// The ErrorResponse for a refused session-level SET.
+fn refusal() -> Bytes {
+    let mut out = BytesMut::new();
+    msg::error(
+        &mut out,
+        &PgError::new(
+            code::FEATURE_NOT_SUPPORTED,
+            "session-level SET is refused in transaction pooling mode",
+        )
+        .with_hint(
+            "use SET LOCAL inside a transaction, or set the parameter in the connection string",
+        ),
+    );
+    out.freeze()
 }
 
 /// Run the batch again; `dead`: the server connection is gone.
