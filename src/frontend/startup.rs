@@ -2,6 +2,8 @@
 //! authentication, and the parameters a new session reports.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,8 +18,21 @@ use crate::error::{code, PgError};
 use crate::protocol::{self, write as msg, Frontend, FrontendReader, ReadError, StartupRequest};
 use crate::server::{Database, ServerState};
 
+/// A session after its handshake: what a connected client costs while it lives.
+type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves one TCP connection from accept to close.
-pub async fn serve_tcp(mut tcp: TcpStream, state: Arc<ServerState>) {
+pub async fn serve_tcp(tcp: TcpStream, state: Arc<ServerState>) {
+    // The handshake's state (TLS, authentication) is freed before the session
+    // runs, so an idle client holds only its session's own state.
+    let session = Box::pin(handshake(tcp, state)).await;
+    if let Some(session) = session {
+        session.await;
+    }
+}
+
+/// Negotiation and authentication; returns the session to run, if any.
+async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<SessionFuture> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -28,58 +43,66 @@ pub async fn serve_tcp(mut tcp: TcpStream, state: Arc<ServerState>) {
                     // No plaintext may be buffered behind an SSLRequest.
                     Some(acceptor) if buf.is_empty() => {
                         if tcp.write_all(b"S").await.is_err() {
-                            return;
+                            return None;
                         }
                         match Box::pin(acceptor.accept(tcp)).await {
                             Ok(tls) => return Box::pin(serve_after_tls(tls, state)).await,
                             Err(e) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
+                                return None;
                             }
                         }
                     }
-                    Some(_) => return,
+                    Some(_) => return None,
                     None => {
                         if tcp.write_all(b"N").await.is_err() {
-                            return;
+                            return None;
                         }
                     }
                 }
             }
             Ok(StartupRequest::Gss) => {
                 if tcp.write_all(b"N").await.is_err() {
-                    return;
+                    return None;
                 }
             }
             Ok(StartupRequest::Cancel { pid, secret }) => {
                 state.cancels.cancel(pid, secret);
-                return;
+                return None;
             }
             Ok(StartupRequest::Startup { params, .. }) => {
-                // Boxed: the session's state is as large as it needs to be, not
-                // as large as the largest path through this function.
                 return Box::pin(start_session(tcp, buf, params, state)).await;
             }
-            Err(e) => return reject_startup(&mut tcp, e).await,
+            Err(e) => {
+                reject_startup(&mut tcp, e).await;
+                return None;
+            }
         }
     }
 }
 
-async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(
+async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
     state: Arc<ServerState>,
-) {
+) -> Option<SessionFuture> {
     let mut buf = BytesMut::with_capacity(1024);
     match protocol::read_startup(&mut stream, &mut buf).await {
         Ok(StartupRequest::Startup { params, .. }) => {
-            start_session(stream, buf, params, state).await
+            Box::pin(start_session(stream, buf, params, state)).await
         }
-        Ok(StartupRequest::Cancel { pid, secret }) => state.cancels.cancel(pid, secret),
+        Ok(StartupRequest::Cancel { pid, secret }) => {
+            state.cancels.cancel(pid, secret);
+            None
+        }
         Ok(_) => {
             let e = ReadError::Invalid("SSL or GSS negotiation repeated inside TLS".into());
-            reject_startup(&mut stream, e).await
+            reject_startup(&mut stream, e).await;
+            None
         }
-        Err(e) => reject_startup(&mut stream, e).await,
+        Err(e) => {
+            reject_startup(&mut stream, e).await;
+            None
+        }
     }
 }
 
@@ -105,62 +128,74 @@ async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: PgError) {
     let _ = stream.flush().await;
 }
 
-async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
+async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
     buf: BytesMut,
     params: BTreeMap<String, String>,
     state: Arc<ServerState>,
-) {
+) -> Option<SessionFuture> {
     let mut reader = FrontendReader::new(buf, state.config.server.max_message_size);
     let Some(user) = params.get("user").filter(|u| !u.is_empty()).cloned() else {
-        return send_fatal(
-            &mut stream,
-            PgError::new(
-                code::INVALID_AUTHORIZATION_SPECIFICATION,
-                "no PostgreSQL user name specified in startup packet",
-            ),
-        )
-        .await;
+        {
+            send_fatal(
+                &mut stream,
+                PgError::new(
+                    code::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "no PostgreSQL user name specified in startup packet",
+                ),
+            )
+            .await;
+            return None;
+        }
     };
     let database = params
         .get("database")
         .filter(|d| !d.is_empty())
         .cloned()
         .unwrap_or_else(|| user.clone());
-    let Ok(_client_permit) = state.clients.clone().try_acquire_owned() else {
-        return send_fatal(
-            &mut stream,
-            PgError::new(
-                code::TOO_MANY_CONNECTIONS,
-                "sorry, too many clients already",
-            ),
-        )
-        .await;
+    let Ok(client_permit) = state.clients.clone().try_acquire_owned() else {
+        {
+            send_fatal(
+                &mut stream,
+                PgError::new(
+                    code::TOO_MANY_CONNECTIONS,
+                    "sorry, too many clients already",
+                ),
+            )
+            .await;
+            return None;
+        }
     };
     // AuthenticationOk is sent with the session's first messages: one write.
     let greeting = match Box::pin(authenticate(&mut stream, &mut reader, &state, &user)).await {
         Ok(out) => out,
         Err(Some(e)) => {
             tracing::info!(user = %user, database = %database, code = e.code, "authentication failed");
-            return send_fatal(&mut stream, e).await;
+            {
+                send_fatal(&mut stream, e).await;
+                return None;
+            }
         }
-        Err(None) => return,
+        Err(None) => return None,
     };
     let Some(db) = state.databases.get(&database).cloned() else {
         let _ = stream.write_all(&greeting).await;
-        return send_fatal(
-            &mut stream,
-            PgError::new(
-                code::INVALID_CATALOG_NAME,
-                format!("database \"{database}\" does not exist"),
+        {
+            send_fatal(
+                &mut stream,
+                PgError::new(
+                    code::INVALID_CATALOG_NAME,
+                    format!("database \"{database}\" does not exist"),
+                )
+                .with_hint(format!("configured databases: {}", state.database_names())),
             )
-            .with_hint(format!("configured databases: {}", state.database_names())),
-        )
-        .await;
+            .await;
+            return None;
+        }
     };
     let (pid, secret, slot) = state.cancels.register();
     tracing::debug!(pid, user = %user, database = %database, "session started");
-    match db {
+    let session: SessionFuture = match db {
         Database::Sqlite(db) => {
             let session = Session::new(
                 stream,
@@ -174,14 +209,14 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 state.clone(),
                 greeting,
             );
-            Box::pin(session.run()).await;
+            Box::pin(session.run())
         }
         Database::Postgres(db) => {
             // Only what the client already sent, not the reader's whole buffer:
             // idle clients should cost little memory.
             let leftover = BytesMut::from(&reader.buf[..]);
             drop(reader);
-            let relay = crate::backend::postgres::serve(
+            Box::pin(crate::backend::postgres::serve(
                 stream,
                 greeting,
                 leftover,
@@ -191,12 +226,16 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 secret,
                 params,
                 state.clone(),
-            );
-            Box::pin(relay).await;
+            ))
         }
-    }
-    state.cancels.unregister(pid);
-    tracing::debug!(pid, "session ended");
+    };
+    Some(Box::pin(async move {
+        // The client's slot (max_clients) is held for as long as the session runs.
+        let _client_permit = client_permit;
+        session.await;
+        state.cancels.unregister(pid);
+        tracing::debug!(pid, "session ended");
+    }))
 }
 
 /// Runs the configured authentication exchange and returns the final messages

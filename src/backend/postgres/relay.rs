@@ -365,25 +365,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         }
     }
 
+    /// Alternates between waiting for a parked client (no server, nothing in
+    /// flight: a small future and no buffers, so thousands of idle clients cost
+    /// little memory) and relaying until the client is parked again.
     async fn relay(&mut self) -> End {
         let mut shutdown = self.state.shutdown.clone();
         let idle_timeout = self.state.config.server.idle_timeout;
         loop {
-            let idle = self.is_idle();
-            if idle && self.server.is_none() {
-                // Between transactions a client holds no buffers: thousands of
-                // idle clients cost little memory.
+            if self.parked() {
                 for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
                     if buf.is_empty() && buf.capacity() > 0 {
                         *buf = BytesMut::new();
                     }
                 }
+                if *shutdown.borrow() {
+                    return End::Fatal(PgError::fatal(
+                        code::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    ));
+                }
+                let read = tokio::select! {
+                    r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
+                    r = shutdown.changed() => {
+                        if r.is_err() {
+                            // The server is gone; nothing will signal again.
+                            std::future::pending::<()>().await;
+                        }
+                        continue;
+                    }
+                    _ = tokio::time::sleep(idle_timeout), if !idle_timeout.is_zero() => {
+                        return End::Fatal(PgError::fatal(
+                            code::IDLE_SESSION_TIMEOUT,
+                            "terminating connection due to idle-session timeout",
+                        ));
+                    }
+                };
+                match read {
+                    Ok(0) => return End::Client,
+                    Ok(_) => {}
+                    Err(_) => return End::ClientIo,
+                }
             }
+            if let Err(end) = Box::pin(self.active()).await {
+                return end;
+            }
+        }
+    }
+
+    /// No server, nothing in flight or unsent, no whole message waiting.
+    fn parked(&self) -> bool {
+        self.server.is_none()
+            && self.is_idle()
+            && self.to_client.is_empty()
+            && !self.skip_until_sync
+            && !has_whole_message(&self.cbuf)
+    }
+
+    /// Relays until the client is parked (`Ok`) or the session ends (`Err`).
+    async fn active(&mut self) -> Result<(), End> {
+        let mut shutdown = self.state.shutdown.clone();
+        let idle_timeout = self.state.config.server.idle_timeout;
+        self.on_client_data().await?;
+        loop {
+            if self.parked() {
+                return Ok(());
+            }
+            let idle = self.is_idle();
             if idle && *shutdown.borrow() {
-                return End::Fatal(PgError::fatal(
+                return Err(End::Fatal(PgError::fatal(
                     code::ADMIN_SHUTDOWN,
                     "terminating connection due to administrator command",
-                ));
+                )));
             }
             let event = {
                 let io = poll_fn(|cx| {
@@ -471,31 +523,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         }
                     }, if idle => continue,
                     _ = tokio::time::sleep(idle_timeout), if idle && !idle_timeout.is_zero() => {
-                        return End::Fatal(PgError::fatal(
+                        return Err(End::Fatal(PgError::fatal(
                             code::IDLE_SESSION_TIMEOUT,
                             "terminating connection due to idle-session timeout",
-                        ));
+                        )));
                     }
                 }
             };
             match event {
-                Event::ClientData => {
-                    if let Err(end) = self.on_client_data().await {
-                        return end;
-                    }
-                }
-                Event::ClientClosed => return End::Client,
-                Event::ClientError => return End::ClientIo,
-                Event::ServerData => {
-                    if let Err(end) = self.on_server_data().await {
-                        return end;
-                    }
-                }
-                Event::ServerLost(reason) => {
-                    if let Err(end) = self.on_server_lost(reason).await {
-                        return end;
-                    }
-                }
+                Event::ClientData => self.on_client_data().await?,
+                Event::ClientClosed => return Err(End::Client),
+                Event::ClientError => return Err(End::ClientIo),
+                Event::ServerData => self.on_server_data().await?,
+                Event::ServerLost(reason) => self.on_server_lost(reason).await?,
                 Event::Progress => {}
             }
         }
@@ -1427,6 +1467,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.cbuf = replay;
         self.cbuf.extend_from_slice(&rest);
         self.on_client_data().await
+    }
+}
+
+/// Whether `buf` starts with a whole message.
+fn has_whole_message(buf: &[u8]) -> bool {
+    buf.len() >= 5 && {
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        len < 4 || buf.len() > len as usize
     }
 }
 
