@@ -52,6 +52,13 @@ impl CancelRegistry {
         slot.cancel();
     }
 
+    /// Wakes every session (they check the shutdown flag when woken).
+    pub fn wake_all(&self) {
+        for (_, slot) in self.lock().values() {
+            slot.notify.notify_waiters();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (i32, Arc<CancelSlot>)>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -173,6 +180,8 @@ pub async fn run(
         "shutting down: no new connections"
     );
     let _ = state.shutdown_tx.send(true);
+    // Parked pooled clients wait on their own slot, not on the shutdown channel.
+    state.cancels.wake_all();
     let grace = state.config.server.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         while sessions.join_next().await.is_some() {}

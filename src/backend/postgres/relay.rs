@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::io::{poll_read_buf, poll_write_buf};
+use tokio_util::io::poll_read_buf;
 
 use super::conn::{send_cancel, ErrorFields, ServerConn};
 use super::pool::Lease;
@@ -39,6 +39,8 @@ const BACKPRESSURE: usize = 256 * 1024;
 const HOLD_LIMIT: usize = 64 * 1024;
 /// Client bytes kept for a retry.
 const REPLAY_LIMIT: usize = 64 * 1024;
+/// Buffer capacity a parked client keeps.
+const KEEP_IDLE_BUFFER: usize = 512;
 /// Settings fingerprint of a server whose session state matches no client.
 const DIRTY: u64 = 1;
 
@@ -369,12 +371,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// flight: a small future and no buffers, so thousands of idle clients cost
     /// little memory) and relaying until the client is parked again.
     async fn relay(&mut self) -> End {
-        let mut shutdown = self.state.shutdown.clone();
+        let shutdown = self.state.shutdown.clone();
         let idle_timeout = self.state.config.server.idle_timeout;
         loop {
             if self.parked() {
+                // Small buffers stay (a typical statement fits and the next one
+                // needs no allocation); large ones go.
                 for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
-                    if buf.is_empty() && buf.capacity() > 0 {
+                    if buf.is_empty() && buf.capacity() > KEEP_IDLE_BUFFER {
                         *buf = BytesMut::new();
                     }
                 }
@@ -384,15 +388,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         "terminating connection due to administrator command",
                     ));
                 }
+                // Woken by the session's own slot (cancel requests and shutdown), not
+                // by the server-wide shutdown channel: no shared lock per wait.
+                let woken = self.slot.notify.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if *shutdown.borrow() {
+                    continue;
+                }
                 let read = tokio::select! {
+                    biased;
                     r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
-                    r = shutdown.changed() => {
-                        if r.is_err() {
-                            // The server is gone; nothing will signal again.
-                            std::future::pending::<()>().await;
-                        }
-                        continue;
-                    }
+                    _ = woken => continue,
                     _ = tokio::time::sleep(idle_timeout), if !idle_timeout.is_zero() => {
                         return End::Fatal(PgError::fatal(
                             code::IDLE_SESSION_TIMEOUT,
@@ -442,11 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     let mut progressed = false;
                     if let Some(server) = self.server.as_mut() {
                         while !self.to_server.is_empty() {
-                            match poll_write_buf(
-                                Pin::new(&mut server.stream),
-                                cx,
-                                &mut self.to_server,
-                            ) {
+                            match write_some(&mut server.stream, cx, &mut self.to_server) {
                                 Poll::Ready(Ok(0)) => {
                                     return Poll::Ready(Event::ServerLost(
                                         "write returned 0".into(),
@@ -461,7 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         }
                     }
                     while !self.to_client.is_empty() {
-                        match poll_write_buf(Pin::new(&mut self.client), cx, &mut self.to_client) {
+                        match write_some(&mut self.client, cx, &mut self.to_client) {
                             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                                 return Poll::Ready(Event::ClientError)
                             }
@@ -512,21 +515,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         Poll::Pending
                     }
                 });
-                tokio::select! {
-                    ev = io => ev,
-                    _ = async {
-                        loop {
-                            if shutdown.changed().await.is_err() {
-                                std::future::pending::<()>().await;
+                if !idle {
+                    // In flight: only I/O can move things on.
+                    io.await
+                } else {
+                    tokio::select! {
+                        biased;
+                        ev = io => ev,
+                        _ = async {
+                            loop {
+                                if shutdown.changed().await.is_err() {
+                                    std::future::pending::<()>().await;
+                                }
+                                if *shutdown.borrow() { break; }
                             }
-                            if *shutdown.borrow() { break; }
+                        } => continue,
+                        _ = tokio::time::sleep(idle_timeout), if !idle_timeout.is_zero() => {
+                            return Err(End::Fatal(PgError::fatal(
+                                code::IDLE_SESSION_TIMEOUT,
+                                "terminating connection due to idle-session timeout",
+                            )));
                         }
-                    }, if idle => continue,
-                    _ = tokio::time::sleep(idle_timeout), if idle && !idle_timeout.is_zero() => {
-                        return Err(End::Fatal(PgError::fatal(
-                            code::IDLE_SESSION_TIMEOUT,
-                            "terminating connection due to idle-session timeout",
-                        )));
                     }
                 }
             };
@@ -1470,6 +1479,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     }
 }
 
+/// Writes from the front of `buf` with one plain write (the buffer is contiguous;
+/// a vectored write of one slice only costs more).
+fn write_some<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    match Pin::new(stream).poll_write(cx, buf) {
+        Poll::Ready(Ok(n)) => {
+            bytes::Buf::advance(buf, n);
+            Poll::Ready(Ok(n))
+        }
+        other => other,
+    }
+}
+
 /// Whether `buf` starts with a whole message.
 fn has_whole_message(buf: &[u8]) -> bool {
     buf.len() >= 5 && {
@@ -1489,8 +1514,8 @@ fn read_client<S: AsyncRead + Unpin>(
     if buf.capacity() - buf.len() >= CHUNK {
         return poll_read_buf(Pin::new(client), cx, buf);
     }
-    let mut stack = [0u8; CHUNK];
-    let mut rb = tokio::io::ReadBuf::new(&mut stack);
+    let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); CHUNK];
+    let mut rb = tokio::io::ReadBuf::uninit(&mut stack);
     match Pin::new(client).poll_read(cx, &mut rb) {
         Poll::Ready(Ok(())) => {
             let n = rb.filled().len();
