@@ -66,7 +66,9 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             init_logging(config.log.format, &config.log.level);
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(config))
+            // The accept loop runs on a worker, so a new connection's task starts
+            // on that worker instead of being handed over from the main thread.
+            runtime.block_on(async { tokio::spawn(serve(config)).await? })
         }
     }
 }
