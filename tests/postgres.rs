@@ -513,3 +513,128 @@ async fn client_disconnect_mid_transaction_leaks_nothing() {
     }
     server.stop().await;
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, readable by the
+/// `postgres` user: (dir, ca.crt path, server.crt path, server.key path).
+fn make_certificates() -> (tempfile::TempDir, String, String, String) {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl is needed to make test certificates (apt-get install -y openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=unidb test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    // PostgreSQL insists on a private key only its owner can read.
+    let _ = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(d)
+        .status();
+    let _ = Command::new("chmod")
+        .arg("600")
+        .arg(d.join("server.key"))
+        .status();
+    let _ = Command::new("chmod").arg("755").arg(d).status();
+    let p = |f: &str| d.join(f).display().to_string();
+    let (ca, crt, key) = (p("ca.crt"), p("server.crt"), p("server.key"));
+    (dir, ca, crt, key)
+}
+
+#[tokio::test]
+async fn upstream_tls_require_and_verify_full() {
+    let (_certs, ca, crt, key) = make_certificates();
+    let cluster = PgCluster::start(&format!(
+        "ssl = on\nssl_cert_file = '{crt}'\nssl_key_file = '{key}'\n"
+    ));
+    // A certificate from another CA: verify-full must refuse it.
+    let (_other, other_ca, _, _) = make_certificates();
+    for (mode, root, ok) in [
+        ("require", None, true),
+        ("verify-full", Some(ca.as_str()), true),
+        ("verify-full", Some(other_ca.as_str()), false),
+    ] {
+        let root = root.map_or(String::new(), |r| format!("sslrootcert = \"{r}\"\n"));
+        let server = proxy(&cluster, &format!("sslmode = \"{mode}\"\n{root}")).await;
+        // `proxy` puts sslmode=disable in the url; the key overrides it.
+        match server.try_connect("app", "app", "app").await {
+            Ok(c) => {
+                assert!(ok, "{mode} with the wrong CA must fail");
+                let ssl: bool = c
+                    .query_one(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert!(ssl, "{mode}: the upstream connection is not encrypted");
+            }
+            Err(e) => {
+                assert!(!ok, "{mode}: {e}");
+                assert_eq!(sqlstate(&e), "08006");
+                assert!(message(&e).contains("TLS"), "{}", message(&e));
+            }
+        }
+        server.stop().await;
+    }
+}

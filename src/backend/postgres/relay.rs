@@ -592,9 +592,90 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 }
                 return Ok(());
             }
+            if self.forward_plain_run() {
+                continue;
+            }
             let frame = self.cbuf.split_to(total).freeze();
             self.on_client_message(frame).await?;
         }
+    }
+
+    /// Forwards, with one copy, the run of whole messages at the head of `cbuf`
+    /// that go to the server unchanged (the common case: unnamed statements,
+    /// Execute, Sync, plain queries); false if the first message needs more care.
+    fn forward_plain_run(&mut self) -> bool {
+        if self.server.is_none() || self.skip_until_sync {
+            return false;
+        }
+        let mut pos = 0;
+        let mut copy_data = false;
+        while let Some((tag, total)) = whole_message_at(&self.cbuf, pos) {
+            if total > self.max_message {
+                break;
+            }
+            let body = &self.cbuf[pos + 5..pos + total];
+            let expect = match tag {
+                b'E' => Some(Expect::Execute),
+                b'S' if !self.copy_in && self.parsed_cmd.is_none() => Some(Expect::Sync),
+                b'P' => match cstr(body) {
+                    Some((name, rest))
+                        if (name.is_empty() || !self.transaction_mode)
+                            && cstr(rest).is_some_and(|(sql, _)| session_cmd(sql).is_none()) =>
+                    {
+                        Some(Expect::Parse)
+                    }
+                    _ => break,
+                },
+                b'B' => match cstr(body).and_then(|(_, rest)| cstr(rest)) {
+                    Some((name, _)) if name.is_empty() || !self.transaction_mode => {
+                        Some(Expect::Bind)
+                    }
+                    _ => break,
+                },
+                b'D' => match (body.first(), cstr(body.get(1..).unwrap_or_default())) {
+                    (Some(b'P'), Some(_)) => Some(Expect::DescribePortal),
+                    (Some(b'S'), Some((name, _))) if name.is_empty() || !self.transaction_mode => {
+                        Some(Expect::DescribeStatement)
+                    }
+                    _ => break,
+                },
+                b'Q' => match cstr(body) {
+                    Some((sql, _)) if session_cmd(sql).is_none() => Some(Expect::Query),
+                    _ => break,
+                },
+                b'd' => {
+                    copy_data = true;
+                    None
+                }
+                _ => break,
+            };
+            match expect {
+                Some(Expect::Sync) => {
+                    self.note_sync();
+                    self.unsynced = false;
+                }
+                Some(Expect::Query) => self.note_sync(),
+                Some(_) => self.unsynced = true,
+                None => {}
+            }
+            if let Some(expect) = expect {
+                self.push_client(expect);
+            }
+            pos += total;
+        }
+        if pos == 0 {
+            return false;
+        }
+        let run = self.cbuf.split_to(pos);
+        if self.batch.eligible {
+            if self.batch.replay.len() + run.len() > REPLAY_LIMIT || copy_data {
+                self.lose_retry();
+            } else {
+                self.batch.replay.extend_from_slice(&run);
+            }
+        }
+        self.to_server.extend_from_slice(&run);
+        true
     }
 
     async fn on_client_message(&mut self, frame: Bytes) -> Result<(), End> {
@@ -1004,24 +1085,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// Relays complete messages from `buf` (consuming them) and updates state.
     fn process_server(&mut self, buf: &mut BytesMut) -> Result<Option<Retry>, End> {
+        let mut pos = 0;
+        let result = self.process_server_at(buf, &mut pos);
+        bytes::Buf::advance(buf, pos);
+        result
+    }
+
+    /// Messages are looked at in place; `pos` ends after the last one consumed.
+    fn process_server_at(&mut self, buf: &[u8], pos: &mut usize) -> Result<Option<Retry>, End> {
         loop {
+            let rest = &buf[*pos..];
             if let Some((remaining, forward)) = self.passthrough {
-                let n = remaining.min(buf.len());
-                let chunk = buf.split_to(n);
+                let n = remaining.min(rest.len());
                 if forward {
-                    self.emit(&chunk);
+                    self.emit(&rest[..n]);
                 }
+                *pos += n;
                 self.passthrough = (remaining > n).then_some((remaining - n, forward));
                 if self.passthrough.is_some() {
                     return Ok(None);
                 }
                 continue;
             }
-            if buf.len() < 5 {
+            if rest.len() < 5 {
                 return Ok(None);
             }
-            let tag = buf[0];
-            let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            let tag = rest[0];
+            let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
             if len < 4 {
                 return Err(End::Fatal(PgError::fatal(
                     code::PROTOCOL_VIOLATION,
@@ -1036,12 +1126,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.passthrough = Some((total, forward));
                 continue;
             }
-            if buf.len() < total {
-                buf.reserve(total - buf.len());
+            if rest.len() < total {
                 return Ok(None);
             }
-            let frame = buf.split_to(total);
-            if let Some(retry) = self.on_server_message(tag, &frame)? {
+            *pos += total;
+            if let Some(retry) = self.on_server_message(tag, &rest[..total])? {
                 return Ok(Some(retry));
             }
         }
@@ -1493,6 +1582,20 @@ fn write_some<S: AsyncWrite + Unpin>(
         }
         other => other,
     }
+}
+
+/// Type and length of the whole message at `pos` in `buf`, if it is all there.
+fn whole_message_at(buf: &[u8], pos: usize) -> Option<(u8, usize)> {
+    let rest = buf.get(pos..)?;
+    if rest.len() < 5 {
+        return None;
+    }
+    let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
+    if len < 4 {
+        return None;
+    }
+    let total = len as usize + 1;
+    (rest.len() >= total).then_some((rest[0], total))
 }
 
 /// Whether `buf` starts with a whole message.
