@@ -9,7 +9,7 @@ use pgwire::messages::response::{
     CommandComplete, EmptyQueryResponse, ErrorResponse, NoticeResponse, ReadyForQuery,
     TransactionStatus,
 };
-use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
+use pgwire::messages::startup::{Authentication, BackendKeyData, SecretKey};
 use pgwire::messages::{data::NoData, data::ParameterDescription, Message};
 
 use crate::error::PgError;
@@ -115,10 +115,14 @@ pub fn parameter_description(out: &mut BytesMut, types: &[PgType]) {
 }
 
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    put(
-        out,
-        &ParameterStatus::new(name.to_string(), value.to_string()),
-    );
+    // Written in place: a new connection gets a dozen of these.
+    out.reserve(7 + name.len() + value.len());
+    out.put_u8(b'S');
+    out.put_i32((4 + name.len() + 1 + value.len() + 1) as i32);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(value.as_bytes());
+    out.put_u8(0);
 }
 
 pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
@@ -198,6 +202,18 @@ impl<'a> DataRowWriter<'a> {
 mod tests {
     use super::*;
     use pgwire::messages::{data::DataRow, DecodeContext, ProtocolVersion};
+
+    #[test]
+    fn parameter_status_matches_pgwire_decoding() {
+        use pgwire::messages::startup::ParameterStatus;
+        let mut out = BytesMut::new();
+        parameter_status(&mut out, "server_version", "15.0");
+        let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+        let m = ParameterStatus::decode(&mut out, &ctx).unwrap().unwrap();
+        assert_eq!(m.name, "server_version");
+        assert_eq!(m.value, "15.0");
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn data_row_matches_pgwire_decoding() {

@@ -251,6 +251,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     state: Arc<ServerState>,
 ) {
     let mut out = greeting;
+    out.reserve(512);
     let server_params = match db.pool.server_params().await {
         Ok(p) => p,
         Err(e) => {
@@ -317,9 +318,9 @@ enum Event {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     async fn run(mut self) {
         let end = self.relay().await;
-        match end {
+        match &end {
             End::Fatal(e) => {
-                msg::error(&mut self.to_client, &e);
+                msg::error(&mut self.to_client, e);
                 let _ = self.client.write_all(&self.to_client).await;
             }
             End::Close => {
@@ -327,7 +328,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
             End::Client | End::ClientIo => {}
         }
-        let _ = self.client.shutdown().await;
+        if !matches!(end, End::Client | End::ClientIo) {
+            // Flush (and for TLS, close_notify) what unidb had to say; a client that
+            // left needs no goodbye.
+            let _ = self.client.shutdown().await;
+        }
         self.finish_server().await;
     }
 
