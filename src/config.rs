@@ -84,6 +84,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// TLS certificate and key; without them SSLRequest is answered `N`.
     pub tls: Option<TlsConfig>,
+    /// Threads running client sessions; 0: one per CPU.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             max_message_size: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
+            workers: 0,
         }
     }
 }

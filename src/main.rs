@@ -65,7 +65,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             init_logging(config.log.format, &config.log.level);
-            let runtime = tokio::runtime::Runtime::new()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.enable_all();
+            if config.server.workers > 0 {
+                builder.worker_threads(config.server.workers);
+            }
+            let runtime = builder.build()?;
             // The accept loop runs on a worker, so a new connection's task starts
             // on that worker instead of being handed over from the main thread.
             runtime.block_on(async { tokio::spawn(serve(config)).await? })
