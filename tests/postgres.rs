@@ -638,3 +638,46 @@ async fn upstream_tls_require_and_verify_full() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn pipelined_statements_with_errors_keep_their_order() {
+    let cluster = PgCluster::start("");
+    let server = proxy(&cluster, "pool_size = 2").await;
+    let c = server.connect().await;
+    let other = server.connect().await;
+    let div = c.prepare("SELECT 100 / $1::int4").await.unwrap();
+    let echo = c.prepare("SELECT $1::text").await.unwrap();
+    // tokio-postgres writes concurrent requests back to back: one pipeline of
+    // Bind/Execute/Sync batches, some failing, while another client moves servers.
+    for round in 0..5 {
+        let noise = other.query_one("SELECT pg_backend_pid()", &[]);
+        let mut calls = Vec::new();
+        for i in 0..40i32 {
+            let (c, div, echo) = (&c, &div, &echo);
+            calls.push(async move {
+                if i % 3 == 0 {
+                    let d = i % 2; // 0 divides by zero
+                    c.query_one(div, &[&d])
+                        .await
+                        .map(|r| r.get::<_, i32>(0).to_string())
+                } else {
+                    let s = format!("r{round}-{i}");
+                    c.query_one(echo, &[&s])
+                        .await
+                        .map(|r| r.get::<_, String>(0))
+                }
+            });
+        }
+        let (results, noise) = tokio::join!(futures_util::future::join_all(calls), noise);
+        noise.unwrap();
+        for (i, r) in results.into_iter().enumerate() {
+            let i = i as i32;
+            match (i % 3, i % 2) {
+                (0, 0) => assert_eq!(sqlstate(&r.unwrap_err()), "22012", "call {i}"),
+                (0, _) => assert_eq!(r.unwrap(), "100", "call {i}"),
+                _ => assert_eq!(r.unwrap(), format!("r{round}-{i}"), "call {i}"),
+            }
+        }
+    }
+    server.stop().await;
+}
