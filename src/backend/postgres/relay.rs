@@ -1015,12 +1015,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
             let sql = self.settings.apply_sql(deallocate);
             tracing::debug!(database = %self.db.pool.name, %sql, "restoring session settings");
-            let mut m = BytesMut::with_capacity(sql.len() + 6);
-            m.put_u8(b'Q');
-            m.put_i32(0);
-            put_cstr(&mut m, sql.as_bytes());
-            finish_frame(&mut m);
-            self.to_server.extend_from_slice(&m);
+            self.to_server.extend_from_slice(&query_message(&sql));
             self.queue.push_back(Pending::Hidden {
                 expect: Expect::Query,
                 stmt: None,
@@ -1072,12 +1067,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         let result = self.process_server(&mut buf);
         if let Some(server) = self.server.as_mut() {
             // Keep the unprocessed tail (a partial message) for the next read.
-            if server.buf.is_empty() {
-                server.buf = buf;
-            } else {
-                buf.extend_from_slice(&server.buf);
-                server.buf = buf;
-            }
+            server.buf = buf;
         }
         match result? {
             Some(Retry { dead }) => Box::pin(self.retry(dead)).await,
@@ -1604,11 +1594,10 @@ fn whole_message_at(buf: &[u8], pos: usize) -> Option<(u8, usize)> {
 }
 
 /// Whether `buf` starts with a whole message.
+/// (A message with an invalid length counts: processing it reports the error.)
 fn has_whole_message(buf: &[u8]) -> bool {
-    buf.len() >= 5 && {
-        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-        len < 4 || buf.len() > len as usize
-    }
+    whole_message_at(buf, 0).is_some()
+        || (buf.len() >= 5 && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) < 4)
 }
 
 /// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
@@ -1684,26 +1673,27 @@ fn finish_frame(m: &mut BytesMut) {
     m[1..5].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Runs `sql` on an idle server and waits for ReadyForQuery, discarding results.
-async fn run_hidden_query(lease: &mut Lease, sql: &str) -> io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    let mut m = BytesMut::new();
+/// A simple-protocol Query message.
+fn query_message(sql: &str) -> BytesMut {
+    let mut m = BytesMut::with_capacity(sql.len() + 6);
     m.put_u8(b'Q');
     m.put_i32(0);
     put_cstr(&mut m, sql.as_bytes());
     finish_frame(&mut m);
+    m
+}
+
+/// Runs `sql` on an idle server and waits for ReadyForQuery, discarding results.
+async fn run_hidden_query(lease: &mut Lease, sql: &str) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let m = query_message(sql);
     let fut = async {
         let conn: &mut ServerConn = lease;
         conn.stream.write_all(&m).await?;
         loop {
-            while conn.buf.len() >= 5 {
-                let len = i32::from_be_bytes([conn.buf[1], conn.buf[2], conn.buf[3], conn.buf[4]]);
-                let total = len.max(4) as usize + 1;
-                if conn.buf.len() < total {
-                    break;
-                }
-                let frame = conn.buf.split_to(total);
-                if frame[0] == b'Z' {
+            while let Some((tag, total)) = whole_message_at(&conn.buf, 0) {
+                bytes::Buf::advance(&mut conn.buf, total);
+                if tag == b'Z' {
                     return Ok(());
                 }
             }
