@@ -5,28 +5,17 @@
 
 mod common;
 
-use common::pg::PgCluster;
-use common::{TestServer, APP_USER};
+use common::pg::{pooler, PgCluster};
 
 async fn run_client(name: &str) {
     let cluster = PgCluster::start("");
-    let dir = tempfile::tempdir().unwrap();
     // Two server connections for several transactions: statements must follow
     // the client from one server to the other.
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{APP_USER}
-[databases.app]
-backend = "postgres"
-url = "postgres://app:app@127.0.0.1:{}/app?sslmode=disable"
-pool_mode = "transaction"
-pool_size = 2
-"#,
-        cluster.port
-    );
-    let server = TestServer::start_config(dir, &text).await;
+    let server = pooler(
+        &cluster.app_url(),
+        "pool_mode = \"transaction\"\npool_size = 2",
+    )
+    .await;
     // A second client keeps switching the servers under the script's feet.
     let noise = server.connect().await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -6,27 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::pg::PgCluster;
-use common::{sqlstate, TestServer, APP_USER};
+use common::{sqlstate, TestServer};
 
 /// unidb in front of `cluster` as database `app` with the given pool settings.
 async fn proxy(cluster: &PgCluster, pool: &str) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-{APP_USER}
-
-[databases.app]
-backend = "postgres"
-url = "postgres://app:app@127.0.0.1:{}/app?sslmode=disable"
-{pool}
-"#,
-        cluster.port
-    );
-    TestServer::start_config(dir, &text).await
+    common::pg::pooler(&cluster.app_url(), pool).await
 }
 
 /// The server's message of a database error, or the client's description.
@@ -324,12 +308,8 @@ async fn cancel_reaches_the_server_running_the_statement() {
 #[tokio::test]
 async fn upstream_auth_failure_and_upstream_down_are_clear_errors() {
     let cluster = PgCluster::start("");
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{APP_USER}\n[databases.app]\nbackend = \"postgres\"\nurl = \"postgres://app:wrong@127.0.0.1:{}/app\"\n",
-        cluster.port
-    );
-    let server = TestServer::start_config(dir, &text).await;
+    let url = format!("postgres://app:wrong@127.0.0.1:{}/app", cluster.port);
+    let server = common::pg::pooler(&url, "").await;
     let e = server.try_connect("app", "app", "app").await.unwrap_err();
     assert_eq!(sqlstate(&e), "08006");
     let msg = e.as_db_error().unwrap().message().to_string();
@@ -340,11 +320,8 @@ async fn upstream_auth_failure_and_upstream_down_are_clear_errors() {
     server.stop().await;
 
     let port = common::pg::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{APP_USER}\n[databases.app]\nbackend = \"postgres\"\nurl = \"postgres://app:app@127.0.0.1:{port}/app\"\nconnect_timeout = \"1s\"\n"
-    );
-    let server = TestServer::start_config(dir, &text).await;
+    let url = format!("postgres://app:app@127.0.0.1:{port}/app");
+    let server = common::pg::pooler(&url, "connect_timeout = \"1s\"").await;
     let e = server.try_connect("app", "app", "app").await.unwrap_err();
     assert_eq!(sqlstate(&e), "08006");
     assert!(message(&e).contains(&format!("127.0.0.1:{port}")), "{e}");

@@ -183,6 +183,14 @@ impl PgCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The upstream url of user `app` on database `app`, without TLS.
+    pub fn app_url(&self) -> String {
+        format!(
+            "postgres://app:app@127.0.0.1:{}/app?sslmode=disable",
+            self.port
+        )
+    }
+
     /// A tokio-postgres connection string straight to the cluster.
     pub fn direct_url(&self, user: &str, password: &str, db: &str) -> String {
         format!(
@@ -202,4 +210,26 @@ impl Drop for PgCluster {
             let _ = c.output();
         }
     }
+}
+
+/// unidb serving database `app` (user `app`/`app`) from the upstream at `url`, with
+/// `keys` added to that database's table (pool settings).
+pub async fn pooler(url: &str, keys: &str) -> super::TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+{}
+
+[databases.app]
+backend = "postgres"
+url = "{url}"
+{keys}
+"#,
+        super::APP_USER
+    );
+    super::TestServer::start_config(dir, &text).await
 }
