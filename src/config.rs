@@ -62,6 +62,109 @@ pub struct Config {
     /// Databases by the name clients put in their connection string.
     #[serde(default)]
     pub databases: BTreeMap<String, DatabaseConfig>,
+    /// Statement timing and alert evaluation.
+    #[serde(default)]
+    pub observe: ObserveConfig,
+    /// The HTTP endpoint (metrics, health, stats, alerts, dashboard).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Alert rules; a rule named like a built-in one replaces it.
+    #[serde(default)]
+    pub alerts: Vec<AlertRuleConfig>,
+}
+
+/// `[observe]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserveConfig {
+    /// Time every statement and keep per-fingerprint statistics.
+    pub enabled: bool,
+    /// Distinct statements kept; the least used fold into `<other>`.
+    pub max_fingerprints: usize,
+    /// How often alert rules are evaluated (and the history sampled).
+    #[serde(with = "humantime_serde")]
+    pub eval_interval: Duration,
+    /// Alertmanager-compatible webhook receiving firing and resolved alerts.
+    pub webhook_url: Option<String>,
+    /// How long a resolved alert stays listed as resolved.
+    #[serde(with = "humantime_serde")]
+    pub resolved_retention: Duration,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            enabled: true,
+            max_fingerprints: 5000,
+            eval_interval: Duration::from_secs(1),
+            webhook_url: None,
+            resolved_retention: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP endpoint; unset: no endpoint.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token required by every endpoint except `/health`.
+    pub token: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Some("127.0.0.1:9930".parse().expect("literal address")),
+            token: None,
+        }
+    }
+}
+
+/// `[[alerts]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    pub name: String,
+    /// `aggregation(metric[window]) op threshold`, e.g. `avg(error_rate[5m]) > 0.1`.
+    pub expr: String,
+    /// How long the condition must hold before the alert fires.
+    #[serde(rename = "for", default, with = "humantime_serde")]
+    pub for_: Duration,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    #[serde(default)]
+    pub summary: String,
+    /// `false` switches a built-in rule off.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
 }
 
 /// `[server]`
@@ -86,6 +189,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Threads running client sessions; 0: one per CPU.
     pub workers: usize,
+    /// Users allowed on the admin console (the virtual database `unidb`).
+    pub admin_users: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +204,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             workers: 0,
+            admin_users: Vec::new(),
         }
     }
 }
@@ -610,6 +716,35 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        if self.observe.max_fingerprints == 0 {
+            return Err(invalid(
+                "observe.max_fingerprints".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.observe.eval_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "observe.eval_interval".into(),
+                "must be at least 10ms",
+            ));
+        }
+        if let Some(url) = &self.observe.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "observe.webhook_url".into(),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        for (i, rule) in self.alerts.iter().enumerate() {
+            if rule.name.is_empty() {
+                return Err(invalid(format!("alerts[{i}].name"), "must not be empty"));
+            }
+            if rule.enabled {
+                crate::observe::alerts::Expr::parse(&rule.expr)
+                    .map_err(|m| invalid(format!("alerts[{i}].expr"), &m))?;
             }
         }
         let mut seen = std::collections::HashSet::new();

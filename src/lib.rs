@@ -6,6 +6,8 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod frontend;
+pub mod http;
+pub mod observe;
 pub mod protocol;
 pub mod server;
 pub mod sql;

@@ -17,6 +17,7 @@ use crate::backend::postgres::PostgresDb;
 use crate::backend::sqlite::{CancelSlot, SqliteDb};
 use crate::config::{Config, DatabaseConfig, TlsConfig};
 use crate::frontend::auth::UserStore;
+use crate::observe::{DbGauges, Observer, PoolGauges};
 
 /// Sessions' cancel keys: a CancelRequest names a pid and a secret.
 #[derive(Default)]
@@ -78,6 +79,10 @@ pub struct ServerState {
     pub databases: HashMap<String, Database>,
     pub tls: Option<TlsAcceptor>,
     pub cancels: CancelRegistry,
+    /// Statement timing, metrics, alerts and health.
+    pub observer: Arc<Observer>,
+    /// Where the HTTP endpoint listens, once it does.
+    pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// One permit per connected client (`max_clients`).
     pub clients: Arc<Semaphore>,
     /// Turns true when shutdown starts; idle sessions close, others finish their
@@ -102,6 +107,7 @@ impl ServerState {
             }
         }
         let tls = config.server.tls.as_ref().map(load_tls).transpose()?;
+        let observer = Observer::new(&config)?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Arc::new(ServerState {
             clients: Arc::new(Semaphore::new(config.server.max_clients)),
@@ -110,6 +116,8 @@ impl ServerState {
             databases,
             tls,
             cancels: CancelRegistry::default(),
+            observer,
+            http_addr: std::sync::OnceLock::new(),
             shutdown,
             shutdown_tx,
         }))
@@ -123,6 +131,67 @@ impl ServerState {
 
     pub fn users_is_empty(&self) -> bool {
         self.config.users.is_empty()
+    }
+
+    /// What the observer samples from each database, in the observer's order.
+    pub fn gauges(&self) -> Vec<DbGauges> {
+        self.observer
+            .dbs
+            .iter()
+            .map(|o| match self.databases.get(&o.name) {
+                Some(Database::Postgres(pg)) => {
+                    let stats = &pg.pool.stats;
+                    DbGauges {
+                        pool: Some(PoolGauges {
+                            size: pg.pool.config.pool_size as u64,
+                            active: pg.pool.active() as u64,
+                            idle: pg.pool.idle_count() as u64,
+                            waiting: stats.waiting.load(Ordering::Relaxed),
+                        }),
+                        backend_up: stats.reachable.load(Ordering::Relaxed),
+                        connect_failures: stats.connect_failures.load(Ordering::Relaxed),
+                        storage_bytes: None,
+                        storage_limit: None,
+                    }
+                }
+                Some(Database::Sqlite(db)) => DbGauges {
+                    pool: None,
+                    backend_up: true,
+                    connect_failures: 0,
+                    storage_bytes: Some(db.storage_bytes()),
+                    storage_limit: None,
+                },
+                None => DbGauges::default(),
+            })
+            .collect()
+    }
+}
+
+/// Evaluates alert rules and samples gauges every `eval_interval` until shutdown;
+/// probes an unreachable upstream so that its recovery is noticed without traffic.
+async fn observe_loop(state: Arc<ServerState>) {
+    let mut shutdown = state.shutdown.clone();
+    let mut tick = tokio::time::interval(state.config.observe.eval_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_probe = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let gauges = state.gauges();
+        if last_probe.elapsed() >= std::time::Duration::from_secs(2) {
+            for db in state.databases.values() {
+                if let Database::Postgres(pg) = db {
+                    if !pg.pool.stats.reachable.load(Ordering::Relaxed) && pg.pool.active() == 0 {
+                        last_probe = std::time::Instant::now();
+                        let pool = pg.pool.clone();
+                        tokio::spawn(async move { pool.probe().await });
+                    }
+                }
+            }
+        }
+        state.observer.evaluate(gauges);
     }
 }
 
@@ -156,6 +225,22 @@ pub async fn run(
             pg.start();
         }
     }
+    let observe = tokio::spawn(observe_loop(state.clone()));
+    let http = match state.config.http.listen {
+        Some(addr) => match crate::http::bind(addr).await {
+            Ok(l) => {
+                if let Ok(a) = l.local_addr() {
+                    let _ = state.http_addr.set(a);
+                }
+                Some(tokio::spawn(crate::http::serve(l, state.clone())))
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen for HTTP; metrics and health are unavailable");
+                None
+            }
+        },
+        None => None,
+    };
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -199,6 +284,10 @@ pub async fn run(
         if let Database::Sqlite(db) = db {
             db.shutdown(grace).await;
         }
+    }
+    observe.abort();
+    if let Some(h) = http {
+        h.abort();
     }
     tracing::info!("shutdown complete");
 }

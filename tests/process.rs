@@ -25,6 +25,9 @@ fn write_config(dir: &Path, port: u16, synchronous: &str) -> std::path::PathBuf 
 listen = "127.0.0.1:{port}"
 shutdown_grace = "10s"
 
+[http]
+listen = "127.0.0.1:0"
+
 [[users]]
 name = "app"
 password = "app"

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use super::gucs::Gucs;
 use crate::backend::sqlite::{CancelSlot, ExecArgs, ExecError, ExecOutput, SqliteDb, WriterLease};
 use crate::error::{code, PgError, PgResult, Severity};
+use crate::observe::{DbObs, Fp, FpCache};
 use crate::protocol::write as msg;
 use crate::protocol::{Column, Frontend, FrontendReader, ReadError, TransactionStatus};
 use crate::server::ServerState;
@@ -31,6 +33,7 @@ enum Tx {
 struct Prepared {
     plan: Plan,
     param_oids: Vec<u32>,
+    fp: Option<Fp>,
 }
 
 /// Rows of an executed portal not yet sent (Execute with a row limit).
@@ -50,6 +53,7 @@ struct Portal {
     pending: Option<Pending>,
     /// Ran to completion: further Executes return no rows, as in PostgreSQL.
     exhausted: bool,
+    fp: Option<Fp>,
 }
 
 pub struct Session<S> {
@@ -75,6 +79,12 @@ pub struct Session<S> {
     /// serves every statement of the session, as they run one at a time.
     rows_tx: mpsc::Sender<BytesMut>,
     rows_rx: mpsc::Receiver<BytesMut>,
+    /// Statement timing (`None` when `[observe] enabled = false`).
+    obs: Option<Arc<DbObs>>,
+    fps: FpCache,
+    /// Rows and error of the statement being timed.
+    stmt_rows: u64,
+    stmt_error: Option<&'static str>,
 }
 
 /// How a session ends.
@@ -99,6 +109,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         greeting: BytesMut,
     ) -> Session<S> {
         let (rows_tx, rows_rx) = mpsc::channel(4);
+        let obs = state
+            .observer
+            .db(db.name())
+            .filter(|o| o.enabled())
+            .cloned();
         Session {
             stream,
             reader,
@@ -121,6 +136,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             last_output: None,
             rows_tx,
             rows_rx,
+            obs,
+            fps: FpCache::default(),
+            stmt_rows: 0,
+            stmt_error: None,
         }
     }
 
@@ -229,7 +248,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         match message {
             Frontend::Query(q) => {
-                if let Err(e) = self.simple_query(&q.query).await {
+                let start = self.timing_start();
+                let r = self.simple_query(&q.query).await;
+                if let Some(start) = start {
+                    let fp = self.fp_of(q.query.as_bytes());
+                    self.record(fp, start);
+                }
+                if let Err(e) = r {
                     if e.severity == Severity::Fatal {
                         return Some(End::Fatal(e));
                     }
@@ -239,14 +264,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Frontend::Parse(p) => {
                 if !self.skip_until_sync {
-                    let r = self.parse(p);
-                    self.extended_result(r);
+                    let start = self.timing_start();
+                    let fp = start.and_then(|_| self.fp_of(p.query.as_bytes()));
+                    let r = self.parse(p, fp);
+                    if let (Some(start), true) = (start, r.is_err()) {
+                        // A statement that cannot be prepared counts as a failed call.
+                        self.extended_result(r);
+                        self.record(fp, start);
+                    } else {
+                        self.extended_result(r);
+                    }
                 }
             }
             Frontend::Bind(b) => {
                 if !self.skip_until_sync {
-                    let r = self.bind(b);
-                    self.extended_result(r);
+                    let start = self.timing_start();
+                    let fp = self
+                        .statements
+                        .get(b.statement_name.as_deref().unwrap_or_default())
+                        .and_then(|p| p.fp);
+                    let r = self.bind(b, fp);
+                    if let (Some(start), true) = (start, r.is_err()) {
+                        self.extended_result(r);
+                        self.record(fp, start);
+                    } else {
+                        self.extended_result(r);
+                    }
                 }
             }
             Frontend::Describe(d) => {
@@ -257,8 +300,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Frontend::Execute(e) => {
                 if !self.skip_until_sync {
+                    let start = self.timing_start();
+                    let fp = self
+                        .portals
+                        .get(e.name.as_deref().unwrap_or_default())
+                        .and_then(|p| p.fp);
                     let r = self.execute(e).await;
                     self.extended_result(r);
+                    if let Some(start) = start {
+                        self.record(fp, start);
+                    }
                 } else {
                     self.pending_describe = None;
                 }
@@ -300,8 +351,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Starts timing a statement (when timing is on).
+    fn timing_start(&mut self) -> Option<Instant> {
+        self.obs.as_ref()?;
+        self.stmt_rows = 0;
+        self.stmt_error = None;
+        Some(Instant::now())
+    }
+
+    fn fp_of(&mut self, sql: &[u8]) -> Option<Fp> {
+        let obs = self.obs.as_ref()?;
+        Some(self.fps.get(obs, sql))
+    }
+
+    fn record(&mut self, fp: Option<Fp>, start: Instant) {
+        if let (Some(obs), Some(fp)) = (&self.obs, fp) {
+            obs.record(
+                fp,
+                start.elapsed(),
+                Duration::ZERO,
+                self.stmt_rows,
+                self.stmt_error,
+            );
+        }
+    }
+
     /// Sends an error and marks an open transaction failed.
     fn error(&mut self, e: &PgError) {
+        self.stmt_error = Some(e.code);
         msg::error(&mut self.out, e);
         self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Open(l) | Tx::Failed(l) => Tx::Failed(l),
@@ -551,6 +628,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 };
                 let chunked = args.chunked;
                 let output = self.exec(args).await?;
+                self.stmt_rows += output.rows;
                 if chunked {
                     // The caller sends rows in portions.
                     self.last_output = Some(output);
@@ -634,7 +712,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     // ------------------------------------------------------- extended protocol
 
-    fn parse(&mut self, p: Parse) -> PgResult<()> {
+    fn parse(&mut self, p: Parse, fp: Option<Fp>) -> PgResult<()> {
         let name = p.name.unwrap_or_default();
         if !name.is_empty() && self.statements.contains_key(&name) {
             return Err(PgError::new(
@@ -654,13 +732,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Prepared {
                 plan,
                 param_oids: p.type_oids,
+                fp,
             },
         );
         msg::parse_complete(&mut self.out);
         Ok(())
     }
 
-    fn bind(&mut self, b: Bind) -> PgResult<()> {
+    fn bind(&mut self, b: Bind, fp: Option<Fp>) -> PgResult<()> {
         let stmt_name = b.statement_name.unwrap_or_default();
         let prepared = self
             .statements
@@ -675,6 +754,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             result_formats: b.result_column_format_codes,
             pending: None,
             exhausted: false,
+            fp,
         };
         self.portals.insert(portal_name, portal);
         msg::bind_complete(&mut self.out);

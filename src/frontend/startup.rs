@@ -195,6 +195,10 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     let (pid, secret, slot) = state.cancels.register();
     tracing::debug!(pid, user = %user, database = %database, "session started");
+    let clients = state.observer.db(&database).map(|o| o.clients().clone());
+    if let Some(g) = &clients {
+        g.inc();
+    }
     let session: SessionFuture = match db {
         Database::Sqlite(db) => {
             let session = Session::new(
@@ -233,6 +237,9 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         // The client's slot (max_clients) is held for as long as the session runs.
         let _client_permit = client_permit;
         session.await;
+        if let Some(g) = clients {
+            g.dec();
+        }
         state.cancels.unregister(pid);
         tracing::debug!(pid, "session ended");
     }))

@@ -13,6 +13,7 @@ use unidb::config::Config;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub state: Arc<unidb::server::ServerState>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -29,6 +30,9 @@ shutdown_grace = "5s"
 {server_extra}
 
 {users}
+
+[http]
+listen = "127.0.0.1:0"
 
 [databases.app]
 backend = "sqlite"
@@ -67,15 +71,27 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(unidb::server::run(listener, state, async {
+        let task = tokio::spawn(unidb::server::run(listener, state.clone(), async {
             let _ = rx.await;
         }));
         TestServer {
             addr,
+            state,
             dir,
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Base URL of the HTTP endpoint (waits for it to listen).
+    pub async fn http(&self) -> String {
+        for _ in 0..200 {
+            if let Some(a) = self.state.http_addr.get() {
+                return format!("http://{a}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the HTTP endpoint did not start (is [http] listen set?)");
     }
 
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {

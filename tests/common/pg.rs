@@ -224,6 +224,9 @@ shutdown_grace = "5s"
 
 {}
 
+[http]
+listen = "127.0.0.1:0"
+
 [databases.app]
 backend = "postgres"
 url = "{url}"

@@ -1,7 +1,7 @@
 //! The pool of server connections of one upstream database: checkout with a wait
 //! limit, LIFO reuse, reconnect backoff, idle/lifetime limits and `min_idle`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ pub struct PoolStats {
     pub checkout_timeouts: AtomicU64,
     pub retries: AtomicU64,
     pub servers_closed: AtomicU64,
+    /// Clients waiting for a connection right now.
+    pub waiting: AtomicU64,
+    /// The last connection attempt succeeded (true until one fails).
+    pub reachable: AtomicBool,
 }
 
 pub struct Pool {
@@ -100,7 +104,10 @@ impl Pool {
                 last_error: None,
             }),
             params: Mutex::new(None),
-            stats: PoolStats::default(),
+            stats: PoolStats {
+                reachable: AtomicBool::new(true),
+                ..PoolStats::default()
+            },
         }))
     }
 
@@ -129,7 +136,11 @@ impl Pool {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+                self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                let acquired =
+                    tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
+                self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                match acquired {
                     Ok(Ok(p)) => p,
                     Ok(Err(_)) => {
                         return Err(PgError::new(code::ADMIN_SHUTDOWN, "the pool is closed"))
@@ -195,6 +206,7 @@ impl Pool {
         {
             Ok((c, params)) => {
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                self.stats.reachable.store(true, Ordering::Relaxed);
                 let mut b = lock(&self.backoff);
                 if b.last_error.take().is_some() {
                     tracing::info!(database = %self.name, upstream = %self.upstream.address(), "upstream reachable again");
@@ -210,6 +222,7 @@ impl Pool {
             }
             Err(e) => {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.reachable.store(false, Ordering::Relaxed);
                 tracing::warn!(database = %self.name, error = %e, "upstream connection failed");
                 let mut b = lock(&self.backoff);
                 b.until = Some(Instant::now() + b.delay);
@@ -227,6 +240,14 @@ impl Pool {
         }
         conn.last_used = Instant::now();
         lock(&self.idle).push(conn);
+    }
+
+    /// Tries one connection (kept idle when it works): how an unreachable upstream's
+    /// recovery is noticed while no client is asking.
+    pub async fn probe(self: &Arc<Self>) {
+        if let Ok(lease) = self.checkout(self.config.connect_timeout).await {
+            drop(lease);
+        }
     }
 
     /// Closes every idle connection: called when one turned out dead, since the

@@ -17,7 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::Rng;
@@ -30,6 +30,7 @@ use super::PostgresDb;
 use crate::backend::sqlite::CancelSlot;
 use crate::config::{PoolMode, SessionSet};
 use crate::error::{code, PgError, Severity};
+use crate::observe::{DbObs, Fp, FpCache};
 use crate::protocol::write as msg;
 use crate::server::ServerState;
 
@@ -91,11 +92,30 @@ enum Pending {
         /// For a simple Query that changes session state.
         cmd: Option<(SessionCmd, Box<str>)>,
         errored: bool,
+        /// For a Query or Execute (and a Parse or Bind, recorded only if it
+        /// fails): the statement being timed.
+        timing: Option<Timing>,
     },
     /// Responses to a message unidb sent on its own: swallowed.
     Hidden { expect: Expect, stmt: Option<u64> },
     /// An answer unidb gives itself, sent when everything before it has been.
     Synthetic(Bytes),
+}
+
+/// A statement in flight, timed from its receipt.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    fp: Fp,
+    start: Instant,
+    rows: u64,
+    error: Option<[u8; 5]>,
+}
+
+/// A statement completed while its batch may still be retried.
+struct Done {
+    timing: Timing,
+    end: Instant,
+    wait: Duration,
 }
 
 /// A named statement of this client.
@@ -195,11 +215,14 @@ struct Batch {
     syncs: u32,
     completed: u32,
     retryable_error: bool,
+    retry_reason: &'static str,
     server_bytes: usize,
     server_msgs: usize,
     /// The first server message was a FATAL shutdown: the server never ran anything.
     dead_on_arrival: bool,
     attempts: u32,
+    /// Statements completed in this batch, recorded once it cannot be retried.
+    done: Vec<Done>,
 }
 
 pub struct Relay<S> {
@@ -235,6 +258,18 @@ pub struct Relay<S> {
     batch: Batch,
     transaction_mode: bool,
     max_message: usize,
+    /// Statement timing (`None` when `[observe] enabled = false`).
+    obs: Option<Arc<DbObs>>,
+    fps: FpCache,
+    /// Fingerprints of the unnamed statement, of named statements, of the last
+    /// bound portal.
+    unnamed_fp: Option<Fp>,
+    named_fps: HashMap<Box<str>, Fp>,
+    portal_fp: Option<Fp>,
+    /// When the client data being handled was read.
+    read_at: Instant,
+    /// Time spent waiting for a server, charged to the next statement recorded.
+    wait: Duration,
 }
 
 /// Serves a client of a PostgreSQL-backed database after authentication.
@@ -278,6 +313,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     msg::backend_key_data(&mut out, pid, secret);
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
     let transaction_mode = db.pool.config.pool_mode == PoolMode::Transaction;
+    let obs = state
+        .observer
+        .db(&db.pool.name)
+        .filter(|o| o.enabled())
+        .cloned();
     let relay = Relay {
         client,
         cbuf: leftover,
@@ -302,6 +342,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         stmts: HashMap::new(),
         batch: Batch::default(),
         transaction_mode,
+        obs,
+        fps: FpCache::default(),
+        unnamed_fp: None,
+        named_fps: HashMap::new(),
+        portal_fp: None,
+        read_at: Instant::now(),
+        wait: Duration::ZERO,
     };
     relay.run().await;
 }
@@ -568,6 +615,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     // ---- client → server ----
 
     async fn on_client_data(&mut self) -> Result<(), End> {
+        if self.obs.is_some() {
+            self.read_at = Instant::now();
+        }
         loop {
             if self.cbuf.len() < 5 {
                 self.maybe_release();
@@ -619,20 +669,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 break;
             }
             let body = &self.cbuf[pos + 5..pos + total];
+            let mut fp = None;
             let expect = match tag {
-                b'E' => Some(Expect::Execute),
+                b'E' => {
+                    fp = self.portal_fp;
+                    Some(Expect::Execute)
+                }
                 b'S' if !self.copy_in && self.parsed_cmd.is_none() => Some(Expect::Sync),
                 b'P' => match cstr(body) {
                     Some((name, rest))
                         if (name.is_empty() || !self.transaction_mode)
                             && cstr(rest).is_some_and(|(sql, _)| session_cmd(sql).is_none()) =>
                     {
+                        if let (Some(obs), Some((sql, _))) = (&self.obs, cstr(rest)) {
+                            let f = self.fps.get(obs, sql);
+                            fp = Some(f);
+                            if name.is_empty() {
+                                self.unnamed_fp = fp;
+                            } else if self.named_fps.len() < 10_000 {
+                                self.named_fps
+                                    .insert(String::from_utf8_lossy(name).into(), f);
+                            }
+                        }
                         Some(Expect::Parse)
                     }
                     _ => break,
                 },
                 b'B' => match cstr(body).and_then(|(_, rest)| cstr(rest)) {
                     Some((name, _)) if name.is_empty() || !self.transaction_mode => {
+                        if self.obs.is_some() {
+                            self.portal_fp = if name.is_empty() {
+                                self.unnamed_fp
+                            } else {
+                                std::str::from_utf8(name)
+                                    .ok()
+                                    .and_then(|n| self.named_fps.get(n).copied())
+                            };
+                            fp = self.portal_fp;
+                        }
                         Some(Expect::Bind)
                     }
                     _ => break,
@@ -645,7 +719,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     _ => break,
                 },
                 b'Q' => match cstr(body) {
-                    Some((sql, _)) if session_cmd(sql).is_none() => Some(Expect::Query),
+                    Some((sql, _)) if session_cmd(sql).is_none() => {
+                        if let Some(obs) = &self.obs {
+                            fp = Some(self.fps.get(obs, sql));
+                        }
+                        Some(Expect::Query)
+                    }
                     _ => break,
                 },
                 b'd' => {
@@ -664,7 +743,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 None => {}
             }
             if let Some(expect) = expect {
-                self.push_client(expect);
+                self.push_timed(expect, fp);
             }
             pos += total;
         }
@@ -715,6 +794,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 return Ok(());
             }
             if let Err(e) = self.attach().await {
+                if tag == b'Q' {
+                    let sql = cstr(&frame[5..]).map(|(s, _)| s).unwrap_or_default();
+                    if let Some(fp) = self.fp_of(sql) {
+                        let mut code = [0u8; 5];
+                        code.copy_from_slice(&e.code.as_bytes()[..5]);
+                        self.finish(Timing {
+                            fp,
+                            start: self.read_at,
+                            rows: 0,
+                            error: Some(code),
+                        });
+                    }
+                }
                 msg::error(&mut self.to_client, &e);
                 if matches!(tag, b'Q' | b'F' | b'S') {
                     self.emit(&[b'Z', 0, 0, 0, 5, b'I']);
@@ -738,6 +830,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             b'Q' => {
                 self.note_sync();
                 let sql = cstr(body).map(|(s, _)| s).unwrap_or_default();
+                let fp = self.fp_of(sql);
                 let cmd = session_cmd(sql);
                 if let Some(cmd) = cmd {
                     let text: Box<str> = String::from_utf8_lossy(sql)
@@ -750,14 +843,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         self.synthetic(out.freeze());
                         return Ok(());
                     }
-                    self.queue.push_back(Pending::Client {
-                        expect: Expect::Query,
-                        stmt: None,
-                        cmd: Some((cmd, text)),
-                        errored: false,
-                    });
+                    self.push_timed(Expect::Query, fp);
+                    if let Some(Pending::Client { cmd: c, .. }) = self.queue.back_mut() {
+                        *c = Some((cmd, text));
+                    }
                 } else {
-                    self.push_client(Expect::Query);
+                    self.push_timed(Expect::Query, fp);
                 }
                 self.to_server.extend_from_slice(&frame);
             }
@@ -775,6 +866,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         stmt: None,
                         cmd: self.parsed_cmd.take(),
                         errored: false,
+                        timing: None,
                     });
                 }
                 self.to_server.extend_from_slice(&frame);
@@ -791,7 +883,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
             b'E' => {
                 self.unsynced = true;
-                self.push_client(Expect::Execute);
+                self.push_timed(Expect::Execute, self.portal_fp);
                 self.to_server.extend_from_slice(&frame);
             }
             b'P' => {
@@ -802,6 +894,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.unsynced = true;
                 let (portal, rest) = cstr(body).ok_or_else(malformed)?;
                 let (name, params) = cstr(rest).ok_or_else(malformed)?;
+                self.portal_fp = self.statement_fp(name);
+                let fp = self.portal_fp;
                 if self.transaction_mode && !name.is_empty() {
                     if let Some(server_name) = self.ensure_prepared(name) {
                         let mut m = BytesMut::with_capacity(frame.len() + 16);
@@ -811,12 +905,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         put_cstr(&mut m, server_name.as_bytes());
                         m.put_slice(params);
                         finish_frame(&mut m);
-                        self.push_client(Expect::Bind);
+                        self.push_timed(Expect::Bind, fp);
                         self.to_server.extend_from_slice(&m);
                         return Ok(());
                     }
                 }
-                self.push_client(Expect::Bind);
+                self.push_timed(Expect::Bind, fp);
                 self.to_server.extend_from_slice(&frame);
             }
             b'D' => {
@@ -865,6 +959,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     fn on_parse(&mut self, frame: &Bytes) -> Result<(), End> {
         let body = &frame[5..];
         let (name, rest) = cstr(body).ok_or_else(malformed)?;
+        let fp = match cstr(rest) {
+            Some((sql, _)) => self.fp_of(sql),
+            None => None,
+        };
+        self.set_statement_fp(name, fp);
         if let Some((sql, _)) = cstr(rest) {
             // A session command through the extended protocol takes effect at the
             // batch's Sync (drivers such as pgjdbc and psycopg send SET this way).
@@ -882,7 +981,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
         }
         if !self.transaction_mode || name.is_empty() {
-            self.push_client(Expect::Parse);
+            self.push_timed(Expect::Parse, fp);
             self.to_server.extend_from_slice(frame);
             return Ok(());
         }
@@ -910,12 +1009,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             self.synthetic(Bytes::from_static(&[b'1', 0, 0, 0, 4]));
         } else {
             server.prepared.insert(key);
-            self.queue.push_back(Pending::Client {
-                expect: Expect::Parse,
-                stmt: Some((key, client_name)),
-                cmd: None,
-                errored: false,
-            });
+            self.push_timed(Expect::Parse, fp);
+            if let Some(Pending::Client { stmt, .. }) = self.queue.back_mut() {
+                *stmt = Some((key, client_name));
+            }
             self.to_server.extend_from_slice(&parse);
         }
         Ok(())
@@ -952,12 +1049,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     }
 
     fn push_client(&mut self, expect: Expect) {
+        self.push_timed(expect, None);
+    }
+
+    fn push_timed(&mut self, expect: Expect, fp: Option<Fp>) {
         self.queue.push_back(Pending::Client {
             expect,
             stmt: None,
             cmd: None,
             errored: false,
+            timing: fp.map(|fp| Timing {
+                fp,
+                start: self.read_at,
+                rows: 0,
+                error: None,
+            }),
         });
+    }
+
+    fn statement_fp(&self, name: &[u8]) -> Option<Fp> {
+        self.obs.as_ref()?;
+        if name.is_empty() {
+            self.unnamed_fp
+        } else {
+            std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| self.named_fps.get(n).copied())
+        }
+    }
+
+    fn set_statement_fp(&mut self, name: &[u8], fp: Option<Fp>) {
+        if name.is_empty() {
+            self.unnamed_fp = fp;
+        } else if let Some(fp) = fp {
+            if self.named_fps.len() < 10_000
+                || self
+                    .named_fps
+                    .contains_key(String::from_utf8_lossy(name).as_ref())
+            {
+                self.named_fps
+                    .insert(String::from_utf8_lossy(name).into(), fp);
+            }
+        }
+    }
+
+    /// The fingerprint of a statement text, when timing is on.
+    fn fp_of(&mut self, sql: &[u8]) -> Option<Fp> {
+        let obs = self.obs.as_ref()?;
+        Some(self.fps.get(obs, sql))
+    }
+
+    /// A statement finished: recorded now, or when its batch can no longer be
+    /// retried (a retried attempt is not counted).
+    fn finish(&mut self, timing: Timing) {
+        let Some(obs) = &self.obs else { return };
+        let done = Done {
+            timing,
+            end: Instant::now(),
+            wait: std::mem::take(&mut self.wait),
+        };
+        if self.batch.eligible {
+            self.batch.done.push(done);
+        } else {
+            record(obs, &done);
+        }
     }
 
     fn note_sync(&mut self) {
@@ -992,6 +1147,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     fn lose_retry(&mut self) {
         if self.batch.eligible {
             self.batch.eligible = false;
+            if let Some(obs) = &self.obs {
+                for done in self.batch.done.drain(..) {
+                    record(obs, &done);
+                }
+            }
             let held = std::mem::take(&mut self.batch.held);
             self.to_client.extend_from_slice(&held);
             self.batch.replay.clear();
@@ -1001,7 +1161,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// Checks out a server and brings it to the client's session settings.
     async fn attach(&mut self) -> Result<(), PgError> {
         let wait = self.db.pool.config.max_client_wait;
-        let mut lease = self.db.pool.checkout(wait).await?;
+        let started = Instant::now();
+        let checkout = self.db.pool.checkout(wait).await;
+        if let Some(obs) = &self.obs {
+            let waited = started.elapsed();
+            self.wait += waited;
+            obs.pool_wait(waited);
+        }
+        let mut lease = checkout?;
         self.slot.set_upstream(Some((
             self.db.pool.upstream.clone(),
             lease.pid,
@@ -1148,6 +1315,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 }
                 if matches!(fields.code.as_str(), "40001" | "40P01") {
                     self.batch.retryable_error = true;
+                    self.batch.retry_reason = if fields.code == "40001" {
+                        "serialization"
+                    } else {
+                        "deadlock"
+                    };
+                }
+                let mut code = [b'X', b'X', b'0', b'0', b'0'];
+                if fields.code.len() == 5 {
+                    code.copy_from_slice(fields.code.as_bytes());
                 }
                 if fatal {
                     if let Some(s) = self.server.as_mut() {
@@ -1163,10 +1339,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         expect,
                         stmt,
                         errored,
+                        timing,
                         ..
                     }) => {
                         *errored = true;
                         let expect = *expect;
+                        if let Some(t) = timing.as_mut() {
+                            t.error = Some(code);
+                        }
+                        let finished = if expect.is_extended() {
+                            timing.take()
+                        } else {
+                            None
+                        };
                         if let Some((key, name)) = stmt.take() {
                             self.stmts.remove(&name);
                             if let Some(s) = self.server.as_mut() {
@@ -1174,6 +1359,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             }
                         }
                         self.emit(frame);
+                        if let Some(t) = finished {
+                            self.finish(t);
+                        }
                         if expect.is_extended() {
                             self.queue.pop_front();
                             self.skip_to_sync();
@@ -1212,7 +1400,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             b'Z' => {
                 self.status = body.first().copied().unwrap_or(b'I');
                 match self.queue.pop_front() {
-                    Some(Pending::Client { cmd, errored, .. }) => {
+                    Some(Pending::Client {
+                        cmd,
+                        errored,
+                        timing,
+                        ..
+                    }) => {
                         if let (Some(cmd), false) = (cmd, errored) {
                             self.tx_cmds.push(cmd);
                         }
@@ -1236,6 +1429,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         {
                             return Ok(Some(Retry { dead: false }));
                         }
+                        if let Some(t) = timing {
+                            self.finish(t);
+                        }
                         self.emit(frame);
                         if done {
                             self.lose_retry();
@@ -1253,27 +1449,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.drain_synthetic();
             }
             b'C' | b'I' | b's' => {
-                if tag == b'C' {
+                let rows = if tag == b'C' {
                     self.batch.completed += 1;
                     self.last_commit = body.starts_with(b"COMMIT");
-                }
+                    tag_rows(body)
+                } else {
+                    0
+                };
                 if !hidden {
                     self.emit(frame);
                 }
-                if matches!(
-                    self.queue.front(),
-                    Some(
-                        Pending::Client {
-                            expect: Expect::Execute,
-                            ..
-                        } | Pending::Hidden {
-                            expect: Expect::Execute,
-                            ..
+                match self.queue.front_mut() {
+                    Some(Pending::Client {
+                        expect: Expect::Execute,
+                        timing,
+                        ..
+                    }) => {
+                        let t = timing.take();
+                        self.queue.pop_front();
+                        if let Some(mut t) = t {
+                            t.rows += rows;
+                            self.finish(t);
                         }
-                    )
-                ) {
-                    self.queue.pop_front();
-                    self.drain_synthetic();
+                        self.drain_synthetic();
+                    }
+                    Some(Pending::Hidden {
+                        expect: Expect::Execute,
+                        ..
+                    }) => {
+                        self.queue.pop_front();
+                        self.drain_synthetic();
+                    }
+                    Some(Pending::Client {
+                        expect: Expect::Query,
+                        timing: Some(t),
+                        ..
+                    }) => t.rows += rows,
+                    _ => {}
                 }
             }
             b'1' | b'2' | b'3' | b'T' | b'n' => {
@@ -1482,6 +1694,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             })
             .count();
         let unsynced = self.unsynced;
+        let lost: Vec<Timing> = self
+            .queue
+            .iter_mut()
+            .filter_map(|p| match p {
+                Pending::Client {
+                    expect: Expect::Execute | Expect::Query,
+                    timing,
+                    ..
+                } => timing.take(),
+                _ => None,
+            })
+            .collect();
+        for mut t in lost {
+            t.error = Some(*b"08006");
+            self.finish(t);
+        }
         self.detach_broken();
         let message =
             format!("the connection to upstream PostgreSQL at {address} was lost: {reason}");
@@ -1525,6 +1753,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     async fn retry(&mut self, server_dead: bool) -> Result<(), End> {
         let attempts = self.batch.attempts + 1;
         let replay = std::mem::take(&mut self.batch.replay);
+        if let Some(obs) = &self.obs {
+            obs.retry(if server_dead {
+                "server_lost"
+            } else {
+                self.batch.retry_reason
+            });
+        }
         self.db
             .pool
             .stats
@@ -1561,6 +1796,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.cbuf.extend_from_slice(&rest);
         self.on_client_data().await
     }
+}
+
+fn record(obs: &DbObs, done: &Done) {
+    let t = &done.timing;
+    let elapsed = done.end.saturating_duration_since(t.start);
+    let code = t.error.as_ref().and_then(|c| std::str::from_utf8(c).ok());
+    obs.record(t.fp, elapsed, done.wait.min(elapsed), t.rows, code);
+}
+
+/// Rows from a CommandComplete tag: its last word when numeric.
+fn tag_rows(body: &[u8]) -> u64 {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    let last = tag.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    std::str::from_utf8(last)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Writes from the front of `buf` with one plain write (the buffer is contiguous;

@@ -104,6 +104,14 @@ impl SqliteDb {
         &self.shared.name
     }
 
+    /// Bytes on disk: the database file and its WAL.
+    pub fn storage_bytes(&self) -> u64 {
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = self.config.path.clone().into_os_string();
+        wal.push("-wal");
+        size(&self.config.path) + size(Path::new(&wal))
+    }
+
     pub fn plans(&self) -> &PlanCache {
         &self.plans
     }

@@ -1,0 +1,421 @@
+//! Statement fingerprints, like `pg_stat_statements`' query ids: literals and
+//! parameters count as one placeholder, whitespace and comments do not count,
+//! unquoted words are case-folded. One linear scan, no allocation; the display
+//! text (`… WHERE id = $1`) is built only the first time a fingerprint is seen.
+//!
+//! Both backends use this scan, so a statement has the same fingerprint on
+//! SQLite and on PostgreSQL; SQLite's literal normalisation (which turns some
+//! literals into `$n`) does not change it either.
+
+/// What kind of statement, for metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Command {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Copy,
+    Ddl,
+    Tcl,
+    Other,
+}
+
+impl Command {
+    pub const ALL: [Command; 8] = [
+        Command::Select,
+        Command::Insert,
+        Command::Update,
+        Command::Delete,
+        Command::Copy,
+        Command::Ddl,
+        Command::Tcl,
+        Command::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Select => "SELECT",
+            Command::Insert => "INSERT",
+            Command::Update => "UPDATE",
+            Command::Delete => "DELETE",
+            Command::Copy => "COPY",
+            Command::Ddl => "DDL",
+            Command::Tcl => "TCL",
+            Command::Other => "OTHER",
+        }
+    }
+
+    fn from_word(w: &[u8]) -> Command {
+        let mut buf = [0u8; 12];
+        if w.len() > buf.len() {
+            return Command::Other;
+        }
+        for (b, c) in buf.iter_mut().zip(w) {
+            *b = c.to_ascii_uppercase();
+        }
+        match &buf[..w.len()] {
+            b"SELECT" | b"WITH" | b"VALUES" | b"TABLE" | b"SHOW" | b"EXPLAIN" => Command::Select,
+            b"INSERT" => Command::Insert,
+            b"UPDATE" => Command::Update,
+            b"DELETE" => Command::Delete,
+            b"COPY" => Command::Copy,
+            b"CREATE" | b"ALTER" | b"DROP" | b"TRUNCATE" | b"COMMENT" | b"GRANT" | b"REVOKE" => {
+                Command::Ddl
+            }
+            b"BEGIN" | b"START" | b"COMMIT" | b"END" | b"ROLLBACK" | b"ABORT" | b"SAVEPOINT"
+            | b"RELEASE" | b"PREPARE" => Command::Tcl,
+            _ => Command::Other,
+        }
+    }
+}
+
+/// A statement's fingerprint: `id` is never 0 (0 is the folded `<other>` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fp {
+    pub id: u64,
+    pub command: Command,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline]
+fn mix(h: u64, b: u8) -> u64 {
+    (h ^ b as u64).wrapping_mul(FNV_PRIME)
+}
+
+/// Longest display text kept for a fingerprint.
+const DISPLAY_LIMIT: usize = 4096;
+
+enum Tok {
+    /// A word (keyword or unquoted identifier), case-folded.
+    Word,
+    /// A literal or a `$n` parameter.
+    Placeholder,
+    /// A quoted identifier, kept exactly.
+    Quoted,
+    /// One punctuation or operator byte.
+    Punct,
+}
+
+/// Scans `sql` token by token, calling `f(kind, text, spaced)` for each, where
+/// `spaced` says whether whitespace or a comment came before the token.
+fn scan(sql: &[u8], mut g: impl FnMut(Tok, &[u8], bool)) {
+    let n = sql.len();
+    let mut i = 0;
+    let gap = std::cell::Cell::new(false);
+    let mut f = |tok: Tok, text: &[u8]| {
+        g(tok, text, gap.get());
+        gap.set(false);
+    };
+    while i < n {
+        let c = sql[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => {
+                gap.set(true);
+                i += 1;
+            }
+            b'-' if sql.get(i + 1) == Some(&b'-') => {
+                gap.set(true);
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                gap.set(true);
+                let mut depth = 0usize;
+                while i < n {
+                    if sql[i] == b'/' && sql.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if sql[i] == b'*' && sql.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'\'' => {
+                i = skip_string(sql, i + 1, false);
+                f(Tok::Placeholder, b"");
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < n {
+                    if sql[i] == b'"' {
+                        if sql.get(i + 1) == Some(&b'"') {
+                            i += 2;
+                            continue;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+                f(Tok::Quoted, &sql[start..i]);
+            }
+            b'$' => {
+                let start = i;
+                i += 1;
+                while i < n && sql[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if i > start + 1 {
+                    f(Tok::Placeholder, b"");
+                    continue;
+                }
+                // Dollar quoting: $tag$ … $tag$.
+                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_') {
+                    i += 1;
+                }
+                if i < n && sql[i] == b'$' {
+                    let tag = &sql[start..=i];
+                    i += 1;
+                    match find(&sql[i..], tag) {
+                        Some(end) => i += end + tag.len(),
+                        None => i = n,
+                    }
+                    f(Tok::Placeholder, b"");
+                } else {
+                    f(Tok::Punct, &sql[start..start + 1]);
+                    i = start + 1;
+                }
+            }
+            b'0'..=b'9' => {
+                i = skip_number(sql, i);
+                f(Tok::Placeholder, b"");
+            }
+            b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                i = skip_number(sql, i);
+                f(Tok::Placeholder, b"");
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                let start = i;
+                while i < n
+                    && (sql[i].is_ascii_alphanumeric()
+                        || sql[i] == b'_'
+                        || sql[i] == b'$'
+                        || sql[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                // E'…', B'…', X'…', N'…' string literals.
+                if i < n && sql[i] == b'\'' && word.len() == 1 {
+                    let escapes = word[0].eq_ignore_ascii_case(&b'e');
+                    if matches!(word[0].to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n') {
+                        i = skip_string(sql, i + 1, escapes);
+                        f(Tok::Placeholder, b"");
+                        continue;
+                    }
+                }
+                f(Tok::Word, word);
+            }
+            _ => {
+                i += 1;
+                f(Tok::Punct, &sql[i - 1..i]);
+            }
+        }
+    }
+}
+
+fn skip_string(sql: &[u8], mut i: usize, backslash_escapes: bool) -> usize {
+    let n = sql.len();
+    while i < n {
+        match sql[i] {
+            b'\\' if backslash_escapes => i += 2,
+            b'\'' if sql.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    n
+}
+
+fn skip_number(sql: &[u8], mut i: usize) -> usize {
+    let n = sql.len();
+    while i < n {
+        let c = sql[i];
+        let exponent_sign = (c == b'+' || c == b'-') && matches!(sql[i - 1], b'e' | b'E');
+        if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || exponent_sign {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The fingerprint of `sql`.
+pub fn fingerprint(sql: &[u8]) -> Fp {
+    let mut h = FNV_OFFSET;
+    let mut first: Option<Command> = None;
+    let mut pending_semicolons = 0u32;
+    scan(sql, |tok, text, _| {
+        if first.is_none() {
+            first = Some(match tok {
+                Tok::Word => Command::from_word(text),
+                _ => Command::Other,
+            });
+        }
+        // Trailing semicolons do not count: hash them only when something follows.
+        if matches!(tok, Tok::Punct) && text == b";" {
+            pending_semicolons += 1;
+            return;
+        }
+        for _ in 0..pending_semicolons {
+            h = mix(h, b';');
+        }
+        pending_semicolons = 0;
+        match tok {
+            Tok::Word => {
+                h = mix(h, 0xfe);
+                for &b in text {
+                    h = mix(h, b.to_ascii_lowercase());
+                }
+            }
+            Tok::Quoted => {
+                h = mix(h, 0xfd);
+                for &b in text {
+                    h = mix(h, b);
+                }
+            }
+            Tok::Placeholder => h = mix(h, 0xfc),
+            Tok::Punct => h = mix(h, text[0]),
+        }
+    });
+    Fp {
+        id: h.max(1),
+        command: first.unwrap_or(Command::Other),
+    }
+}
+
+/// The text shown for a fingerprint: literals and parameters as `$1…$n` in order,
+/// whitespace and comments folded to single spaces, trailing semicolons dropped.
+pub fn display(sql: &[u8]) -> String {
+    let mut out = String::with_capacity(sql.len().min(DISPLAY_LIMIT));
+    let mut placeholders = 0u32;
+    let mut semicolons = 0u32;
+    scan(sql, |tok, text, spaced| {
+        if out.len() >= DISPLAY_LIMIT {
+            return;
+        }
+        if matches!(tok, Tok::Punct) && text == b";" {
+            semicolons += 1;
+            return;
+        }
+        for _ in 0..semicolons {
+            out.push(';');
+        }
+        semicolons = 0;
+        // Whitespace as written, each run folded to one space.
+        if spaced && !out.is_empty() {
+            out.push(' ');
+        }
+        match tok {
+            Tok::Placeholder => {
+                placeholders += 1;
+                out.push('$');
+                out.push_str(itoa::Buffer::new().format(placeholders));
+            }
+            _ => out.push_str(&String::from_utf8_lossy(text)),
+        }
+    });
+    if out.len() > DISPLAY_LIMIT {
+        let mut cut = DISPLAY_LIMIT;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(s: &str) -> u64 {
+        fingerprint(s.as_bytes()).id
+    }
+
+    #[test]
+    fn literals_whitespace_and_case_do_not_matter() {
+        let a = fp("SELECT abalance FROM pgbench_accounts WHERE aid = 42;");
+        assert_eq!(
+            a,
+            fp("select  abalance\n FROM pgbench_accounts where aid=$1")
+        );
+        assert_eq!(
+            a,
+            fp("SELECT abalance FROM pgbench_accounts WHERE aid = '42' -- x")
+        );
+        assert_ne!(
+            a,
+            fp("SELECT bbalance FROM pgbench_accounts WHERE aid = 42")
+        );
+        assert_ne!(fp("SELECT \"A\" FROM t"), fp("SELECT \"a\" FROM t"));
+        assert_eq!(fp("SELECT a FROM t"), fp("SELECT A FROM T"));
+        assert_eq!(
+            fp("SELECT E'it''s\\n', 1.5e-3, $x$dollar$x$"),
+            fp("SELECT 'x', 7, 8")
+        );
+        assert_ne!(fp("SELECT 1; SELECT 2"), fp("SELECT 1"));
+    }
+
+    #[test]
+    fn display_numbers_placeholders_in_order() {
+        assert_eq!(
+            display(b"SELECT  a,b FROM t\n WHERE x = 5 AND y='q' /* c */ LIMIT 10;"),
+            "SELECT a,b FROM t WHERE x = $1 AND y=$2 LIMIT $3"
+        );
+        assert_eq!(
+            display(b"update t set v=v+1 where id = $1 returning v::text"),
+            "update t set v=v+$1 where id = $2 returning v::text"
+        );
+        assert_eq!(
+            display(b"SELECT f(1, 2) FROM s.t"),
+            "SELECT f($1, $2) FROM s.t"
+        );
+    }
+
+    #[test]
+    fn commands_are_classified() {
+        assert_eq!(fingerprint(b"  select 1").command, Command::Select);
+        assert_eq!(
+            fingerprint(b"INSERT INTO t VALUES (1)").command,
+            Command::Insert
+        );
+        assert_eq!(fingerprint(b"create table t (a int)").command, Command::Ddl);
+        assert_eq!(fingerprint(b"BEGIN").command, Command::Tcl);
+        assert_eq!(fingerprint(b"VACUUM").command, Command::Other);
+        assert_eq!(fingerprint(b"").command, Command::Other);
+    }
+
+    #[test]
+    fn unterminated_input_does_not_panic() {
+        for s in [
+            "'abc",
+            "\"abc",
+            "$tag$ abc",
+            "/* abc",
+            "E'\\",
+            "1e",
+            "$",
+            "--",
+        ] {
+            let _ = fingerprint(s.as_bytes());
+            let _ = display(s.as_bytes());
+        }
+    }
+}
