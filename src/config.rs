@@ -808,6 +808,12 @@ impl Config {
                 }
             }
         }
+        if masked.http.token.is_some() {
+            masked.http.token = Some("********".into());
+        }
+        if let Some(url) = &mut masked.observe.webhook_url {
+            *url = mask_url_password(url);
+        }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }

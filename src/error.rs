@@ -46,6 +46,8 @@ pub mod code {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const INTERNAL_ERROR: &str = "XX000";
 

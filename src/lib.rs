@@ -2,6 +2,7 @@
 //! each configured database is served from a SQLite file (and, later, an upstream
 //! PostgreSQL). See `ARCHITECTURE.md` for the map of modules.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod error;

@@ -30,6 +30,19 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print the health of a running unidb (from its HTTP endpoint); exits 2 when
+    /// critical, 1 when it cannot be reached.
+    Health {
+        /// Config file naming the HTTP endpoint (`[http] listen`).
+        #[arg(long, short, default_value = "config/unidb.toml")]
+        config: PathBuf,
+        /// Base URL of the HTTP endpoint, instead of the config's.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,8 +75,33 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}: OK", path.display());
             Ok(())
         }
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
+        Command::Health { config, url, json } => {
+            let base = match url {
+                Some(u) => u.trim_end_matches('/').to_string(),
+                None => {
+                    let c = Config::load(&config)?;
+                    let addr = c.http.listen.with_context(|| {
+                        format!(
+                            "{} has no [http] listen address; pass --url",
+                            config.display()
+                        )
+                    })?;
+                    format!("http://{addr}")
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match runtime.block_on(health(&base, json)) {
+                Ok(critical) => std::process::exit(if critical { 2 } else { 0 }),
+                Err(e) => {
+                    eprintln!("unidb health: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
             init_logging(config.log.format, &config.log.level);
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.enable_all();
@@ -73,14 +111,66 @@ fn main() -> anyhow::Result<()> {
             let runtime = builder.build()?;
             // The accept loop runs on a worker, so a new connection's task starts
             // on that worker instead of being handed over from the main thread.
-            runtime.block_on(async { tokio::spawn(serve(config)).await? })
+            runtime.block_on(async { tokio::spawn(serve(config, path)).await? })
         }
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Fetches `/health` and prints it; `Ok(true)` when critical.
+async fn health(base: &str, raw: bool) -> anyhow::Result<bool> {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let url = format!("{base}/health");
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{url} answered {status} with something other than JSON"))?;
+    if raw {
+        println!("{text}");
+    } else {
+        println!(
+            "status: {}  score: {}",
+            v["status"].as_str().unwrap_or("?"),
+            v["score"]
+        );
+        for c in v["checks"].as_array().into_iter().flatten() {
+            let ok = if c["ok"].as_bool() == Some(true) {
+                "ok "
+            } else {
+                "BAD"
+            };
+            println!(
+                "  [{ok}] {}: {}",
+                c["name"].as_str().unwrap_or(""),
+                c["detail"].as_str().unwrap_or("")
+            );
+        }
+        for a in v["alerts"].as_array().into_iter().flatten() {
+            println!(
+                "  alert {} ({}, {}) on {}: {}",
+                a["name"].as_str().unwrap_or(""),
+                a["severity"].as_str().unwrap_or(""),
+                a["state"].as_str().unwrap_or(""),
+                a["database"].as_str().unwrap_or(""),
+                a["summary"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(v["status"] == "critical")
+}
+
+async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let state = unidb::server::ServerState::new(config)?;
+    let _ = state.config_path.set(path);
+    spawn_reload_on_sighup(state.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -92,6 +182,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     unidb::server::run(listener, state, shutdown_signal()).await;
     Ok(())
+}
+
+/// SIGHUP re-reads the configuration, as `RELOAD` does.
+fn spawn_reload_on_sighup(state: std::sync::Arc<unidb::server::ServerState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            if let Err(e) = state.reload() {
+                tracing::error!(error = %e, "reload failed; the running configuration is unchanged");
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

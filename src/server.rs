@@ -19,21 +19,56 @@ use crate::config::{Config, DatabaseConfig, TlsConfig};
 use crate::frontend::auth::UserStore;
 use crate::observe::{DbGauges, Observer, PoolGauges};
 
-/// Sessions' cancel keys: a CancelRequest names a pid and a secret.
+/// Who a connected client is, for the admin console's `SHOW CLIENTS`.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub user: String,
+    pub database: String,
+    pub addr: Option<std::net::SocketAddr>,
+    pub connected_at: std::time::SystemTime,
+    pub application_name: String,
+    pub tls: bool,
+}
+
+struct Registered {
+    secret: i32,
+    slot: Arc<CancelSlot>,
+    info: ClientInfo,
+}
+
+/// Sessions' cancel keys (a CancelRequest names a pid and a secret) and who they are.
 #[derive(Default)]
 pub struct CancelRegistry {
     next_pid: AtomicI32,
     /// std `Mutex`: held for a map operation only, never across an await.
-    sessions: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+    sessions: Mutex<HashMap<i32, Registered>>,
 }
 
 impl CancelRegistry {
-    pub fn register(&self) -> (i32, i32, Arc<CancelSlot>) {
+    pub fn register(&self, info: ClientInfo) -> (i32, i32, Arc<CancelSlot>) {
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) + 10_000;
         let secret = i32::from_ne_bytes(crate::frontend::auth::random_bytes());
         let slot = Arc::new(CancelSlot::default());
-        self.lock().insert(pid, (secret, slot.clone()));
+        self.lock().insert(
+            pid,
+            Registered {
+                secret,
+                slot: slot.clone(),
+                info,
+            },
+        );
         (pid, secret, slot)
+    }
+
+    /// Every connected client: pid, who it is, and its session's slot.
+    pub fn clients(&self) -> Vec<(i32, ClientInfo, Arc<CancelSlot>)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(pid, r)| (*pid, r.info.clone(), r.slot.clone()))
+            .collect();
+        v.sort_by_key(|(pid, _, _)| *pid);
+        v
     }
 
     pub fn unregister(&self, pid: i32) {
@@ -43,7 +78,7 @@ impl CancelRegistry {
     /// Cancels the running statement of session `pid` if `secret` matches.
     pub fn cancel(&self, pid: i32, secret: i32) {
         let slot = match self.lock().get(&pid) {
-            Some((s, slot)) if *s == secret => slot.clone(),
+            Some(r) if r.secret == secret => r.slot.clone(),
             _ => {
                 tracing::debug!(pid, "cancel request with an unknown key ignored");
                 return;
@@ -55,13 +90,48 @@ impl CancelRegistry {
 
     /// Wakes every session (they check the shutdown flag when woken).
     pub fn wake_all(&self) {
-        for (_, slot) in self.lock().values() {
-            slot.notify.notify_waiters();
+        for r in self.lock().values() {
+            r.slot.notify.notify_waiters();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (i32, Arc<CancelSlot>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Registered>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `PAUSE`/`RESUME` of one database: while paused, new transactions wait.
+pub struct Pause {
+    paused: std::sync::atomic::AtomicBool,
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Pause {
+    fn default() -> Self {
+        Pause {
+            paused: std::sync::atomic::AtomicBool::new(false),
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl Pause {
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        self.tx.send_replace(paused);
+    }
+
+    /// Returns once the database is not paused (at once when it is not).
+    pub async fn wait_resumed(&self) {
+        if !self.is_paused() {
+            return;
+        }
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|p| !*p).await;
     }
 }
 
@@ -75,12 +145,17 @@ pub enum Database {
 /// Everything sessions share.
 pub struct ServerState {
     pub config: Config,
-    pub users: UserStore,
     pub databases: HashMap<String, Database>,
     pub tls: Option<TlsAcceptor>,
     pub cancels: CancelRegistry,
     /// Statement timing, metrics, alerts and health.
     pub observer: Arc<Observer>,
+    /// `PAUSE` state per database.
+    pub pauses: HashMap<String, Arc<Pause>>,
+    /// The file the configuration came from, re-read by `RELOAD` and SIGHUP.
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
+    /// What `RELOAD` can change without a restart.
+    pub live: std::sync::RwLock<Arc<Live>>,
     /// Where the HTTP endpoint listens, once it does.
     pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// One permit per connected client (`max_clients`).
@@ -91,10 +166,63 @@ pub struct ServerState {
     shutdown_tx: watch::Sender<bool>,
 }
 
+/// Settings `RELOAD` replaces while clients stay connected.
+pub struct Live {
+    pub users: UserStore,
+    pub admin_users: Vec<String>,
+    pub http_token: Option<String>,
+}
+
+impl Live {
+    pub fn from_config(config: &Config) -> Live {
+        Live {
+            users: UserStore::from_config(&config.users),
+            admin_users: config.server.admin_users.clone(),
+            http_token: config.http.token.clone(),
+        }
+    }
+}
+
 impl ServerState {
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the configuration file and applies what can change while clients
+    /// stay connected: users, admin users, the HTTP token, alert rules. Returns
+    /// notes on changes that need a restart.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let path = self
+            .config_path
+            .get()
+            .ok_or("this server was not started from a configuration file")?;
+        let new = Config::load(path).map_err(|e| e.to_string())?;
+        let rules = crate::observe::alerts::effective_rules(&new.alerts)?;
+        let mut notes = Vec::new();
+        if new.server.listen != self.config.server.listen
+            || new.http.listen != self.config.http.listen
+        {
+            notes.push("listen addresses changed: they take effect after a restart".to_string());
+        }
+        if format!("{:?}", new.databases) != format!("{:?}", self.config.databases) {
+            notes.push(
+                "[databases] changed: database settings take effect after a restart".to_string(),
+            );
+        }
+        if format!("{:?}", new.observe) != format!("{:?}", self.config.observe) {
+            notes.push("[observe] changed: it takes effect after a restart".to_string());
+        }
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Live::from_config(&new));
+        self.observer.set_rules(rules);
+        tracing::info!(path = %path.display(), "configuration reloaded");
+        for n in &notes {
+            tracing::warn!("{n}");
+        }
+        Ok(notes)
+    }
+
     /// Opens every database and loads TLS material.
     pub fn new(config: Config) -> anyhow::Result<Arc<ServerState>> {
-        let users = UserStore::from_config(&config.users);
         let mut databases = HashMap::new();
         for (name, db) in &config.databases {
             match db {
@@ -108,15 +236,23 @@ impl ServerState {
         }
         let tls = config.server.tls.as_ref().map(load_tls).transpose()?;
         let observer = Observer::new(&config)?;
+        let pauses = config
+            .databases
+            .keys()
+            .map(|k| (k.clone(), Arc::new(Pause::default())))
+            .collect();
+        let live = Live::from_config(&config);
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Arc::new(ServerState {
             clients: Arc::new(Semaphore::new(config.server.max_clients)),
             config,
-            users,
             databases,
             tls,
             cancels: CancelRegistry::default(),
             observer,
+            pauses,
+            config_path: std::sync::OnceLock::new(),
+            live: std::sync::RwLock::new(Arc::new(live)),
             http_addr: std::sync::OnceLock::new(),
             shutdown,
             shutdown_tx,
@@ -130,7 +266,7 @@ impl ServerState {
     }
 
     pub fn users_is_empty(&self) -> bool {
-        self.config.users.is_empty()
+        self.live().users.is_empty()
     }
 
     /// What the observer samples from each database, in the observer's order.

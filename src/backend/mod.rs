@@ -45,6 +45,23 @@ impl CancelSlot {
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
+    /// The backend pid of the upstream server attached to this session, if any.
+    pub fn upstream_pid(&self) -> Option<i32> {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, pid, _)| *pid)
+    }
+
+    /// Whether a SQLite statement is running for this session.
+    pub fn running(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// The upstream server (and its cancel key) running this session's statements.
     pub(crate) fn set_upstream(&self, value: Option<(Arc<Upstream>, i32, i32)>) {
         *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = value;

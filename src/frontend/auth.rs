@@ -93,6 +93,10 @@ impl UserStore {
     pub fn get(&self, name: &str) -> Option<&UserSecrets> {
         self.users.get(name)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -20,7 +20,7 @@ use crate::error::{code, PgError, PgResult, Severity};
 use crate::observe::{DbObs, Fp, FpCache};
 use crate::protocol::write as msg;
 use crate::protocol::{Column, Frontend, FrontendReader, ReadError, TransactionStatus};
-use crate::server::ServerState;
+use crate::server::{Pause, ServerState};
 use crate::sql::{Kind, Plan};
 use crate::types::PgType;
 
@@ -85,6 +85,7 @@ pub struct Session<S> {
     /// Rows and error of the statement being timed.
     stmt_rows: u64,
     stmt_error: Option<&'static str>,
+    pause: Arc<Pause>,
 }
 
 /// How a session ends.
@@ -109,6 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         greeting: BytesMut,
     ) -> Session<S> {
         let (rows_tx, rows_rx) = mpsc::channel(4);
+        let pause = state.pauses[db.name()].clone();
         let obs = state
             .observer
             .db(db.name())
@@ -140,6 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             fps: FpCache::default(),
             stmt_rows: 0,
             stmt_error: None,
+            pause,
         }
     }
 
@@ -236,6 +239,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn handle(&mut self, message: Frontend) -> Option<End> {
+        // PAUSE: a new transaction (or autocommit statement) waits until RESUME.
+        if matches!(message, Frontend::Query(_) | Frontend::Execute(_))
+            && matches!(self.tx, Tx::Idle)
+            && self.pause.is_paused()
+        {
+            self.pause.wait_resumed().await;
+        }
         // A deferred Describe runs now unless this is the Execute it was waiting for.
         if let Some(portal) = self.pending_describe.take() {
             let same = matches!(&message, Frontend::Execute(e) if e.name.as_deref().unwrap_or_default() == portal);

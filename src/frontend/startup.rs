@@ -16,7 +16,7 @@ use super::session::Session;
 use crate::config::AuthMethod;
 use crate::error::{code, PgError};
 use crate::protocol::{self, write as msg, Frontend, FrontendReader, ReadError, StartupRequest};
-use crate::server::{Database, ServerState};
+use crate::server::{ClientInfo, Database, ServerState};
 
 /// A session after its handshake: what a connected client costs while it lives.
 type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -34,6 +34,7 @@ pub async fn serve_tcp(tcp: TcpStream, state: Arc<ServerState>) {
 /// Negotiation and authentication; returns the session to run, if any.
 async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<SessionFuture> {
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match protocol::read_startup(&mut tcp, &mut buf).await {
@@ -46,7 +47,7 @@ async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<Sessio
                             return None;
                         }
                         match Box::pin(acceptor.accept(tcp)).await {
-                            Ok(tls) => return Box::pin(serve_after_tls(tls, state)).await,
+                            Ok(tls) => return Box::pin(serve_after_tls(tls, state, peer)).await,
                             Err(e) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
                                 return None;
@@ -71,7 +72,7 @@ async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<Sessio
                 return None;
             }
             Ok(StartupRequest::Startup { params, .. }) => {
-                return Box::pin(start_session(tcp, buf, params, state)).await;
+                return Box::pin(start_session(tcp, buf, params, state, peer, false)).await;
             }
             Err(e) => {
                 reject_startup(&mut tcp, e).await;
@@ -84,11 +85,12 @@ async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<Sessio
 async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
     state: Arc<ServerState>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Option<SessionFuture> {
     let mut buf = BytesMut::with_capacity(1024);
     match protocol::read_startup(&mut stream, &mut buf).await {
         Ok(StartupRequest::Startup { params, .. }) => {
-            Box::pin(start_session(stream, buf, params, state)).await
+            Box::pin(start_session(stream, buf, params, state, peer, true)).await
         }
         Ok(StartupRequest::Cancel { pid, secret }) => {
             state.cancels.cancel(pid, secret);
@@ -133,6 +135,8 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     buf: BytesMut,
     params: BTreeMap<String, String>,
     state: Arc<ServerState>,
+    peer: Option<std::net::SocketAddr>,
+    tls: bool,
 ) -> Option<SessionFuture> {
     let mut reader = FrontendReader::new(buf, state.config.server.max_message_size);
     let Some(user) = params.get("user").filter(|u| !u.is_empty()).cloned() else {
@@ -178,6 +182,38 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
         Err(None) => return None,
     };
+    let info = ClientInfo {
+        user: user.clone(),
+        database: database.clone(),
+        addr: peer,
+        connected_at: std::time::SystemTime::now(),
+        application_name: params.get("application_name").cloned().unwrap_or_default(),
+        tls,
+    };
+    if database == crate::admin::DATABASE {
+        if !state.live().admin_users.contains(&user) {
+            tracing::info!(user = %user, "admin console refused: not an admin user");
+            let _ = stream.write_all(&greeting).await;
+            send_fatal(
+                &mut stream,
+                PgError::new(
+                    code::INSUFFICIENT_PRIVILEGE,
+                    format!("permission denied: user \"{user}\" may not use the admin console"),
+                )
+                .with_hint("admin users are listed in [server] admin_users"),
+            )
+            .await;
+            return None;
+        }
+        let (pid, secret, _slot) = state.cancels.register(info);
+        tracing::info!(pid, user = %user, "admin console session started");
+        let session = crate::admin::serve(stream, reader, greeting, state.clone(), pid, secret);
+        return Some(Box::pin(async move {
+            let _client_permit = client_permit;
+            session.await;
+            state.cancels.unregister(pid);
+        }));
+    }
     let Some(db) = state.databases.get(&database).cloned() else {
         let _ = stream.write_all(&greeting).await;
         {
@@ -193,7 +229,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             return None;
         }
     };
-    let (pid, secret, slot) = state.cancels.register();
+    let (pid, secret, slot) = state.cancels.register(info);
     tracing::debug!(pid, user = %user, database = %database, "session started");
     let clients = state.observer.db(&database).map(|o| o.clients().clone());
     if let Some(g) = &clients {
@@ -253,7 +289,8 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     state: &ServerState,
     user: &str,
 ) -> Result<BytesMut, Option<PgError>> {
-    let secrets = state.users.get(user);
+    let live = state.live();
+    let secrets = live.users.get(user);
     let bad_password = || {
         PgError::new(
             code::INVALID_PASSWORD,

@@ -52,6 +52,14 @@ pub struct Pool {
     pub stats: PoolStats,
 }
 
+/// An idle server connection as the admin console shows it.
+pub struct IdleServer {
+    pub pid: i32,
+    pub age: Duration,
+    pub idle: Duration,
+    pub tls: bool,
+}
+
 /// A server connection checked out of the pool; goes back on drop unless broken.
 pub struct Lease {
     conn: Option<ServerConn>,
@@ -240,6 +248,19 @@ impl Pool {
         }
         conn.last_used = Instant::now();
         lock(&self.idle).push(conn);
+    }
+
+    /// The idle connections, for the admin console.
+    pub fn idle_servers(&self) -> Vec<IdleServer> {
+        lock(&self.idle)
+            .iter()
+            .map(|c| IdleServer {
+                pid: c.pid,
+                age: c.created.elapsed(),
+                idle: c.last_used.elapsed(),
+                tls: matches!(c.stream, conn::Stream::Tls(_)),
+            })
+            .collect()
     }
 
     /// Tries one connection (kept idle when it works): how an unreachable upstream's

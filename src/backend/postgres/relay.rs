@@ -32,7 +32,7 @@ use crate::config::{PoolMode, SessionSet};
 use crate::error::{code, PgError, Severity};
 use crate::observe::{DbObs, Fp, FpCache};
 use crate::protocol::write as msg;
-use crate::server::ServerState;
+use crate::server::{Pause, ServerState};
 
 /// Output waiting for a peer beyond this stops reading from the other side.
 const BACKPRESSURE: usize = 256 * 1024;
@@ -270,6 +270,7 @@ pub struct Relay<S> {
     read_at: Instant,
     /// Time spent waiting for a server, charged to the next statement recorded.
     wait: Duration,
+    pause: Arc<Pause>,
 }
 
 /// Serves a client of a PostgreSQL-backed database after authentication.
@@ -318,6 +319,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         .db(&db.pool.name)
         .filter(|o| o.enabled())
         .cloned();
+    let pause = state.pauses[&db.pool.name].clone();
     let relay = Relay {
         client,
         cbuf: leftover,
@@ -349,6 +351,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         portal_fp: None,
         read_at: Instant::now(),
         wait: Duration::ZERO,
+        pause,
     };
     relay.run().await;
 }
@@ -1162,6 +1165,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     async fn attach(&mut self) -> Result<(), PgError> {
         let wait = self.db.pool.config.max_client_wait;
         let started = Instant::now();
+        // PAUSE: new transactions wait here until RESUME.
+        self.pause.wait_resumed().await;
         let checkout = self.db.pool.checkout(wait).await;
         if let Some(obs) = &self.obs {
             let waited = started.elapsed();

@@ -104,6 +104,16 @@ impl SqliteDb {
         &self.shared.name
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// 1 while a session holds the writer (a write transaction is open), else 0.
+    pub fn busy(&self) -> usize {
+        1 - self.writer_permit.available_permits().min(1)
+    }
+
     /// Bytes on disk: the database file and its WAL.
     pub fn storage_bytes(&self) -> u64 {
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
