@@ -630,3 +630,90 @@ async fn promtool_accepts_metrics_and_rules() {
     }
     s.stop().await;
 }
+
+/// The dashboard in headless Chromium while pgbench loads unidb (PostgreSQL
+/// backend): no console errors, charts with points, a populated slowest table.
+/// The screenshot is kept in target/dashboard/dashboard.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_renders_live_data_under_pgbench_load() {
+    let pg = PgCluster::start("");
+    let s = common::pg::pooler(&pg.app_url(), "pool_size = 4").await;
+    let base = s.http().await;
+    let port = s.addr.port().to_string();
+    let pgbench = |args: &[&str]| {
+        std::process::Command::new("pgbench")
+            .env("PGPASSWORD", "app")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "app"])
+            .args(args)
+            .arg("app")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("pgbench (installed with PostgreSQL)")
+    };
+    let init = pgbench(&["-i", "-s", "1", "-q"])
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let load = pgbench(&["-n", "-S", "-c", "4", "-j", "2", "-T", "12"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let out_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard/check.sh");
+    let url = format!("{base}/");
+    let check = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .args([script, &url, out_dir])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        check.status.success(),
+        "dashboard check: {stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    println!("{stdout}");
+    let dom = std::fs::read_to_string(format!("{out_dir}/dom.html")).unwrap();
+    let attr = |id: &str, name: &str| -> f64 {
+        let at = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no #{id}"));
+        let tag_start = dom[..at].rfind('<').unwrap();
+        let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>').unwrap()];
+        let key = format!("{name}=\"");
+        let v = &tag[tag
+            .find(&key)
+            .unwrap_or_else(|| panic!("#{id} lacks {name}: {tag}"))
+            + key.len()..];
+        v[..v.find('"').unwrap()].parse().unwrap()
+    };
+    assert!(attr("throughput-chart", "data-points") >= 3.0);
+    assert!(
+        attr("throughput-chart", "data-max") > 10.0,
+        "queries/s plotted"
+    );
+    assert!(attr("latency-chart", "data-points") >= 3.0);
+    assert!(attr("slowest", "data-rows") >= 1.0);
+    assert!(
+        dom.contains("SELECT abalance FROM pgbench_accounts WHERE aid = $1"),
+        "pgbench's statement in the table"
+    );
+    let png = std::fs::metadata(format!("{out_dir}/dashboard.png")).unwrap();
+    assert!(png.len() > 10_000, "a real screenshot");
+
+    let out = load.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("number of failed transactions: 0 "),
+        "{stdout}"
+    );
+    s.stop().await;
+}
