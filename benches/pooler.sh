@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Whole-system benchmark of transaction pooling: pgbench against a throwaway PostgreSQL 15
-# cluster directly, through PgBouncer and through unidb, all three in transaction
-# pooling mode with 20 server connections, on the same pgbench database (scale 10).
+# cluster directly, through PgBouncer and through unidb, all in transaction pooling mode
+# with 20 server connections, on the same pgbench database (scale 10). A second unidb
+# with `[observe] enabled = false` (target unidb-noobs) measures what statement timing
+# and statistics cost.
 #
 #   benches/pooler.sh [seconds-per-run (default 20)] [runs (default 3)]
 #
 # Environment:
-#   TARGETS       targets to run, any of "direct pgbouncer unidb" (default: all three)
+#   TARGETS       targets to run, any of "direct pgbouncer unidb unidb-noobs" (default: all)
 #   UNIDB_BIN     unidb binary, relative to the repository root or absolute
 #                 (default target/release/unidb, built with cargo if missing)
 #   IDLE_CLIENTS  idle connections for the memory measurement (default 2000; 0 skips it)
@@ -14,7 +16,8 @@
 #
 # For every workload it runs pgbench against each target once per run, targets
 # interleaved within a run, and prints a markdown table of the median TPS and average
-# latency per target, the ratios unidb/PgBouncer and unidb/direct, and the failed
+# latency per target, the ratios unidb/PgBouncer, unidb/direct and unidb/unidb-noobs
+# (observation on over off), and the failed
 # transactions summed over every run. Then it opens IDLE_CLIENTS idle client connections
 # (benches/idle_clients.py) to each pooler and prints its resident memory per idle client.
 #
@@ -26,7 +29,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${1:-${DURATION:-20}}
 RUNS=${2:-${RUNS:-3}}
-TARGETS=${TARGETS:-"direct pgbouncer unidb"}
+TARGETS=${TARGETS:-"direct pgbouncer unidb unidb-noobs"}
 UNIDB_BIN=${UNIDB_BIN:-target/release/unidb}
 IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -83,7 +86,7 @@ check_arguments() {
     [[ $IDLE_CLIENTS =~ ^[0-9]+$ ]] || die "IDLE_CLIENTS must be a number, got '$IDLE_CLIENTS'"
     local t
     for t in $TARGETS; do
-        case $t in direct | pgbouncer | unidb) ;; *) die "unknown target '$t' in TARGETS (use direct, pgbouncer, unidb)" ;; esac
+        case $t in direct | pgbouncer | unidb | unidb-noobs) ;; *) die "unknown target '$t' in TARGETS (use direct, pgbouncer, unidb, unidb-noobs)" ;; esac
     done
     [ -n "${TARGETS// /}" ] || die "TARGETS is empty"
     [ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL and PgBouncer are started as the postgres user with runuser)"
@@ -116,14 +119,15 @@ build_unidb() {
     fi
 }
 
-# Pick three free TCP ports on 127.0.0.1 (all bound at once, so they are distinct).
+# Pick free TCP ports on 127.0.0.1 (all bound at once, so they are distinct): PostgreSQL,
+# PgBouncer, the two unidb instances and their HTTP endpoints.
 pick_ports() {
-    read -r PG_PORT BOUNCER_PORT UNIDB_PORT < <(python3 -c '
+    read -r PG_PORT BOUNCER_PORT UNIDB_PORT NOOBS_PORT UNIDB_HTTP NOOBS_HTTP < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(6)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
-    declare -gA PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [unidb]=$UNIDB_PORT)
+    declare -gA PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [unidb]=$UNIDB_PORT [unidb-noobs]=$NOOBS_PORT)
 }
 
 # --- process handling -----------------------------------------------------------------
@@ -143,6 +147,7 @@ cleanup() {
     set +e
     [ -n "${IDLE_PID:-}" ] && kill "$IDLE_PID" 2>/dev/null
     [ -n "${UNIDB_PID:-}" ] && stop_pid "$UNIDB_PID"
+    [ -n "${NOOBS_PID:-}" ] && stop_pid "$NOOBS_PID"
     [ -n "${BOUNCER_PID:-}" ] && stop_pid "$BOUNCER_PID"
     [ -d "${WORK:-}/pg" ] && as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1
     [ -n "${WORK:-}" ] && rm -rf "$WORK"
@@ -262,14 +267,20 @@ INI
     check_fd_limit PgBouncer "$BOUNCER_PID"
 }
 
-# unidb in transaction mode on 127.0.0.1:$UNIDB_PORT, trust for clients, SCRAM to
-# PostgreSQL, the same pool size as PgBouncer.
+# start_unidb NAME PORT HTTP_PORT OBSERVE: unidb in transaction mode on 127.0.0.1:PORT,
+# trust for clients, SCRAM to PostgreSQL, the same pool size as PgBouncer; OBSERVE
+# (true/false) is `[observe] enabled`. Sets START_PID.
 start_unidb() {
-    cat >"$WORK/unidb.toml" <<TOML
+    local name=$1 port=$2 http=$3 observe=$4
+    cat >"$WORK/$name.toml" <<TOML
 [server]
-listen = "127.0.0.1:$UNIDB_PORT"
+listen = "127.0.0.1:$port"
 auth = "trust"
 max_clients = $MAX_CLIENTS
+[http]
+listen = "127.0.0.1:$http"
+[observe]
+enabled = $observe
 [log]
 level = "warn"
 [databases.bench]
@@ -278,10 +289,10 @@ url = "postgres://bench:bench@127.0.0.1:$PG_PORT/bench"
 pool_mode = "transaction"
 pool_size = $POOL_SIZE
 TOML
-    "$UNIDB_BIN" serve --config "$WORK/unidb.toml" >"$WORK/unidb.log" 2>&1 &
-    UNIDB_PID=$!
-    wait_ready unidb "$UNIDB_PORT" "$UNIDB_PID" "$WORK/unidb.log"
-    check_fd_limit unidb "$UNIDB_PID"
+    "$UNIDB_BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+    START_PID=$!
+    wait_ready "$name" "$port" "$START_PID" "$WORK/$name.log"
+    check_fd_limit "$name" "$START_PID"
 }
 
 # --- benchmark ------------------------------------------------------------------------
@@ -357,17 +368,18 @@ cell() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 print_table() {
-    echo "| mode | direct tps | pgbouncer tps | unidb tps | unidb/pgbouncer | unidb/direct | avg latency ms (direct/pgbouncer/unidb) | failed |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-    local mode d b u failed
+    echo "| mode | direct tps | pgbouncer tps | unidb tps | unidb/pgbouncer | unidb/direct | unidb observe off tps | observe on/off | avg latency ms (direct/pgbouncer/unidb) | failed |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local mode d b u n failed
     for mode in "${MODES[@]}"; do
         d=$(cell "$mode" direct tps)
         b=$(cell "$mode" pgbouncer tps)
         u=$(cell "$mode" unidb tps)
+        n=$(cell "$mode" unidb-noobs tps)
         failed=${FAILED[$mode]:-0}
         [ "${ABORTED[$mode]:-0}" -gt 0 ] && failed="$failed (${ABORTED[$mode]} runs aborted)"
-        printf '| %s | %s | %s | %s | %s | %s | %s / %s / %s | %s |\n' "${MODE_LABEL[$mode]}" "$d" "$b" "$u" \
-            "$(ratio "$u" "$b")" "$(ratio "$u" "$d")" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %s |\n' "${MODE_LABEL[$mode]}" "$d" "$b" "$u" \
+            "$(ratio "$u" "$b")" "$(ratio "$u" "$d")" "$n" "$(ratio "$u" "$n")" \
             "$(cell "$mode" direct lat)" "$(cell "$mode" pgbouncer lat)" "$(cell "$mode" unidb lat)" "$failed"
     done
 }
@@ -423,7 +435,7 @@ measure_memory() {
 
 check_arguments
 install_packages
-if has_target unidb; then build_unidb; fi
+if has_target unidb || has_target unidb-noobs; then build_unidb; fi
 [ -f benches/idle_clients.py ] || die "benches/idle_clients.py not found (run from the unidb repository)"
 
 WORK=$(mktemp -d /tmp/unidb-pooler.XXXXXX)
@@ -444,7 +456,13 @@ if has_target pgbouncer; then
 fi
 if has_target unidb; then
     log "unidb on 127.0.0.1:$UNIDB_PORT"
-    start_unidb
+    start_unidb unidb "$UNIDB_PORT" "$UNIDB_HTTP" true
+    UNIDB_PID=$START_PID
+fi
+if has_target unidb-noobs; then
+    log "unidb with [observe] enabled = false on 127.0.0.1:$NOOBS_PORT"
+    start_unidb unidb-noobs "$NOOBS_PORT" "$NOOBS_HTTP" false
+    NOOBS_PID=$START_PID
 fi
 sleep 2 # let the load's background writes settle
 
@@ -457,7 +475,7 @@ if has_target pgbouncer; then
     echo "- PgBouncer $BOUNCER_VERSION: pool_mode=transaction, default_pool_size=$POOL_SIZE, $prepared"
 fi
 if has_target unidb; then
-    echo "- $("$UNIDB_BIN" --version): pool_mode=transaction, pool_size=$POOL_SIZE"
+    echo "- $("$UNIDB_BIN" --version): pool_mode=transaction, pool_size=$POOL_SIZE; unidb-noobs: the same with [observe] enabled = false"
 fi
 echo "- targets: $TARGETS; pgbench -s $SCALE, ${DURATION}s per run, median of $RUNS runs, targets interleaved within each run"
 echo "- clients authenticate with SCRAM-SHA-256 directly and with trust to the poolers, which hold SCRAM connections to PostgreSQL; PGSSLMODE=disable everywhere"
