@@ -326,6 +326,10 @@ pub struct PostgresConfig {
     /// Named statements prepared on one server connection before it is recycled.
     #[serde(default = "default_max_prepared")]
     pub max_prepared_statements: usize,
+    /// Database size (`pg_database_size`) above 90% of which the StorageNearLimit
+    /// alert fires: bytes, or a string such as "20GB" or "512MiB".
+    #[serde(default, with = "byte_size")]
+    pub storage_limit: Option<u64>,
 }
 
 fn default_pool_size() -> usize {
@@ -569,6 +573,10 @@ pub struct SqliteConfig {
     /// Distinct statement texts whose rewritten form is cached.
     #[serde(default = "default_statement_cache")]
     pub statement_cache: usize,
+    /// File size (database + WAL) above 90% of which the StorageNearLimit alert
+    /// fires: bytes, or a string such as "2GB" or "512MiB".
+    #[serde(default, with = "byte_size")]
+    pub storage_limit: Option<u64>,
 }
 
 fn default_readers() -> usize {
@@ -818,6 +826,57 @@ impl Config {
     }
 }
 
+/// Sizes as a number of bytes or a string with a unit: `"10GB"`, `"512 MiB"`, `"4096"`.
+mod byte_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size such as 512MB or 2GiB"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "tib" | "t" => 1 << 40,
+            other => return Err(format!("unknown size unit `{other}` in `{text}`: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB")),
+        };
+        Ok((n * mult as f64) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Int(n)) => Ok(Some(n)),
+            Some(Raw::Text(t)) => parse(&t).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_u64(*n),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// `postgres://user:secret@host` → `postgres://user:********@host`.
 fn mask_url_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -1032,6 +1091,17 @@ path = "x.db"
 "#;
         let msg = Config::parse(text, "t.toml", &[]).unwrap_err().to_string();
         assert!(msg.contains("md5"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(byte_size::parse("4096"), Ok(4096));
+        assert_eq!(byte_size::parse("2GB"), Ok(2_000_000_000));
+        assert_eq!(byte_size::parse("512 MiB"), Ok(512 << 20));
+        assert!(byte_size::parse("12 parsecs")
+            .unwrap_err()
+            .contains("unknown size unit"));
+        assert!(byte_size::parse("lots").is_err());
     }
 
     #[test]

@@ -286,8 +286,11 @@ impl ServerState {
                         }),
                         backend_up: stats.reachable.load(Ordering::Relaxed),
                         connect_failures: stats.connect_failures.load(Ordering::Relaxed),
-                        storage_bytes: None,
-                        storage_limit: None,
+                        storage_bytes: match stats.database_bytes.load(Ordering::Relaxed) {
+                            0 => None,
+                            n => Some(n),
+                        },
+                        storage_limit: pg.pool.config.storage_limit,
                     }
                 }
                 Some(Database::Sqlite(db)) => DbGauges {
@@ -295,7 +298,7 @@ impl ServerState {
                     backend_up: true,
                     connect_failures: 0,
                     storage_bytes: Some(db.storage_bytes()),
-                    storage_limit: None,
+                    storage_limit: db.storage_limit(),
                 },
                 None => DbGauges::default(),
             })
@@ -310,6 +313,8 @@ async fn observe_loop(state: Arc<ServerState>) {
     let mut tick = tokio::time::interval(state.config.observe.eval_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_probe = std::time::Instant::now();
+    // The first size sample comes a few seconds after start.
+    let mut last_size = std::time::Instant::now() - std::time::Duration::from_secs(25);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -324,6 +329,15 @@ async fn observe_loop(state: Arc<ServerState>) {
                         let pool = pg.pool.clone();
                         tokio::spawn(async move { pool.probe().await });
                     }
+                }
+            }
+        }
+        if last_size.elapsed() >= std::time::Duration::from_secs(30) {
+            last_size = std::time::Instant::now();
+            for db in state.databases.values() {
+                if let Database::Postgres(pg) = db {
+                    let pool = pg.pool.clone();
+                    tokio::spawn(async move { pool.sample_size().await });
                 }
             }
         }

@@ -717,3 +717,34 @@ async fn dashboard_renders_live_data_under_pgbench_load() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_near_limit_fires_for_a_small_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::config_text(dir.path(), "", common::APP_USER)
+        .replace("readers = 3", "readers = 1\nstorage_limit = \"8KiB\"")
+        .replace(
+            "[http]\n",
+            "[observe]\neval_interval = \"100ms\"\n\n[http]\n",
+        );
+    let s = TestServer::start_config(dir, &text).await;
+    let base = s.http().await;
+    let c = s.connect().await;
+    c.batch_execute("CREATE TABLE big (v text)").await.unwrap();
+    for i in 0..200 {
+        c.execute(
+            "INSERT INTO big VALUES ($1)",
+            &[&format!("row {i} {}", "y".repeat(100))],
+        )
+        .await
+        .unwrap();
+    }
+    wait_alert(&base, "StorageNearLimit", "firing", Duration::from_secs(20)).await;
+    let m = metrics(&base).await;
+    assert!(sample(&m, "unidb_storage_bytes", &[("database", "app")]).unwrap() > 8192.0);
+    assert_eq!(
+        sample(&m, "unidb_storage_limit_bytes", &[("database", "app")]),
+        Some(8192.0)
+    );
+    s.stop().await;
+}

@@ -98,6 +98,55 @@ pub struct ServerConn {
     pub broken: bool,
 }
 
+impl ServerConn {
+    /// Sends one simple Query message (`query`, already framed) on an idle
+    /// connection and reads up to ReadyForQuery (10 s at most). Returns the first
+    /// field of the first row, if any; an ErrorResponse is an error.
+    pub async fn simple_query(&mut self, query: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let fut = async {
+            self.stream.write_all(query).await?;
+            let mut first: Option<Vec<u8>> = None;
+            let mut error: Option<String> = None;
+            loop {
+                while self.buf.len() >= 5 {
+                    let len =
+                        i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                    let total = (len.max(4) as usize) + 1;
+                    if self.buf.len() < total {
+                        break;
+                    }
+                    let frame = self.buf.split_to(total);
+                    match frame[0] {
+                        b'D' if first.is_none() && frame.len() >= 11 => {
+                            let n = i32::from_be_bytes([frame[7], frame[8], frame[9], frame[10]]);
+                            if n >= 0 && frame.len() >= 11 + n as usize {
+                                first = Some(frame[11..11 + n as usize].to_vec());
+                            }
+                        }
+                        b'E' => error = Some(ErrorFields::parse(&frame[5..]).message),
+                        b'Z' => {
+                            return match error {
+                                Some(e) => Err(io::Error::other(e)),
+                                None => Ok(first),
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "server closed",
+                    ));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query timed out"))?
+    }
+}
+
 /// What the server reported during startup.
 pub type ServerParams = Vec<(String, String)>;
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
@@ -35,6 +36,8 @@ pub struct PoolStats {
     pub waiting: AtomicU64,
     /// The last connection attempt succeeded (true until one fails).
     pub reachable: AtomicBool,
+    /// `pg_database_size` at the last sample (0: not sampled yet).
+    pub database_bytes: AtomicU64,
 }
 
 pub struct Pool {
@@ -261,6 +264,31 @@ impl Pool {
                 tls: matches!(c.stream, conn::Stream::Tls(_)),
             })
             .collect()
+    }
+
+    /// Samples `pg_database_size` on an idle connection (skipped when the pool is
+    /// busy: the number is for alerts, not worth a client's wait).
+    pub async fn sample_size(self: &Arc<Self>) {
+        let Ok(mut lease) = self.checkout(Duration::from_millis(200)).await else {
+            return;
+        };
+        let mut q = BytesMut::new();
+        q.put_u8(b'Q');
+        let sql = b"SELECT pg_database_size(current_database())\0";
+        q.put_i32(4 + sql.len() as i32);
+        q.put_slice(sql);
+        match lease.simple_query(&q).await {
+            Ok(Some(v)) => {
+                if let Some(n) = std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok()) {
+                    self.stats.database_bytes.store(n, Ordering::Relaxed);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(database = %self.name, error = %e, "database size sample failed");
+                lease.broken = true;
+            }
+        }
     }
 
     /// Tries one connection (kept idle when it works): how an unreachable upstream's

@@ -1942,29 +1942,8 @@ fn query_message(sql: &str) -> BytesMut {
 
 /// Runs `sql` on an idle server and waits for ReadyForQuery, discarding results.
 async fn run_hidden_query(lease: &mut Lease, sql: &str) -> io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    let m = query_message(sql);
-    let fut = async {
-        let conn: &mut ServerConn = lease;
-        conn.stream.write_all(&m).await?;
-        loop {
-            while let Some((tag, total)) = whole_message_at(&conn.buf, 0) {
-                bytes::Buf::advance(&mut conn.buf, total);
-                if tag == b'Z' {
-                    return Ok(());
-                }
-            }
-            if conn.stream.read_buf(&mut conn.buf).await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "server closed",
-                ));
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "reset query timed out"))?
+    let conn: &mut ServerConn = lease;
+    conn.simple_query(&query_message(sql)).await.map(drop)
 }
 
 /// Recognises the session-level commands whose effect the pool must track.

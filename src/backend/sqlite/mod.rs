@@ -104,6 +104,11 @@ impl SqliteDb {
         &self.shared.name
     }
 
+    /// `storage_limit` from the configuration.
+    pub fn storage_limit(&self) -> Option<u64> {
+        self.config.storage_limit
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.config.path
