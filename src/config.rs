@@ -573,6 +573,10 @@ pub struct SqliteConfig {
     /// Distinct statement texts whose rewritten form is cached.
     #[serde(default = "default_statement_cache")]
     pub statement_cache: usize,
+    /// Retries of a statement outside a transaction that found the file locked by
+    /// another process past `busy_timeout` (`SQLITE_BUSY`).
+    #[serde(default = "default_retry_attempts")]
+    pub retry_attempts: u32,
     /// File size (database + WAL) above 90% of which the StorageNearLimit alert
     /// fires: bytes, or a string such as "2GB" or "512MiB".
     #[serde(default, with = "byte_size")]

@@ -748,3 +748,87 @@ async fn storage_near_limit_fires_for_a_small_limit() {
     );
     s.stop().await;
 }
+
+/// A write outside a transaction that finds the SQLite file locked by another
+/// process past busy_timeout is retried and succeeds; the retry is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_busy_outside_a_transaction_is_retried_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    let text = common::config_text(dir.path(), "", common::APP_USER).replace(
+        "busy_timeout = \"2s\"",
+        "busy_timeout = \"300ms\"\nretry_attempts = 5",
+    );
+    let s = TestServer::start_config(dir, &text).await;
+    let base = s.http().await;
+    let c = s.connect().await;
+    c.batch_execute("CREATE TABLE t (a int)").await.unwrap();
+
+    // Another process holds the write lock for 0.9 s: longer than busy_timeout.
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(0.9)\n\
+             c.execute('COMMIT')\n",
+        )
+        .arg(&db_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with its sqlite3 module");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let started = std::time::Instant::now();
+    c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the insert had to wait for the other process"
+    );
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(common::count(&c, "t").await, 1);
+    let m = metrics(&base).await;
+    let retries = sample(
+        &m,
+        "unidb_retries_total",
+        &[("database", "app"), ("reason", "busy")],
+    )
+    .expect("retries counted");
+    assert!(retries >= 1.0, "{retries}");
+
+    // Inside an explicit transaction the error goes to the client.
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(1.5)\n\
+             c.execute('COMMIT')\n",
+        )
+        .arg(&db_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let e = c
+        .batch_execute("BEGIN; INSERT INTO t VALUES (2); COMMIT")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "55P03");
+    assert!(holder.wait().unwrap().success());
+    s.stop().await;
+}

@@ -444,6 +444,28 @@ async fn serialization_failures_are_retried_outside_transactions_only() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
+    // Retries are counted; a retried statement is one call in the statistics.
+    let metrics = server.state.observer.metrics_text();
+    assert!(
+        metrics.contains("unidb_retries_total{database=\"app\",reason=\"serialization\"} 6"),
+        "2 + 1 + 3 retries: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("retries"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let stats = server.state.observer.stats_json();
+    let flaky = stats["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["query"] == "SELECT flaky($1)")
+        .unwrap();
+    assert_eq!(
+        (flaky["calls"].as_u64(), flaky["errors"].as_u64()),
+        (Some(4), Some(2))
+    );
     server.stop().await;
 }
 

@@ -684,11 +684,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } else {
             args
         };
-        let lease = self.db.lease_writer(&self.cancel).await?;
-        let job = lease.run(&self.cancel, move |w| w.execute(&args));
-        let r = stream_while(&mut self.stream, &mut self.out, rx, job).await?;
-        drop(lease);
-        r.map_err(exec_error)
+        // An autocommitted write that finds the file locked by another process
+        // (SQLITE_BUSY past busy_timeout) did not run: retried with a jittered backoff.
+        let args = Arc::new(args);
+        let mut attempt = 0u32;
+        loop {
+            let lease = self.db.lease_writer(&self.cancel).await?;
+            let a = args.clone();
+            let job = lease.run(&self.cancel, move |w| w.execute(&a));
+            let r = stream_while(&mut self.stream, &mut self.out, &mut self.rows_rx, job).await?;
+            drop(lease);
+            match r {
+                Err(ExecError::Pg(e))
+                    if e.code == code::LOCK_NOT_AVAILABLE && attempt < self.db.retry_attempts() =>
+                {
+                    attempt += 1;
+                    if let Some(obs) = &self.obs {
+                        obs.retry("busy");
+                    }
+                    tracing::info!(database = %self.db.name(), attempt, "database locked by another process: retrying the statement");
+                    let base = 10u64 << attempt.min(6);
+                    let jitter = rand::random_range(0..=base);
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                }
+                r => return r.map_err(exec_error),
+            }
+        }
     }
 
     async fn begin_on(&mut self, mut lease: WriterLease) -> PgResult<()> {

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 /// Fingerprint id of the folded `<other>` entry.
 pub const OTHER: u64 = 0;
 
-/// Latency buckets: 4 per power of two of microseconds, from 1 µs to ~2 minutes.
+/// Latency buckets: 4 per power of two of microseconds, from 1 µs to ~4 minutes.
 const BUCKETS: usize = 112;
 
 const SHARDS: usize = 32;

@@ -260,7 +260,8 @@ pub struct Relay<S> {
     max_message: usize,
     /// Statement timing (`None` when `[observe] enabled = false`).
     obs: Option<Arc<DbObs>>,
-    fps: FpCache,
+    /// Allocated at the first statement: a client that never runs one stays small.
+    fps: Option<Box<FpCache>>,
     /// Fingerprints of the unnamed statement, of named statements, of the last
     /// bound portal.
     unnamed_fp: Option<Fp>,
@@ -345,7 +346,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         batch: Batch::default(),
         transaction_mode,
         obs,
-        fps: FpCache::default(),
+        fps: None,
         unnamed_fp: None,
         named_fps: HashMap::new(),
         portal_fp: None,
@@ -685,7 +686,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             && cstr(rest).is_some_and(|(sql, _)| session_cmd(sql).is_none()) =>
                     {
                         if let (Some(obs), Some((sql, _))) = (&self.obs, cstr(rest)) {
-                            let f = self.fps.get(obs, sql);
+                            let f = self.fps.get_or_insert_with(Default::default).get(obs, sql);
                             fp = Some(f);
                             if name.is_empty() {
                                 self.unnamed_fp = fp;
@@ -724,7 +725,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 b'Q' => match cstr(body) {
                     Some((sql, _)) if session_cmd(sql).is_none() => {
                         if let Some(obs) = &self.obs {
-                            fp = Some(self.fps.get(obs, sql));
+                            fp = Some(self.fps.get_or_insert_with(Default::default).get(obs, sql));
                         }
                         Some(Expect::Query)
                     }
@@ -1099,7 +1100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// The fingerprint of a statement text, when timing is on.
     fn fp_of(&mut self, sql: &[u8]) -> Option<Fp> {
         let obs = self.obs.as_ref()?;
-        Some(self.fps.get(obs, sql))
+        Some(self.fps.get_or_insert_with(Default::default).get(obs, sql))
     }
 
     /// A statement finished: recorded now, or when its batch can no longer be

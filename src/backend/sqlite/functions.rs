@@ -117,6 +117,10 @@ pub fn register(
     conn.create_scalar_function("gen_random_uuid", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(uuid::Uuid::new_v4().hyphenated().to_string())
     })?;
+    // PostgreSQL's random() is a float in [0, 1); SQLite's is a 64-bit integer.
+    conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, |_| {
+        Ok(rand::random::<f64>())
+    })?;
     conn.create_scalar_function("pg_sleep", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
         let secs: f64 = ctx.get::<f64>(0).unwrap_or(0.0).clamp(0.0, 86_400.0);
         let end = Instant::now() + Duration::from_secs_f64(secs);

@@ -104,6 +104,11 @@ impl SqliteDb {
         &self.shared.name
     }
 
+    /// `retry_attempts` from the configuration.
+    pub fn retry_attempts(&self) -> u32 {
+        self.config.retry_attempts
+    }
+
     /// `storage_limit` from the configuration.
     pub fn storage_limit(&self) -> Option<u64> {
         self.config.storage_limit
