@@ -11,6 +11,11 @@ pub mod code {
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const INVALID_REGULAR_EXPRESSION: &str = "2201B";
+    pub const INVALID_ARGUMENT_FOR_LOG: &str = "2201E";
+    pub const INVALID_ARGUMENT_FOR_POWER: &str = "2201F";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
@@ -63,6 +68,11 @@ pub mod code {
             FEATURE_NOT_SUPPORTED,
             QUERY_CANCELED,
             UNDEFINED_FUNCTION,
+            DIVISION_BY_ZERO,
+            INVALID_REGULAR_EXPRESSION,
+            INVALID_ARGUMENT_FOR_LOG,
+            INVALID_ARGUMENT_FOR_POWER,
+            PROGRAM_LIMIT_EXCEEDED,
         ];
         ALL.iter()
             .find(|c| **c == s)

@@ -204,7 +204,11 @@ impl Collector {
             | Expr::Between { .. }
             | Expr::Like { .. }
             | Expr::ILike { .. }
-            | Expr::Exists { .. } => TypeHint::Known(PgType::Bool),
+            | Expr::Exists { .. }
+            | Expr::AnyOp { .. }
+            | Expr::AllOp { .. } => TypeHint::Known(PgType::Bool),
+            Expr::Position { .. } => TypeHint::Known(PgType::Int4),
+            Expr::Substring { .. } => TypeHint::Known(PgType::Text),
             Expr::BinaryOp { left, op, right } => match op {
                 BinaryOperator::Eq
                 | BinaryOperator::NotEq
@@ -215,6 +219,14 @@ impl Collector {
                 | BinaryOperator::And
                 | BinaryOperator::Or => TypeHint::Known(PgType::Bool),
                 BinaryOperator::StringConcat => TypeHint::Known(PgType::Text),
+                BinaryOperator::PGRegexMatch
+                | BinaryOperator::PGRegexIMatch
+                | BinaryOperator::PGRegexNotMatch
+                | BinaryOperator::PGRegexNotIMatch => TypeHint::Known(PgType::Bool),
+                BinaryOperator::PGExp => match self.infer(left) {
+                    TypeHint::Known(PgType::Numeric) => TypeHint::Known(PgType::Numeric),
+                    _ => TypeHint::Known(PgType::Float8),
+                },
                 BinaryOperator::Plus
                 | BinaryOperator::Minus
                 | BinaryOperator::Multiply
@@ -232,12 +244,38 @@ impl Collector {
             },
             Expr::Function(f) => {
                 let name = object_base_name(&f.name);
-                let first_arg = match &f.args {
-                    FunctionArguments::List(list) => list.args.first().and_then(|a| match a {
-                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-                        _ => None,
-                    }),
-                    _ => None,
+                let args: Vec<&Expr> = match &f.args {
+                    FunctionArguments::List(list) => list
+                        .args
+                        .iter()
+                        .filter_map(|a| match a {
+                            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let first_arg = args.first().copied();
+                let first_type = || first_arg.map_or(TypeHint::Unknown, |a| self.infer(a));
+                // Float in, float out; anything else (numeric, integers) gives numeric.
+                let float_or_numeric = |default_float: bool| match first_type() {
+                    TypeHint::Known(PgType::Float4 | PgType::Float8) => {
+                        TypeHint::Known(PgType::Float8)
+                    }
+                    TypeHint::Known(PgType::Numeric) => TypeHint::Known(PgType::Numeric),
+                    _ if default_float => TypeHint::Known(PgType::Float8),
+                    _ => TypeHint::Known(PgType::Numeric),
+                };
+                let widest = || {
+                    args.iter()
+                        .map(|a| self.infer(a))
+                        .fold(TypeHint::Unknown, |acc, t| match (acc, t) {
+                            (TypeHint::Known(a), TypeHint::Known(b)) => {
+                                TypeHint::Known(wider(a, b))
+                            }
+                            (TypeHint::Unknown, t) => t,
+                            (acc, _) => acc,
+                        })
                 };
                 match name.as_str() {
                     "count" => TypeHint::Known(PgType::Int8),
@@ -257,8 +295,29 @@ impl Collector {
                     | "transaction_timestamp"
                     | "statement_timestamp" => TypeHint::Known(PgType::Timestamptz),
                     "current_date" => TypeHint::Known(PgType::Date),
-                    "length" | "char_length" | "octet_length" | "strpos" => {
-                        TypeHint::Known(PgType::Int4)
+                    "length" | "char_length" | "character_length" | "octet_length" | "strpos"
+                    | "position" | "pg_backend_pid" | "jsonb_array_length"
+                    | "json_array_length" => TypeHint::Known(PgType::Int4),
+                    "bool_and" | "bool_or" | "every" | "pg_try_advisory_lock" => {
+                        TypeHint::Known(PgType::Bool)
+                    }
+                    "lpad" | "rpad" | "initcap" | "split_part" | "left" | "right" | "repeat"
+                    | "reverse" | "btrim" | "ltrim" | "rtrim" | "regexp_replace" | "md5"
+                    | "encode" | "concat_ws" | "format" | "to_char" | "string_agg" | "chr"
+                    | "quote_ident" | "quote_literal" | "translate" => {
+                        TypeHint::Known(PgType::Text)
+                    }
+                    "decode" => TypeHint::Known(PgType::Bytea),
+                    "mod" | "greatest" | "least" => widest(),
+                    "sign" => first_type(),
+                    "div" => TypeHint::Known(PgType::Numeric),
+                    "round" | "trunc" | "ceil" | "ceiling" | "floor" => float_or_numeric(false),
+                    "power" | "pow" | "sqrt" | "exp" | "ln" | "log" | "log10" | "cbrt" => {
+                        float_or_numeric(true)
+                    }
+                    "pi" => TypeHint::Known(PgType::Float8),
+                    "nextval" | "currval" | "setval" | "txid_current" => {
+                        TypeHint::Known(PgType::Int8)
                     }
                     "lower" | "upper" | "trim" | "substr" | "substring" | "replace" | "concat"
                     | "version" | "current_database" | "current_schema" | "current_user"

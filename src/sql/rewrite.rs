@@ -4,9 +4,10 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AlterTableOperation, CastKind, ColumnDef, ColumnOption, ColumnOptionDef, DataType, Expr,
-    Function, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType, Reset, Set,
-    Statement, TableConstraint, Value, VisitMut, VisitorMut,
+    AlterTableOperation, BinaryOperator, CastKind, ColumnDef, ColumnOption, ColumnOptionDef,
+    DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
+    LimitClause, ObjectName, ObjectNamePart, ObjectType, OffsetRows, Query, Reset, Set, Statement,
+    TableConstraint, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -129,7 +130,10 @@ pub fn rewrite_statement(
         }
         Statement::Insert(ins) => (Kind::Write, "INSERT", ins.returning.is_some()),
         Statement::Update(up) => (Kind::Write, "UPDATE", up.returning.is_some()),
-        Statement::Delete(del) => (Kind::Write, "DELETE", del.returning.is_some()),
+        Statement::Delete(del) => {
+            rewrite_delete_using(del)?;
+            (Kind::Write, "DELETE", del.returning.is_some())
+        }
         Statement::Savepoint { .. } => (Kind::Write, "SAVEPOINT", false),
         Statement::ReleaseSavepoint { .. } => (Kind::Write, "RELEASE", false),
         Statement::Rollback {
@@ -545,8 +549,141 @@ impl ExprRewriter {
                         *expr = builtin_expr("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
                     }
                     "current_date" => *expr = builtin_expr("date('now')"),
+                    // Booleans are stored as 0/1: min/max are bool_and/bool_or.
+                    "bool_and" | "every" => f.name = ObjectName::from(vec![Ident::new("min")]),
+                    "bool_or" => f.name = ObjectName::from(vec![Ident::new("max")]),
+                    "char_length" | "character_length" => {
+                        f.name = ObjectName::from(vec![Ident::new("length")])
+                    }
+                    "btrim" => f.name = ObjectName::from(vec![Ident::new("trim")]),
+                    "strpos" => f.name = ObjectName::from(vec![Ident::new("instr")]),
+                    "ceiling" => f.name = ObjectName::from(vec![Ident::new("ceil")]),
                     _ => {}
                 }
+            }
+            // ILIKE: LIKE on lower-cased operands (LIKE itself is case-sensitive, as
+            // in PostgreSQL: connections set case_sensitive_like).
+            Expr::ILike {
+                negated,
+                any,
+                expr: e,
+                pattern,
+                escape_char,
+            } => {
+                if *any {
+                    return Err(PgError::unsupported("ILIKE ANY"));
+                }
+                *expr = Expr::Like {
+                    negated: *negated,
+                    any: false,
+                    expr: Box::new(call("lower", take(e))),
+                    pattern: Box::new(call("lower", take(pattern))),
+                    escape_char: escape_char.take(),
+                };
+            }
+            Expr::BinaryOp { left, op, right } => {
+                let regex = match op {
+                    BinaryOperator::PGRegexMatch => Some((false, false)),
+                    BinaryOperator::PGRegexIMatch => Some((true, false)),
+                    BinaryOperator::PGRegexNotMatch => Some((false, true)),
+                    BinaryOperator::PGRegexNotIMatch => Some((true, true)),
+                    _ => None,
+                };
+                if let Some((insensitive, negated)) = regex {
+                    let flags = if insensitive { "i" } else { "" };
+                    let m = call_args(
+                        "pg_regex_match",
+                        vec![
+                            take(left),
+                            take(right),
+                            Expr::Value(Value::SingleQuotedString(flags.into()).into()),
+                        ],
+                    );
+                    *expr = if negated {
+                        Expr::UnaryOp {
+                            op: UnaryOperator::Not,
+                            expr: Box::new(m),
+                        }
+                    } else {
+                        m
+                    };
+                } else if *op == BinaryOperator::PGExp {
+                    *expr = call_args("power", vec![take(left), take(right)]);
+                }
+            }
+            // `x = ANY (ARRAY[a, b])` → `x IN (a, b)`; `x <> ALL (ARRAY[…])` → NOT IN.
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } if matches!(right.as_ref(), Expr::Array(_)) => {
+                if let Expr::Array(a) = take(right) {
+                    *expr = Expr::In {
+                        expr: Box::new(take(left)),
+                        target: InTarget::List(a.elem),
+                        negated: false,
+                        global: false,
+                    };
+                }
+            }
+            Expr::AllOp {
+                left,
+                compare_op: BinaryOperator::NotEq,
+                right,
+            } if matches!(right.as_ref(), Expr::Array(_)) => {
+                if let Expr::Array(a) = take(right) {
+                    *expr = Expr::In {
+                        expr: Box::new(take(left)),
+                        target: InTarget::List(a.elem),
+                        negated: true,
+                        global: false,
+                    };
+                }
+            }
+            // trim(BOTH 'x' FROM s) → trim(s, 'x'); LEADING → ltrim, TRAILING → rtrim.
+            Expr::Trim {
+                expr: e,
+                trim_where,
+                trim_what,
+                trim_characters,
+            } => {
+                let name = match trim_where {
+                    Some(sqlparser::ast::TrimWhereField::Leading) => "ltrim",
+                    Some(sqlparser::ast::TrimWhereField::Trailing) => "rtrim",
+                    _ => "trim",
+                };
+                let mut args = vec![take(e)];
+                if let Some(w) = trim_what.as_mut() {
+                    args.push(take(w));
+                } else if let Some(chars) = trim_characters.as_mut() {
+                    args.extend(chars.drain(..).take(1));
+                }
+                *expr = call_args(name, args);
+            }
+            // position(a IN b) → instr(b, a)
+            Expr::Position { expr: needle, r#in } => {
+                *expr = call_args("instr", vec![take(r#in), take(needle)]);
+            }
+            // substring(x FROM a FOR b) → substr(x, a, b)
+            Expr::Substring {
+                expr: e,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut args = vec![take(e)];
+                args.push(
+                    substring_from
+                        .as_mut()
+                        .map_or(Expr::Value(Value::Number("1".into(), false).into()), |f| {
+                            take(f)
+                        }),
+                );
+                if let Some(n) = substring_for.as_mut() {
+                    args.push(take(n));
+                }
+                *expr = call_args("substr", args);
             }
             Expr::Value(v) => match &v.value {
                 Value::EscapedStringLiteral(s)
@@ -563,6 +700,43 @@ impl ExprRewriter {
     }
 }
 
+/// `DELETE FROM t d USING s WHERE cond` → `DELETE FROM t AS d WHERE EXISTS (SELECT 1
+/// FROM s WHERE cond)`: SQLite has no USING.
+fn rewrite_delete_using(del: &mut sqlparser::ast::Delete) -> PgResult<()> {
+    let Some(using) = del.using.take() else {
+        return Ok(());
+    };
+    let from: Vec<String> = using.iter().map(ToString::to_string).collect();
+    let cond = del
+        .selection
+        .take()
+        .map_or_else(|| "true".to_string(), |c| c.to_string());
+    let text = format!("EXISTS (SELECT 1 FROM {} WHERE {cond})", from.join(", "));
+    let expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| PgError::unsupported(format!("DELETE … USING of this form ({e})")))?;
+    del.selection = Some(expr);
+    Ok(())
+}
+
+fn call_args(name: &str, args: Vec<Expr>) -> Expr {
+    let mut f = call(name, Expr::Value(Value::Null.into()));
+    if let Expr::Function(func) = &mut f {
+        if let FunctionArguments::List(list) = &mut func.args {
+            list.args = args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect();
+        }
+    }
+    f
+}
+
+fn take(e: &mut Expr) -> Expr {
+    std::mem::replace(e, Expr::Value(Value::Null.into()))
+}
+
 fn sqlite_cast(inner: Expr, data_type: DataType) -> Expr {
     Expr::Cast {
         kind: CastKind::Cast,
@@ -574,6 +748,44 @@ fn sqlite_cast(inner: Expr, data_type: DataType) -> Expr {
 
 impl VisitorMut for ExprRewriter {
     type Break = ();
+
+    /// `FETCH FIRST n ROWS ONLY` and `OFFSET n ROWS` → `LIMIT n OFFSET m`.
+    fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        if let Some(LimitClause::LimitOffset {
+            offset: Some(o), ..
+        }) = &mut q.limit_clause
+        {
+            o.rows = OffsetRows::None;
+        }
+        if let Some(fetch) = q.fetch.take() {
+            if fetch.with_ties || fetch.percent {
+                self.error = Some(PgError::unsupported("FETCH … WITH TIES / PERCENT"));
+                return ControlFlow::Break(());
+            }
+            let n = fetch
+                .quantity
+                .unwrap_or(Expr::Value(Value::Number("1".into(), false).into()));
+            match &mut q.limit_clause {
+                Some(LimitClause::LimitOffset { limit, .. }) => *limit = Some(n),
+                _ => {
+                    q.limit_clause = Some(LimitClause::LimitOffset {
+                        limit: Some(n),
+                        offset: None,
+                        limit_by: vec![],
+                    })
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// SQLite needs `AS` before a table alias in UPDATE and DELETE.
+    fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { alias: Some(a), .. } = t {
+            a.explicit = true;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if let Err(e) = self.rewrite(expr) {

@@ -122,6 +122,12 @@ fn syntax_or_name(msg: &str) -> PgError {
             format!("column \"{c}\" does not exist"),
         );
     }
+    if let Some(c) = msg.strip_prefix("ambiguous column name: ") {
+        return PgError::new(
+            code::AMBIGUOUS_COLUMN,
+            format!("column reference \"{c}\" is ambiguous"),
+        );
+    }
     if let Some(f) = msg.strip_prefix("no such function: ") {
         return PgError::new(
             code::UNDEFINED_FUNCTION,

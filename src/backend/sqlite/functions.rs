@@ -117,6 +117,8 @@ pub fn register(
     conn.create_scalar_function("gen_random_uuid", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(uuid::Uuid::new_v4().hyphenated().to_string())
     })?;
+    register_text_functions(conn)?;
+    register_math_functions(conn)?;
     // PostgreSQL's random() is a float in [0, 1); SQLite's is a 64-bit integer.
     conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(rand::random::<f64>())
@@ -133,4 +135,478 @@ pub fn register(
         Ok(Value::Null)
     })?;
     Ok(())
+}
+
+/// A text argument, `None` for NULL (strict functions return NULL then).
+fn text_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    Ok(match ctx.get_raw(i) {
+        ValueRef::Null => None,
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+    })
+}
+
+fn int_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
+    Ok(match ctx.get_raw(i) {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n),
+        ValueRef::Real(f) => Some(f.round() as i64),
+        ValueRef::Text(t) => Some(
+            std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    user_error(crate::error::PgError::new(
+                        crate::error::code::INVALID_TEXT_REPRESENTATION,
+                        format!(
+                            "invalid input syntax for type integer: \"{}\"",
+                            String::from_utf8_lossy(t)
+                        ),
+                    ))
+                })?,
+        ),
+        ValueRef::Blob(_) => None,
+    })
+}
+
+fn invalid(message: impl Into<String>) -> rusqlite::Error {
+    user_error(crate::error::PgError::new(
+        crate::error::code::INVALID_PARAMETER_VALUE,
+        message.into(),
+    ))
+}
+
+/// Compiles a PostgreSQL (ARE) regular expression; the common subset is the same
+/// syntax in the `regex` crate. Compiled patterns are cached per statement.
+fn regex_for(
+    ctx: &Context<'_>,
+    pattern_arg: usize,
+    insensitive: bool,
+) -> rusqlite::Result<Arc<regex::Regex>> {
+    ctx.get_or_create_aux(
+        pattern_arg as i32,
+        |v| -> Result<regex::Regex, rusqlite::Error> {
+            let p = v.as_str().map_err(|e| invalid(e.to_string()))?;
+            regex::RegexBuilder::new(p)
+                .case_insensitive(insensitive)
+                .build()
+                .map_err(|e| {
+                    user_error(crate::error::PgError::new(
+                        "2201B",
+                        format!("invalid regular expression: {e}"),
+                    ))
+                })
+        },
+    )
+}
+
+fn pad(s: &str, len: i64, fill: &str, left: bool) -> String {
+    let len = len.max(0) as usize;
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() >= len {
+        return chars[..len].iter().collect();
+    }
+    let fill: Vec<char> = fill.chars().collect();
+    if fill.is_empty() {
+        return s.to_string();
+    }
+    let padding: String = fill.iter().cycle().take(len - chars.len()).collect();
+    if left {
+        padding + s
+    } else {
+        s.to_string() + &padding
+    }
+}
+
+fn initcap(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if c.is_alphanumeric() {
+            if start {
+                out.extend(c.to_uppercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
+            start = false;
+        } else {
+            out.push(c);
+            start = true;
+        }
+    }
+    out
+}
+
+/// `regexp_replace` replacement text: PostgreSQL's `\1` and `\&` to the regex crate's `${1}`, `${0}`.
+fn replacement(r: &str) -> String {
+    let mut out = String::with_capacity(r.len());
+    let mut chars = r.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(d @ '0'..='9') => {
+                    out.push_str("${");
+                    out.push(d);
+                    out.push('}');
+                }
+                Some('&') => out.push_str("${0}"),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn register_text_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("pg_regex_match", 3, det, |ctx| {
+        let (Some(s), Some(_)) = (text_arg(ctx, 0)?, text_arg(ctx, 1)?) else {
+            return Ok(None);
+        };
+        let insensitive = text_arg(ctx, 2)?.is_some_and(|f| f.contains('i'));
+        Ok(Some(regex_for(ctx, 1, insensitive)?.is_match(&s)))
+    })?;
+    for n in [3, 4] {
+        conn.create_scalar_function("regexp_replace", n, det, move |ctx| {
+            let (Some(s), Some(_), Some(r)) =
+                (text_arg(ctx, 0)?, text_arg(ctx, 1)?, text_arg(ctx, 2)?)
+            else {
+                return Ok(None);
+            };
+            let flags = if n == 4 {
+                text_arg(ctx, 3)?.unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let re = regex_for(ctx, 1, flags.contains('i'))?;
+            let rep = replacement(&r);
+            Ok(Some(if flags.contains('g') {
+                re.replace_all(&s, rep.as_str()).into_owned()
+            } else {
+                re.replace(&s, rep.as_str()).into_owned()
+            }))
+        })?;
+    }
+    for (name, left) in [("lpad", true), ("rpad", false)] {
+        for n in [2, 3] {
+            conn.create_scalar_function(name, n, det, move |ctx| {
+                let (Some(s), Some(len)) = (text_arg(ctx, 0)?, int_arg(ctx, 1)?) else {
+                    return Ok(None);
+                };
+                let fill = if n == 3 {
+                    text_arg(ctx, 2)?
+                } else {
+                    Some(" ".to_string())
+                };
+                Ok(fill.map(|f| pad(&s, len, &f, left)))
+            })?;
+        }
+    }
+    conn.create_scalar_function("initcap", 1, det, |ctx| {
+        Ok(text_arg(ctx, 0)?.map(|s| initcap(&s)))
+    })?;
+    conn.create_scalar_function("split_part", 3, det, |ctx| {
+        let (Some(s), Some(d), Some(n)) = (text_arg(ctx, 0)?, text_arg(ctx, 1)?, int_arg(ctx, 2)?)
+        else {
+            return Ok(None);
+        };
+        if n == 0 {
+            return Err(invalid("field position must not be zero"));
+        }
+        let parts: Vec<&str> = if d.is_empty() {
+            vec![s.as_str()]
+        } else {
+            s.split(d.as_str()).collect()
+        };
+        let idx = if n > 0 { n - 1 } else { parts.len() as i64 + n };
+        Ok(Some(
+            usize::try_from(idx)
+                .ok()
+                .and_then(|i| parts.get(i))
+                .map_or(String::new(), |p| p.to_string()),
+        ))
+    })?;
+    for (name, from_left) in [("left", true), ("right", false)] {
+        conn.create_scalar_function(name, 2, det, move |ctx| {
+            let (Some(s), Some(n)) = (text_arg(ctx, 0)?, int_arg(ctx, 1)?) else {
+                return Ok(None);
+            };
+            let chars: Vec<char> = s.chars().collect();
+            let len = chars.len() as i64;
+            let take = if n >= 0 { n.min(len) } else { (len + n).max(0) } as usize;
+            Ok(Some(if from_left {
+                chars[..take].iter().collect::<String>()
+            } else {
+                chars[chars.len() - take..].iter().collect::<String>()
+            }))
+        })?;
+    }
+    conn.create_scalar_function("repeat", 2, det, |ctx| {
+        let (Some(s), Some(n)) = (text_arg(ctx, 0)?, int_arg(ctx, 1)?) else {
+            return Ok(None);
+        };
+        if s.len().saturating_mul(n.max(0) as usize) > 256 << 20 {
+            return Err(user_error(crate::error::PgError::new(
+                crate::error::code::PROGRAM_LIMIT_EXCEEDED,
+                "requested length too large",
+            )));
+        }
+        Ok(Some(s.repeat(n.max(0) as usize)))
+    })?;
+    conn.create_scalar_function("reverse", 1, det, |ctx| {
+        Ok(text_arg(ctx, 0)?.map(|s| s.chars().rev().collect::<String>()))
+    })?;
+    conn.create_scalar_function("md5", 1, det, |ctx| {
+        use md5::Digest;
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Null => None,
+            ValueRef::Text(t) | ValueRef::Blob(t) => Some(to_hex(&md5::Md5::digest(t))),
+            other => Some(to_hex(&md5::Md5::digest(format!("{other:?}").as_bytes()))),
+        })
+    })?;
+    conn.create_scalar_function("encode", 2, det, |ctx| {
+        let Some(fmt) = text_arg(ctx, 1)? else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = match ctx.get_raw(0) {
+            ValueRef::Null => return Ok(None),
+            ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+            other => format!("{other:?}").into_bytes(),
+        };
+        match fmt.to_ascii_lowercase().as_str() {
+            "hex" => Ok(Some(to_hex(&bytes))),
+            "base64" => {
+                use base64::Engine;
+                Ok(Some(
+                    base64::engine::general_purpose::STANDARD.encode(&bytes),
+                ))
+            }
+            "escape" => Ok(Some(
+                bytes
+                    .iter()
+                    .map(|&b| match b {
+                        b'\\' => "\\\\".to_string(),
+                        32..=126 => (b as char).to_string(),
+                        _ => format!("\\{b:03o}"),
+                    })
+                    .collect(),
+            )),
+            other => Err(invalid(format!("unrecognized encoding: \"{other}\""))),
+        }
+    })?;
+    conn.create_scalar_function("decode", 2, det, |ctx| {
+        let (Some(s), Some(fmt)) = (text_arg(ctx, 0)?, text_arg(ctx, 1)?) else {
+            return Ok(None);
+        };
+        let bytes = match fmt.to_ascii_lowercase().as_str() {
+            "hex" => from_hex(s.trim()).ok_or_else(|| invalid("invalid hexadecimal data"))?,
+            "base64" => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .map_err(|e| invalid(format!("invalid base64 data: {e}")))?
+            }
+            other => return Err(invalid(format!("unrecognized encoding: \"{other}\""))),
+        };
+        Ok(Some(Value::Blob(bytes)))
+    })?;
+    // GREATEST/LEAST ignore NULLs (NULL only when every argument is NULL).
+    for (name, greatest) in [("greatest", true), ("least", false)] {
+        conn.create_scalar_function(name, -1, det, move |ctx| {
+            let mut best: Option<Value> = None;
+            for i in 0..ctx.len() {
+                let v: Value = ctx.get::<Value>(i)?;
+                if v == Value::Null {
+                    continue;
+                }
+                best = Some(match best {
+                    None => v,
+                    Some(b) => {
+                        let ord = compare_values(&v, &b);
+                        if (ord == std::cmp::Ordering::Greater) == greatest
+                            && ord != std::cmp::Ordering::Equal
+                        {
+                            v
+                        } else {
+                            b
+                        }
+                    }
+                });
+            }
+            Ok(best.unwrap_or(Value::Null))
+        })?;
+    }
+    Ok(())
+}
+
+/// Orders values as SQLite does across storage classes: numbers < text < blobs.
+fn compare_values(a: &Value, b: &Value) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let num = |v: &Value| match v {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Real(f) => Some(*f),
+        _ => None,
+    };
+    match (num(a), num(b)) {
+        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        _ => match (a, b) {
+            (Value::Text(x), Value::Text(y)) => x.cmp(y),
+            (Value::Blob(x), Value::Blob(y)) => x.cmp(y),
+            (Value::Text(_), _) => Ordering::Less,
+            _ => Ordering::Greater,
+        },
+    }
+}
+
+fn register_math_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    let real = |ctx: &Context<'_>, i: usize| -> rusqlite::Result<Option<f64>> {
+        Ok(match ctx.get_raw(i) {
+            ValueRef::Null => None,
+            ValueRef::Integer(n) => Some(n as f64),
+            ValueRef::Real(f) => Some(f),
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            ValueRef::Blob(_) => None,
+        })
+    };
+    conn.create_scalar_function("mod", 2, det, move |ctx| {
+        match (ctx.get_raw(0), ctx.get_raw(1)) {
+            (ValueRef::Null, _) | (_, ValueRef::Null) => Ok(Value::Null),
+            (ValueRef::Integer(a), ValueRef::Integer(b)) => {
+                if b == 0 {
+                    return Err(user_error(crate::error::PgError::new(
+                        crate::error::code::DIVISION_BY_ZERO,
+                        "division by zero",
+                    )));
+                }
+                Ok(Value::Integer(a.wrapping_rem(b)))
+            }
+            _ => {
+                let (a, b) = (real(ctx, 0)?.unwrap_or(0.0), real(ctx, 1)?.unwrap_or(0.0));
+                if b == 0.0 {
+                    return Err(user_error(crate::error::PgError::new(
+                        crate::error::code::DIVISION_BY_ZERO,
+                        "division by zero",
+                    )));
+                }
+                Ok(Value::Real(a % b))
+            }
+        }
+    })?;
+    conn.create_scalar_function("div", 2, det, move |ctx| {
+        let (Some(a), Some(b)) = (real(ctx, 0)?, real(ctx, 1)?) else {
+            return Ok(Value::Null);
+        };
+        if b == 0.0 {
+            return Err(user_error(crate::error::PgError::new(
+                crate::error::code::DIVISION_BY_ZERO,
+                "division by zero",
+            )));
+        }
+        Ok(Value::Integer((a / b).trunc() as i64))
+    })?;
+    for n in [1, 2] {
+        conn.create_scalar_function("trunc", n, det, move |ctx| {
+            let Some(x) = real(ctx, 0)? else {
+                return Ok(None);
+            };
+            let places = if n == 2 {
+                int_arg(ctx, 1)?.unwrap_or(0)
+            } else {
+                0
+            };
+            let m = 10f64.powi(places as i32);
+            Ok(Some((x * m).trunc() / m))
+        })?;
+    }
+    type F = fn(f64) -> f64;
+    let unary: [(&str, F); 8] = [
+        ("sqrt", f64::sqrt),
+        ("exp", f64::exp),
+        ("ln", f64::ln),
+        ("log10", f64::log10),
+        ("sign", f64::signum),
+        ("ceil", f64::ceil),
+        ("floor", f64::floor),
+        ("cbrt", f64::cbrt),
+    ];
+    for (name, f) in unary {
+        conn.create_scalar_function(name, 1, det, move |ctx| {
+            let raw = ctx.get_raw(0);
+            // ceil/floor/sign of an integer stay integers.
+            if let ValueRef::Integer(i) = raw {
+                if matches!(name, "ceil" | "floor") {
+                    return Ok(Value::Integer(i));
+                }
+                if name == "sign" {
+                    return Ok(Value::Integer(i.signum()));
+                }
+            }
+            let Some(x) = real(ctx, 0)? else {
+                return Ok(Value::Null);
+            };
+            if matches!(name, "sqrt") && x < 0.0 {
+                return Err(user_error(crate::error::PgError::new(
+                    crate::error::code::INVALID_ARGUMENT_FOR_POWER,
+                    "cannot take square root of a negative number",
+                )));
+            }
+            if matches!(name, "ln" | "log10") && x <= 0.0 {
+                return Err(user_error(crate::error::PgError::new(
+                    crate::error::code::INVALID_ARGUMENT_FOR_LOG,
+                    "cannot take logarithm of zero or a negative number",
+                )));
+            }
+            Ok(Value::Real(f(x)))
+        })?;
+    }
+    conn.create_scalar_function("log", 1, det, move |ctx| {
+        let Some(x) = real(ctx, 0)? else {
+            return Ok(None);
+        };
+        if x <= 0.0 {
+            return Err(user_error(crate::error::PgError::new(
+                crate::error::code::INVALID_ARGUMENT_FOR_LOG,
+                "cannot take logarithm of zero or a negative number",
+            )));
+        }
+        Ok(Some(x.log10()))
+    })?;
+    for name in ["power", "pow"] {
+        conn.create_scalar_function(name, 2, det, move |ctx| {
+            let (Some(a), Some(b)) = (real(ctx, 0)?, real(ctx, 1)?) else {
+                return Ok(None);
+            };
+            Ok(Some(a.powf(b)))
+        })?;
+    }
+    conn.create_scalar_function("pi", 0, det, |_| Ok(std::f64::consts::PI))?;
+    Ok(())
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
+        s.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }

@@ -309,7 +309,7 @@ fn open_connection(
         }
     }
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={}; PRAGMA foreign_keys=ON; PRAGMA cache_size={}; PRAGMA mmap_size={};",
+        "PRAGMA synchronous={}; PRAGMA foreign_keys=ON; PRAGMA case_sensitive_like=ON; PRAGMA cache_size={}; PRAGMA mmap_size={};",
         config.synchronous.pragma_value(),
         config.cache_size,
         config.mmap_size
