@@ -308,6 +308,12 @@ impl Collector {
                         TypeHint::Known(PgType::Text)
                     }
                     "decode" => TypeHint::Known(PgType::Bytea),
+                    "jsonb_build_object" | "jsonb_build_array" | "jsonb_agg"
+                    | "jsonb_object_agg" | "to_jsonb" | "jsonb_set" => {
+                        TypeHint::Known(PgType::Jsonb)
+                    }
+                    "json_build_object" | "json_build_array" | "json_agg" | "json_object_agg"
+                    | "to_json" | "row_to_json" => TypeHint::Known(PgType::Json),
                     "mod" | "greatest" | "least" => widest(),
                     "sign" => first_type(),
                     "div" => TypeHint::Known(PgType::Numeric),

@@ -128,8 +128,19 @@ pub fn rewrite_statement(
                 true,
             )
         }
-        Statement::Insert(ins) => (Kind::Write, "INSERT", ins.returning.is_some()),
-        Statement::Update(up) => (Kind::Write, "UPDATE", up.returning.is_some()),
+        Statement::Insert(ins) => {
+            rewrite_insert_defaults(ins)?;
+            (Kind::Write, "INSERT", ins.returning.is_some())
+        }
+        Statement::Update(up) => {
+            if up.assignments.iter().any(|a| is_default(&a.value)) {
+                return Err(
+                    PgError::unsupported("SET column = DEFAULT on the SQLite backend")
+                        .with_hint("set the column's default value explicitly"),
+                );
+            }
+            (Kind::Write, "UPDATE", up.returning.is_some())
+        }
         Statement::Delete(del) => {
             rewrite_delete_using(del)?;
             (Kind::Write, "DELETE", del.returning.is_some())
@@ -558,6 +569,23 @@ impl ExprRewriter {
                     "btrim" => f.name = ObjectName::from(vec![Ident::new("trim")]),
                     "strpos" => f.name = ObjectName::from(vec![Ident::new("instr")]),
                     "ceiling" => f.name = ObjectName::from(vec![Ident::new("ceil")]),
+                    // JSON builders and aggregates: SQLite's JSON1 equivalents; the
+                    // json/jsonb output format comes from the inferred column type.
+                    "jsonb_build_object" | "json_build_object" => {
+                        f.name = ObjectName::from(vec![Ident::new("json_object")])
+                    }
+                    "jsonb_build_array" | "json_build_array" => {
+                        f.name = ObjectName::from(vec![Ident::new("json_array")])
+                    }
+                    "jsonb_agg" | "json_agg" => {
+                        f.name = ObjectName::from(vec![Ident::new("json_group_array")])
+                    }
+                    "jsonb_object_agg" | "json_object_agg" => {
+                        f.name = ObjectName::from(vec![Ident::new("json_group_object")])
+                    }
+                    "jsonb_array_length" => {
+                        f.name = ObjectName::from(vec![Ident::new("json_array_length")])
+                    }
                     _ => {}
                 }
             }
@@ -698,6 +726,64 @@ impl ExprRewriter {
         }
         Ok(())
     }
+}
+
+fn is_default(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
+}
+
+/// `DEFAULT` in a VALUES list: SQLite has no such keyword, but a column that is
+/// DEFAULT in every row can simply be left out of the column list.
+fn rewrite_insert_defaults(ins: &mut sqlparser::ast::Insert) -> PgResult<()> {
+    let Some(source) = ins.source.as_mut() else {
+        return Ok(());
+    };
+    let sqlparser::ast::SetExpr::Values(values) = source.body.as_mut() else {
+        return Ok(());
+    };
+    let width = values.rows.first().map_or(0, |r| r.content.len());
+    let defaults: Vec<usize> = (0..width)
+        .filter(|&j| {
+            values
+                .rows
+                .iter()
+                .any(|r| r.content.get(j).is_some_and(is_default))
+        })
+        .collect();
+    if defaults.is_empty() {
+        return Ok(());
+    }
+    if ins.columns.len() != width {
+        return Err(PgError::unsupported(
+            "DEFAULT in VALUES without a column list on the SQLite backend",
+        )
+        .with_hint("list the columns and leave the defaulted ones out"));
+    }
+    for &j in &defaults {
+        if !values
+            .rows
+            .iter()
+            .all(|r| r.content.get(j).is_some_and(is_default))
+        {
+            return Err(PgError::unsupported(
+                "DEFAULT in some rows only of a multi-row VALUES list on the SQLite backend",
+            )
+            .with_hint("give the value in every row, or insert the rows that use DEFAULT separately without that column"));
+        }
+    }
+    if defaults.len() == width {
+        return Err(
+            PgError::unsupported("VALUES made only of DEFAULT on the SQLite backend")
+                .with_hint("write INSERT INTO … DEFAULT VALUES"),
+        );
+    }
+    for &j in defaults.iter().rev() {
+        ins.columns.remove(j);
+        for r in &mut values.rows {
+            r.content.remove(j);
+        }
+    }
+    Ok(())
 }
 
 /// `DELETE FROM t d USING s WHERE cond` → `DELETE FROM t AS d WHERE EXISTS (SELECT 1

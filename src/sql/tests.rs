@@ -207,3 +207,42 @@ fn refuses_what_it_cannot_translate() {
     check_err("GRANT SELECT ON t TO bob", FEATURE_NOT_SUPPORTED);
     check_err("SELECT '1 day'::interval", FEATURE_NOT_SUPPORTED);
 }
+
+#[test]
+fn default_in_values_is_left_out_or_refused_clearly() {
+    let p = plan("INSERT INTO t (a, b, c) VALUES (1, DEFAULT, 'x'), (2, DEFAULT, 'y')").unwrap();
+    assert_eq!(
+        p[0].sqlite_sql,
+        "INSERT INTO t (a, c) VALUES (1, 'x'), (2, 'y')"
+    );
+    let e = plan("INSERT INTO t (a, b) VALUES (1, DEFAULT), (2, 3)").unwrap_err();
+    assert_eq!(e.code, "0A000");
+    assert!(e.message.contains("some rows"), "{}", e.message);
+    let e = plan("UPDATE t SET b = DEFAULT").unwrap_err();
+    assert_eq!(e.code, "0A000");
+}
+
+#[test]
+fn postgres_operators_become_sqlite_expressions() {
+    let sql = |s: &str| plan(s).unwrap()[0].sqlite_sql.clone();
+    assert_eq!(
+        sql("SELECT a FROM t WHERE b ILIKE '%x%'"),
+        "SELECT a FROM t WHERE lower(b) LIKE lower('%x%')"
+    );
+    assert_eq!(
+        sql("SELECT a FROM t WHERE b ~* '^a' AND c !~ 'z'"),
+        "SELECT a FROM t WHERE pg_regex_match(b, '^a', 'i') AND NOT pg_regex_match(c, 'z', '')"
+    );
+    assert_eq!(
+        sql("SELECT a FROM t WHERE s = ANY (ARRAY['x', 'y'])"),
+        "SELECT a FROM t WHERE s IN ('x', 'y')"
+    );
+    assert_eq!(
+        sql("SELECT a FROM t ORDER BY a OFFSET 2 ROWS FETCH NEXT 3 ROWS ONLY"),
+        "SELECT a FROM t ORDER BY a LIMIT 3 OFFSET 2"
+    );
+    assert_eq!(
+        sql("DELETE FROM t d USING s WHERE d.s_id = s.id"),
+        "DELETE FROM t AS d WHERE EXISTS (SELECT 1 FROM s WHERE d.s_id = s.id)"
+    );
+}
