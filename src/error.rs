@@ -20,6 +20,7 @@ pub mod code {
     pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const INTEGRITY_CONSTRAINT_VIOLATION: &str = "23000";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const FOREIGN_KEY_VIOLATION: &str = "23503";
@@ -69,6 +70,7 @@ pub mod code {
             QUERY_CANCELED,
             UNDEFINED_FUNCTION,
             DIVISION_BY_ZERO,
+            INVALID_DATETIME_FORMAT,
             INVALID_REGULAR_EXPRESSION,
             INVALID_ARGUMENT_FOR_LOG,
             INVALID_ARGUMENT_FOR_POWER,

@@ -207,6 +207,29 @@ fn invalid_input(ty: PgType, input: &str) -> PgError {
     )
 }
 
+/// A date/time that does not parse: 22008 when it has the shape of one (a field is
+/// out of range, like February 30), else 22007.
+fn invalid_datetime(ty: PgType, input: &str) -> PgError {
+    let t = input.trim().as_bytes();
+    let shaped = t.len() >= 10
+        && t[..4].iter().all(u8::is_ascii_digit)
+        && t[4] == b'-'
+        && t[5..7].iter().all(u8::is_ascii_digit)
+        && t[7] == b'-'
+        && t[8..10].iter().all(u8::is_ascii_digit);
+    if shaped {
+        PgError::new(
+            code::DATETIME_FIELD_OVERFLOW,
+            format!("date/time field value out of range: \"{input}\""),
+        )
+    } else {
+        PgError::new(
+            code::INVALID_DATETIME_FORMAT,
+            format!("invalid input syntax for type {}: \"{input}\"", ty.name()),
+        )
+    }
+}
+
 fn out_of_range(ty: PgType) -> PgError {
     PgError::new(
         code::NUMERIC_VALUE_OUT_OF_RANGE,
@@ -238,6 +261,7 @@ pub fn encode_text(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgRes
         (PgType::Float4 | PgType::Float8, ValueRef::Integer(i)) => {
             out.put_slice(itoa::Buffer::new().format(i).as_bytes())
         }
+        (PgType::Jsonb, ValueRef::Text(t)) => put_jsonb(out, t),
         (PgType::Timestamptz, ValueRef::Text(t)) => put_timestamp(out, t, true),
         (PgType::Timestamp, ValueRef::Text(t)) => put_timestamp(out, t, false),
         (PgType::Uuid, ValueRef::Blob(b)) if b.len() == 16 => {
@@ -388,6 +412,55 @@ pub fn format_timestamp(dt: &NaiveDateTime, with_tz: bool) -> String {
     s
 }
 
+/// jsonb as PostgreSQL prints it: keys ordered by length then bytes (the last of
+/// duplicate keys wins), `", "` and `": "` separators, numbers as written.
+fn put_jsonb(out: &mut BytesMut, raw: &[u8]) {
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(v) => {
+            let mut s = String::with_capacity(raw.len() + 8);
+            write_jsonb(&v, &mut s);
+            out.put_slice(s.as_bytes());
+        }
+        // Not JSON (should not happen for a jsonb column): show what is stored.
+        Err(_) => out.put_slice(raw),
+    }
+}
+
+fn write_jsonb(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value as J;
+    match v {
+        J::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_by(|a, b| {
+                a.len()
+                    .cmp(&b.len())
+                    .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+            });
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&J::String((*k).clone()).to_string());
+                out.push_str(": ");
+                write_jsonb(&m[k.as_str()], out);
+            }
+            out.push('}');
+        }
+        J::Array(a) => {
+            out.push('[');
+            for (i, e) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb(e, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
 fn put_timestamp(out: &mut BytesMut, raw: &[u8], with_tz: bool) {
     let text = String::from_utf8_lossy(raw);
     match parse_timestamp(&text) {
@@ -460,7 +533,7 @@ pub fn encode_binary(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgR
         }
         PgType::Jsonb => {
             out.put_u8(1);
-            encode_text(PgType::Text, value, out)?;
+            encode_text(PgType::Jsonb, value, out)?;
         }
         PgType::Interval => return Err(PgError::unsupported("binary output of interval")),
         PgType::Text
@@ -687,11 +760,11 @@ pub fn decode_text(ty: PgType, s: &str) -> PgResult<Value> {
         },
         PgType::Bytea => Value::Blob(parse_bytea_text(s).ok_or_else(|| invalid_input(ty, s))?),
         PgType::Timestamp | PgType::Timestamptz => {
-            let (dt, _) = parse_timestamp(s).ok_or_else(|| invalid_input(ty, s))?;
+            let (dt, _) = parse_timestamp(s).ok_or_else(|| invalid_datetime(ty, s))?;
             Value::Text(format_timestamp(&dt, ty == PgType::Timestamptz))
         }
         PgType::Date => {
-            let (dt, _) = parse_timestamp(s).ok_or_else(|| invalid_input(ty, s))?;
+            let (dt, _) = parse_timestamp(s).ok_or_else(|| invalid_datetime(ty, s))?;
             Value::Text(dt.date().format("%Y-%m-%d").to_string())
         }
         PgType::Uuid => Value::Text(

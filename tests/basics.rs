@@ -280,7 +280,6 @@ async fn errors_carry_sqlstates() {
         "SELECT 'abc'::int4",
         "SELECT '99999999999'::int4",
         "SELECT 'maybe'::bool",
-        "SELECT 'x'::timestamptz",
     ] {
         let e = c.batch_execute(sql).await.unwrap_err();
         assert!(
@@ -288,6 +287,17 @@ async fn errors_carry_sqlstates() {
             "{sql}: {e:?}"
         );
     }
+    // Date/time input: 22007 when it is not a date at all, 22008 for a bad field.
+    let e = c
+        .batch_execute("SELECT 'x'::timestamptz")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22007");
+    let e = c
+        .batch_execute("SELECT '2026-02-30'::date")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22008");
     s.stop().await;
 }
 

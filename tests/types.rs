@@ -153,7 +153,7 @@ async fn text_results_match_postgres() {
             "2024-01-02 03:04:05.5",
             "2024-01-02 01:04:05+00",
             "{\"k\": 1}",
-            "[1,2]"
+            "[1, 2]"
         ]
     );
     // Parameters in text format (what psql and pgbench --protocol=extended send) are

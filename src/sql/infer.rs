@@ -208,6 +208,10 @@ impl Collector {
             | Expr::AnyOp { .. }
             | Expr::AllOp { .. } => TypeHint::Known(PgType::Bool),
             Expr::Position { .. } => TypeHint::Known(PgType::Int4),
+            Expr::Extract { .. } => TypeHint::Known(PgType::Numeric),
+            Expr::TypedString(ts) => {
+                pg_type_of(&ts.data_type).map_or(TypeHint::Unknown, TypeHint::Known)
+            }
             Expr::Substring { .. } => TypeHint::Known(PgType::Text),
             Expr::BinaryOp { left, op, right } => match op {
                 BinaryOperator::Eq
@@ -321,7 +325,13 @@ impl Collector {
                     "power" | "pow" | "sqrt" | "exp" | "ln" | "log" | "log10" | "cbrt" => {
                         float_or_numeric(true)
                     }
-                    "pi" => TypeHint::Known(PgType::Float8),
+                    "pi" | "date_part" => TypeHint::Known(PgType::Float8),
+                    "date_trunc" => match args.get(1).map(|a| self.infer(a)) {
+                        Some(TypeHint::Known(PgType::Timestamp)) => {
+                            TypeHint::Known(PgType::Timestamp)
+                        }
+                        _ => TypeHint::Known(PgType::Timestamptz),
+                    },
                     "nextval" | "currval" | "setval" | "txid_current" => {
                         TypeHint::Known(PgType::Int8)
                     }

@@ -689,6 +689,25 @@ impl ExprRewriter {
                 }
                 *expr = call_args(name, args);
             }
+            // `timestamp '…'`, `date '…'`: the same as a cast of the string.
+            Expr::TypedString(ts) => {
+                let cast = Expr::Cast {
+                    kind: CastKind::DoubleColon,
+                    expr: Box::new(Expr::Value(ts.value.clone())),
+                    data_type: ts.data_type.clone(),
+                    format: None,
+                };
+                *expr = cast;
+                return self.rewrite(expr);
+            }
+            // extract(field FROM x) → pg_extract('field', x)
+            Expr::Extract { field, expr: e, .. } => {
+                let name = field.to_string().to_ascii_lowercase();
+                *expr = call_args(
+                    "pg_extract",
+                    vec![Expr::Value(Value::SingleQuotedString(name).into()), take(e)],
+                );
+            }
             // position(a IN b) → instr(b, a)
             Expr::Position { expr: needle, r#in } => {
                 *expr = call_args("instr", vec![take(r#in), take(needle)]);

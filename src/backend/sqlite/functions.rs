@@ -119,6 +119,7 @@ pub fn register(
     })?;
     register_text_functions(conn)?;
     register_math_functions(conn)?;
+    register_datetime_functions(conn)?;
     // PostgreSQL's random() is a float in [0, 1); SQLite's is a 64-bit integer.
     conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(rand::random::<f64>())
@@ -609,4 +610,357 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// A date or timestamp argument as stored (text), with whether it carried a time
+/// of day and a zone.
+fn datetime_arg(
+    ctx: &Context<'_>,
+    i: usize,
+) -> rusqlite::Result<Option<(chrono::NaiveDateTime, bool, bool)>> {
+    let Some(text) = text_arg(ctx, i)? else {
+        return Ok(None);
+    };
+    let has_time = text.trim().len() > 10;
+    let (dt, tz) = types::parse_timestamp(&text).ok_or_else(|| {
+        user_error(crate::error::PgError::new(
+            crate::error::code::INVALID_DATETIME_FORMAT,
+            format!("invalid input syntax for type timestamp: \"{text}\""),
+        ))
+    })?;
+    Ok(Some((dt, has_time, tz)))
+}
+
+fn unit_error(unit: &str) -> rusqlite::Error {
+    user_error(crate::error::PgError::new(
+        crate::error::code::FEATURE_NOT_SUPPORTED,
+        format!("unit \"{unit}\" not supported"),
+    ))
+}
+
+/// `date_trunc(unit, ts)`.
+fn date_trunc(unit: &str, dt: chrono::NaiveDateTime) -> Option<chrono::NaiveDateTime> {
+    use chrono::{Datelike, NaiveDate, Timelike};
+    let d = dt.date();
+    let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0);
+    match unit {
+        "microseconds" => Some(dt),
+        "milliseconds" => dt.with_nanosecond(dt.nanosecond() / 1_000_000 * 1_000_000),
+        "second" => dt.with_nanosecond(0),
+        "minute" => dt.with_nanosecond(0)?.with_second(0),
+        "hour" => dt.with_nanosecond(0)?.with_second(0)?.with_minute(0),
+        "day" => midnight(d),
+        "week" => midnight(d - chrono::Duration::days(d.weekday().num_days_from_monday() as i64)),
+        "month" => midnight(d.with_day(1)?),
+        "quarter" => midnight(NaiveDate::from_ymd_opt(
+            d.year(),
+            (d.month0() / 3) * 3 + 1,
+            1,
+        )?),
+        "year" => midnight(NaiveDate::from_ymd_opt(d.year(), 1, 1)?),
+        "decade" => midnight(NaiveDate::from_ymd_opt(d.year().div_euclid(10) * 10, 1, 1)?),
+        "century" => midnight(NaiveDate::from_ymd_opt(
+            (d.year() - 1).div_euclid(100) * 100 + 1,
+            1,
+            1,
+        )?),
+        _ => None,
+    }
+}
+
+/// `extract(field FROM x)`: PostgreSQL returns numeric; fields with fractions keep
+/// six decimals for values with a time of day, as PostgreSQL prints them.
+fn extract(field: &str, dt: chrono::NaiveDateTime, has_time: bool) -> Option<Value> {
+    use chrono::{Datelike, Timelike};
+    let micros = dt.and_utc().timestamp_subsec_micros() as i64;
+    let frac = |whole: i64, sub: i64| -> Value {
+        if has_time {
+            let neg = whole < 0 && sub != 0;
+            let (w, f) = if neg {
+                (whole + 1, 1_000_000 - sub)
+            } else {
+                (whole, sub)
+            };
+            Value::Text(format!(
+                "{}{}.{:06}",
+                if neg && w == 0 { "-" } else { "" },
+                w,
+                f
+            ))
+        } else {
+            Value::Integer(whole)
+        }
+    };
+    Some(match field {
+        "year" => Value::Integer(dt.year() as i64),
+        "month" => Value::Integer(dt.month() as i64),
+        "day" => Value::Integer(dt.day() as i64),
+        "hour" => Value::Integer(dt.hour() as i64),
+        "minute" => Value::Integer(dt.minute() as i64),
+        "second" => frac(dt.second() as i64, micros),
+        "milliseconds" => Value::Text(format!(
+            "{}.{:03}",
+            dt.second() as i64 * 1000 + micros / 1000,
+            micros % 1000
+        )),
+        "microseconds" => Value::Integer(dt.second() as i64 * 1_000_000 + micros),
+        "epoch" => frac(dt.and_utc().timestamp(), micros),
+        "dow" => Value::Integer(dt.weekday().num_days_from_sunday() as i64),
+        "isodow" => Value::Integer(dt.weekday().number_from_monday() as i64),
+        "doy" => Value::Integer(dt.ordinal() as i64),
+        "week" => Value::Integer(dt.iso_week().week() as i64),
+        "isoyear" => Value::Integer(dt.iso_week().year() as i64),
+        "quarter" => Value::Integer((dt.month0() / 3 + 1) as i64),
+        "decade" => Value::Integer(dt.year().div_euclid(10) as i64),
+        "century" => Value::Integer(((dt.year() - 1).div_euclid(100) + 1) as i64),
+        "millennium" => Value::Integer(((dt.year() - 1).div_euclid(1000) + 1) as i64),
+        "timezone" => Value::Integer(0),
+        _ => return None,
+    })
+}
+
+/// `to_char(timestamp, pattern)` for the common patterns.
+fn to_char(dt: chrono::NaiveDateTime, pattern: &str) -> String {
+    use chrono::{Datelike, Timelike};
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let mut out = String::new();
+    let p: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    let mut fill = false;
+    let starts = |i: usize, tok: &str| -> bool {
+        let t: Vec<char> = tok.chars().collect();
+        p.len() >= i + t.len() && p[i..i + t.len()] == t[..]
+    };
+    let month = MONTHS[dt.month0() as usize];
+    let day = DAYS[dt.weekday().num_days_from_sunday() as usize];
+    let hour12 = match dt.hour() % 12 {
+        0 => 12,
+        h => h,
+    };
+    while i < p.len() {
+        if starts(i, "FM") {
+            fill = true;
+            i += 2;
+            continue;
+        }
+        let pad = |n: u32, width: usize, fill: bool| {
+            if fill {
+                n.to_string()
+            } else {
+                format!("{n:0width$}")
+            }
+        };
+        let name = |s: &str, upper: bool, lower: bool, width: usize, fill: bool| {
+            let v = if upper {
+                s.to_uppercase()
+            } else if lower {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            };
+            if fill {
+                v
+            } else {
+                format!("{v:<width$}")
+            }
+        };
+        let (text, len): (String, usize) = if starts(i, "YYYY") {
+            (format!("{:04}", dt.year()), 4)
+        } else if starts(i, "YY") {
+            (format!("{:02}", dt.year().rem_euclid(100)), 2)
+        } else if starts(i, "HH24") {
+            (pad(dt.hour(), 2, fill), 4)
+        } else if starts(i, "HH12") {
+            (pad(hour12, 2, fill), 4)
+        } else if starts(i, "HH") {
+            (pad(hour12, 2, fill), 2)
+        } else if starts(i, "MI") {
+            (pad(dt.minute(), 2, fill), 2)
+        } else if starts(i, "SS") {
+            (pad(dt.second(), 2, fill), 2)
+        } else if starts(i, "MS") {
+            (format!("{:03}", dt.and_utc().timestamp_subsec_millis()), 2)
+        } else if starts(i, "US") {
+            (format!("{:06}", dt.and_utc().timestamp_subsec_micros()), 2)
+        } else if starts(i, "MONTH") {
+            (name(month, true, false, 9, fill), 5)
+        } else if starts(i, "Month") {
+            (name(month, false, false, 9, fill), 5)
+        } else if starts(i, "month") {
+            (name(month, false, true, 9, fill), 5)
+        } else if starts(i, "MON") {
+            (month[..3].to_uppercase(), 3)
+        } else if starts(i, "Mon") {
+            (month[..3].to_string(), 3)
+        } else if starts(i, "mon") {
+            (month[..3].to_lowercase(), 3)
+        } else if starts(i, "MM") {
+            (pad(dt.month(), 2, fill), 2)
+        } else if starts(i, "DAY") {
+            (name(day, true, false, 9, fill), 3)
+        } else if starts(i, "Day") {
+            (name(day, false, false, 9, fill), 3)
+        } else if starts(i, "day") {
+            (name(day, false, true, 9, fill), 3)
+        } else if starts(i, "DY") {
+            (day[..3].to_uppercase(), 2)
+        } else if starts(i, "Dy") {
+            (day[..3].to_string(), 2)
+        } else if starts(i, "dy") {
+            (day[..3].to_lowercase(), 2)
+        } else if starts(i, "DDD") {
+            (pad(dt.ordinal(), 3, fill), 3)
+        } else if starts(i, "DD") {
+            (pad(dt.day(), 2, fill), 2)
+        } else if starts(i, "D") {
+            ((dt.weekday().num_days_from_sunday() + 1).to_string(), 1)
+        } else if starts(i, "AM") || starts(i, "PM") {
+            ((if dt.hour() < 12 { "AM" } else { "PM" }).to_string(), 2)
+        } else if starts(i, "am") || starts(i, "pm") {
+            ((if dt.hour() < 12 { "am" } else { "pm" }).to_string(), 2)
+        } else if starts(i, "Q") {
+            ((dt.month0() / 3 + 1).to_string(), 1)
+        } else if starts(i, "IW") {
+            (pad(dt.iso_week().week(), 2, fill), 2)
+        } else if starts(i, "TZ") {
+            ("UTC".to_string(), 2)
+        } else if p[i] == '"' {
+            let end = p[i + 1..]
+                .iter()
+                .position(|&c| c == '"')
+                .map_or(p.len(), |e| i + 1 + e);
+            (p[i + 1..end].iter().collect(), end + 1 - i)
+        } else {
+            (p[i].to_string(), 1)
+        };
+        out.push_str(&text);
+        i += len;
+        fill = false;
+    }
+    out
+}
+
+fn register_datetime_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("date_trunc", 2, det, |ctx| {
+        let Some(unit) = text_arg(ctx, 0)? else {
+            return Ok(None);
+        };
+        let Some((dt, has_time, tz)) = datetime_arg(ctx, 1)? else {
+            return Ok(None);
+        };
+        // A date is truncated as a timestamp with time zone, as in PostgreSQL.
+        let tz = tz || !has_time;
+        let unit = unit.to_ascii_lowercase();
+        let t = date_trunc(
+            unit.trim_end_matches('s')
+                .trim_end_matches("millisecond")
+                .trim(),
+            dt,
+        )
+        .or_else(|| date_trunc(&unit, dt))
+        .ok_or_else(|| unit_error(&unit))?;
+        Ok(Some(types::format_timestamp(&t, tz)))
+    })?;
+    conn.create_scalar_function("pg_extract", 2, det, |ctx| {
+        let Some(field) = text_arg(ctx, 0)? else {
+            return Ok(Value::Null);
+        };
+        let Some((dt, has_time, _)) = datetime_arg(ctx, 1)? else {
+            return Ok(Value::Null);
+        };
+        extract(&field.to_ascii_lowercase(), dt, has_time).ok_or_else(|| unit_error(&field))
+    })?;
+    conn.create_scalar_function("date_part", 2, det, |ctx| {
+        let Some(field) = text_arg(ctx, 0)? else {
+            return Ok(Value::Null);
+        };
+        let Some((dt, _, _)) = datetime_arg(ctx, 1)? else {
+            return Ok(Value::Null);
+        };
+        // date_part returns double precision.
+        Ok(
+            match extract(&field.to_ascii_lowercase(), dt, true)
+                .ok_or_else(|| unit_error(&field))?
+            {
+                Value::Text(t) => Value::Real(t.parse().unwrap_or(0.0)),
+                other => other,
+            },
+        )
+    })?;
+    conn.create_scalar_function("to_char", 2, det, |ctx| {
+        let Some(pattern) = text_arg(ctx, 1)? else {
+            return Ok(None);
+        };
+        if matches!(ctx.get_raw(0), ValueRef::Integer(_) | ValueRef::Real(_)) {
+            return Err(user_error(crate::error::PgError::unsupported(
+                "to_char of a number on the SQLite backend",
+            )));
+        }
+        let Some((dt, _, _)) = datetime_arg(ctx, 0)? else {
+            return Ok(None);
+        };
+        Ok(Some(to_char(dt, &pattern)))
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod datetime_tests {
+    use super::*;
+
+    fn ts(s: &str) -> chrono::NaiveDateTime {
+        types::parse_timestamp(s).unwrap().0
+    }
+
+    #[test]
+    fn to_char_common_patterns() {
+        let t = ts("2026-01-15 08:05:09");
+        assert_eq!(to_char(t, "YYYY-MM-DD HH24:MI:SS"), "2026-01-15 08:05:09");
+        assert_eq!(to_char(t, "DD/MM/YYYY"), "15/01/2026");
+        assert_eq!(to_char(t, "FMMonth DD, YYYY"), "January 15, 2026");
+        assert_eq!(to_char(t, "Mon Dy HH12:MI AM"), "Jan Thu 08:05 AM");
+        assert_eq!(to_char(t, "Day"), "Thursday ");
+        assert_eq!(to_char(t, "YYYY \"Q\"Q"), "2026 Q1");
+    }
+
+    #[test]
+    fn trunc_and_extract() {
+        let t = ts("2026-01-15 10:42:17.25");
+        assert_eq!(date_trunc("month", t), Some(ts("2026-01-01 00:00:00")));
+        assert_eq!(date_trunc("week", t), Some(ts("2026-01-12 00:00:00")));
+        assert_eq!(date_trunc("hour", t), Some(ts("2026-01-15 10:00:00")));
+        assert_eq!(
+            extract("second", t, true),
+            Some(Value::Text("17.250000".into()))
+        );
+        assert_eq!(extract("dow", t, true), Some(Value::Integer(4)));
+        assert_eq!(extract("year", t, false), Some(Value::Integer(2026)));
+        assert_eq!(
+            extract("epoch", ts("2026-01-15 10:00:00+00"), true),
+            Some(Value::Text("1768471200.000000".into()))
+        );
+    }
 }
