@@ -27,6 +27,12 @@ pub enum TypeHint {
     },
     /// The type of parameter `$n` (index `n - 1`).
     Param(usize),
+    /// `sum` (or `avg`) of an expression whose type is known only at execution:
+    /// float → float8, numeric → numeric, integers → int8 (avg: numeric).
+    Aggregate {
+        avg: bool,
+        arg: Box<TypeHint>,
+    },
     Unknown,
 }
 
@@ -283,14 +289,28 @@ impl Collector {
                 };
                 match name.as_str() {
                     "count" => TypeHint::Known(PgType::Int8),
-                    "sum" => match first_arg.map(|a| self.infer(a)) {
-                        Some(TypeHint::Known(PgType::Float4 | PgType::Float8)) => {
-                            TypeHint::Known(PgType::Float8)
+                    "sum" | "avg" => {
+                        let avg = name == "avg";
+                        match first_arg.map(|a| self.infer(a)) {
+                            Some(TypeHint::Known(PgType::Float4 | PgType::Float8)) => {
+                                TypeHint::Known(PgType::Float8)
+                            }
+                            Some(TypeHint::Known(PgType::Numeric)) => {
+                                TypeHint::Known(PgType::Numeric)
+                            }
+                            Some(arg @ (TypeHint::Column { .. } | TypeHint::ColumnAt { .. })) => {
+                                TypeHint::Aggregate {
+                                    avg,
+                                    arg: Box::new(arg),
+                                }
+                            }
+                            _ if avg => TypeHint::Known(PgType::Numeric),
+                            _ => TypeHint::Known(PgType::Int8),
                         }
-                        Some(TypeHint::Known(PgType::Numeric)) => TypeHint::Known(PgType::Numeric),
-                        _ => TypeHint::Known(PgType::Int8),
-                    },
-                    "avg" => TypeHint::Known(PgType::Numeric),
+                    }
+                    "row_number" | "rank" | "dense_rank" | "ntile" => TypeHint::Known(PgType::Int8),
+                    "percent_rank" | "cume_dist" => TypeHint::Known(PgType::Float8),
+                    "lag" | "lead" | "first_value" | "last_value" | "nth_value" => first_type(),
                     "min" | "max" | "coalesce" | "abs" => {
                         first_arg.map_or(TypeHint::Unknown, |a| self.infer(a))
                     }

@@ -184,6 +184,12 @@ impl Worker {
                 column,
             } => self.catalog.column_in(scope, column),
             TypeHint::ColumnAt { table, index } => self.catalog.column_at(table, *index),
+            TypeHint::Aggregate { avg, arg } => Some(match self.resolve(arg, scope) {
+                Some(PgType::Float4 | PgType::Float8) => PgType::Float8,
+                Some(PgType::Numeric) => PgType::Numeric,
+                _ if *avg => PgType::Numeric,
+                _ => PgType::Int8,
+            }),
             TypeHint::Param(_) | TypeHint::Unknown => None,
         }
     }
