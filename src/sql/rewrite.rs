@@ -161,6 +161,78 @@ pub fn rewrite_statement(
             (Kind::Ddl, "CREATE INDEX", false)
         }
         Statement::CreateView(_) => (Kind::Ddl, "CREATE VIEW", false),
+        // COMMENT ON TABLE/COLUMN/VIEW/INDEX: kept in the side table
+        // __unidb_comments for the catalog.
+        Statement::Comment {
+            object_type,
+            object_name,
+            comment,
+            ..
+        } => {
+            use sqlparser::ast::CommentObject;
+            let parts: Vec<String> = object_name
+                .0
+                .iter()
+                .map(|p| match p {
+                    ObjectNamePart::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
+                    ObjectNamePart::Identifier(i) => i.value.to_ascii_lowercase(),
+                    other => other.to_string(),
+                })
+                .collect();
+            let (kind, object, column) = match (object_type, parts.as_slice()) {
+                (CommentObject::Column, [.., t, c]) => ("column", t.clone(), c.clone()),
+                (CommentObject::Table, [.., t]) => ("table", t.clone(), String::new()),
+                (CommentObject::View, [.., t]) => ("view", t.clone(), String::new()),
+                (CommentObject::Index, [.., t]) => ("index", t.clone(), String::new()),
+                (other, _) => {
+                    return Err(PgError::unsupported(format!(
+                        "COMMENT ON {other:?} on the SQLite backend"
+                    )))
+                }
+            };
+            let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
+            let text = match comment {
+                Some(c) => format!(
+                    "INSERT OR REPLACE INTO __unidb_comments (object_type, object_name, column_name, description) VALUES ({}, {}, {}, {})",
+                    q(kind),
+                    q(&object),
+                    q(&column),
+                    q(c)
+                ),
+                None => format!(
+                    "DELETE FROM __unidb_comments WHERE object_type = {} AND object_name = {} AND column_name = {}",
+                    q(kind),
+                    q(&object),
+                    q(&column)
+                ),
+            };
+            *stmt = Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, &text)
+                .ok()
+                .and_then(|mut v| v.pop())
+                .ok_or_else(|| PgError::unsupported("COMMENT ON with this name"))?;
+            return Ok((Kind::Write, "COMMENT", false, None));
+        }
+        // TRUNCATE t → DELETE FROM t (SQLite's truncate optimisation applies).
+        Statement::Truncate(t) => {
+            if t.table_names.len() != 1 {
+                return Err(PgError::unsupported(
+                    "TRUNCATE of several tables on the SQLite backend",
+                )
+                .with_hint("truncate one table per statement"));
+            }
+            if t.identity.is_some() || t.cascade.is_some() {
+                return Err(PgError::unsupported(
+                    "TRUNCATE … RESTART IDENTITY / CASCADE on the SQLite backend",
+                )
+                .with_hint("truncate dependent tables first, without options"));
+            }
+            let text = format!("DELETE FROM {}", t.table_names[0].name);
+            *stmt = Parser::parse_sql(&PostgreSqlDialect {}, &text)
+                .ok()
+                .and_then(|mut v| v.pop())
+                .ok_or_else(|| PgError::unsupported("TRUNCATE of this table name"))?;
+            (Kind::Write, "TRUNCATE TABLE", false)
+        }
         Statement::AlterTable(at) => {
             catalog = rewrite_alter_table(at)?;
             (Kind::Ddl, "ALTER TABLE", false)

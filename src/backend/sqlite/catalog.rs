@@ -20,6 +20,13 @@ pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
             ordinal INTEGER NOT NULL,
             pg_type TEXT NOT NULL,
             PRIMARY KEY (table_name, column_name)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS __unidb_comments (
+            object_type TEXT NOT NULL,
+            object_name TEXT NOT NULL,
+            column_name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            PRIMARY KEY (object_type, object_name, column_name)
         ) WITHOUT ROWID"
     ))
 }
