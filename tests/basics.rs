@@ -432,3 +432,46 @@ async fn idle_clients_are_disconnected_but_not_inside_a_transaction() {
     assert_eq!(common::count(&busy, "i").await, 1);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_in_some_rows_of_values() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    c.batch_execute(
+        "CREATE TABLE tags (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, n INT NOT NULL DEFAULT 7)",
+    )
+    .await
+    .unwrap();
+    // Extended protocol with parameters, rows defaulting different columns, RETURNING.
+    let rows = c
+        .query(
+            "INSERT INTO tags (name, n) VALUES ($1, DEFAULT), ($2, 2), ($3, DEFAULT) RETURNING id, name, n",
+            &[&"a", &"b", &"c"],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, String, i32)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, "a".into(), 7), (2, "b".into(), 2), (3, "c".into(), 7)]
+    );
+    // Simple protocol: the command tag counts every row.
+    let msgs = c
+        .simple_query("INSERT INTO tags (name, n) VALUES ('d', 1), ('e', DEFAULT)")
+        .await
+        .unwrap();
+    assert!(msgs
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(2))));
+    // All or nothing: a failing later part undoes the earlier one.
+    let e = c
+        .batch_execute("INSERT INTO tags (name, n) VALUES ('f', DEFAULT), ('a', 3)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505");
+    assert_eq!(common::count(&c, "tags").await, 5);
+    s.stop().await;
+}

@@ -104,6 +104,9 @@ pub struct Stmt {
     /// Type hints for the result columns, when the projection has no wildcard.
     pub columns: Option<Vec<TypeHint>>,
     pub catalog: Option<CatalogChange>,
+    /// Further SQLite statements run after `sqlite_sql` as part of this one, all or
+    /// nothing (rows using DEFAULT for different columns).
+    pub extra_sql: Vec<String>,
 }
 
 impl Stmt {
@@ -117,6 +120,7 @@ impl Stmt {
             params: Vec::new(),
             columns: None,
             catalog: None,
+            extra_sql: Vec::new(),
         }
     }
 
@@ -147,7 +151,13 @@ fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
         return Ok(proxy);
     }
     let hints = infer::collect(&stmt);
-    let (kind, tag, returns_rows, catalog) = rewrite::rewrite_statement(&mut stmt)?;
+    let rewrite::Rewritten {
+        kind,
+        tag,
+        returns_rows,
+        catalog,
+        extra_sql,
+    } = rewrite::rewrite_statement(&mut stmt)?;
     Ok(Stmt {
         kind,
         sqlite_sql: stmt.to_string(),
@@ -157,6 +167,7 @@ fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
         params: hints.params,
         columns: hints.columns,
         catalog,
+        extra_sql,
     })
 }
 

@@ -111,12 +111,22 @@ fn setting_value(e: &Expr) -> String {
     }
 }
 
-/// Rewrites `stmt` in place into SQLite's dialect. Returns kind, command tag,
-/// whether rows come back, and the side-catalog change.
-pub fn rewrite_statement(
-    stmt: &mut Statement,
-) -> PgResult<(Kind, &'static str, bool, Option<CatalogChange>)> {
+/// What rewriting a statement tells besides the rewritten AST.
+pub struct Rewritten {
+    pub kind: Kind,
+    /// Command tag word(s).
+    pub tag: &'static str,
+    /// Rows come back (a query or RETURNING).
+    pub returns_rows: bool,
+    pub catalog: Option<CatalogChange>,
+    /// SQLite statements run after the main one as part of it.
+    pub extra_sql: Vec<String>,
+}
+
+/// Rewrites `stmt` in place into SQLite's dialect.
+pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
     let mut catalog = None;
+    let mut extras: Vec<Statement> = Vec::new();
     let (kind, tag, returns_rows) = match stmt {
         Statement::Query(q) => {
             let writes = !q.locks.is_empty();
@@ -129,7 +139,7 @@ pub fn rewrite_statement(
             )
         }
         Statement::Insert(ins) => {
-            rewrite_insert_defaults(ins)?;
+            extras = rewrite_insert_defaults(ins)?;
             (Kind::Write, "INSERT", ins.returning.is_some())
         }
         Statement::Update(up) => {
@@ -210,7 +220,13 @@ pub fn rewrite_statement(
                 .ok()
                 .and_then(|mut v| v.pop())
                 .ok_or_else(|| PgError::unsupported("COMMENT ON with this name"))?;
-            return Ok((Kind::Write, "COMMENT", false, None));
+            return Ok(Rewritten {
+                kind: Kind::Write,
+                tag: "COMMENT",
+                returns_rows: false,
+                catalog: None,
+                extra_sql: Vec::new(),
+            });
         }
         // TRUNCATE t → DELETE FROM t (SQLite's truncate optimisation applies).
         Statement::Truncate(t) => {
@@ -273,10 +289,19 @@ pub fn rewrite_statement(
     name_result_columns(stmt);
     let mut rw = ExprRewriter { error: None };
     let _ = stmt.visit(&mut rw);
+    for extra in &mut extras {
+        let _ = extra.visit(&mut rw);
+    }
     if let Some(e) = rw.error {
         return Err(e);
     }
-    Ok((kind, tag, returns_rows, catalog))
+    Ok(Rewritten {
+        kind,
+        tag,
+        returns_rows,
+        catalog,
+        extra_sql: extras.iter().map(ToString::to_string).collect(),
+    })
 }
 
 /// The name PostgreSQL gives an unaliased result expression (`count`, `?column?`…),
@@ -823,58 +848,84 @@ fn is_default(e: &Expr) -> bool {
     matches!(e, Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
 }
 
-/// `DEFAULT` in a VALUES list: SQLite has no such keyword, but a column that is
-/// DEFAULT in every row can simply be left out of the column list.
-fn rewrite_insert_defaults(ins: &mut sqlparser::ast::Insert) -> PgResult<()> {
+/// `DEFAULT` in a VALUES list: SQLite has no such keyword, so a defaulted column is
+/// left out of the column list. Rows that default different columns become
+/// separate INSERTs (consecutive rows with the same defaults stay together, so row
+/// order is kept); the first stays in `ins`, the others are returned and run after
+/// it as one statement.
+fn rewrite_insert_defaults(ins: &mut sqlparser::ast::Insert) -> PgResult<Vec<Statement>> {
     let Some(source) = ins.source.as_mut() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let sqlparser::ast::SetExpr::Values(values) = source.body.as_mut() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    let width = values.rows.first().map_or(0, |r| r.content.len());
-    let defaults: Vec<usize> = (0..width)
-        .filter(|&j| {
-            values
-                .rows
-                .iter()
-                .any(|r| r.content.get(j).is_some_and(is_default))
-        })
+    let masks: Vec<Vec<bool>> = values
+        .rows
+        .iter()
+        .map(|r| r.content.iter().map(is_default).collect())
         .collect();
-    if defaults.is_empty() {
-        return Ok(());
+    if !masks.iter().flatten().any(|d| *d) {
+        return Ok(Vec::new());
     }
+    let width = masks.first().map_or(0, Vec::len);
     if ins.columns.len() != width {
         return Err(PgError::unsupported(
             "DEFAULT in VALUES without a column list on the SQLite backend",
         )
         .with_hint("list the columns and leave the defaulted ones out"));
     }
-    for &j in &defaults {
-        if !values
-            .rows
+    if masks.iter().any(|m| m.iter().all(|d| *d)) {
+        return Err(PgError::unsupported(
+            "a VALUES row made only of DEFAULT on the SQLite backend",
+        )
+        .with_hint("write INSERT INTO … DEFAULT VALUES"));
+    }
+    // Consecutive rows with the same defaulted columns.
+    let mut groups: Vec<(Vec<bool>, Vec<usize>)> = Vec::new();
+    for (i, m) in masks.iter().enumerate() {
+        match groups.last_mut() {
+            Some((mask, rows)) if mask == m => rows.push(i),
+            _ => groups.push((m.clone(), vec![i])),
+        }
+    }
+    let all_rows = std::mem::take(&mut values.rows);
+    let template = ins.clone();
+    let mut statements = Vec::new();
+    for (mask, rows) in &groups {
+        let mut part = template.clone();
+        part.columns = template
+            .columns
             .iter()
-            .all(|r| r.content.get(j).is_some_and(is_default))
-        {
-            return Err(PgError::unsupported(
-                "DEFAULT in some rows only of a multi-row VALUES list on the SQLite backend",
-            )
-            .with_hint("give the value in every row, or insert the rows that use DEFAULT separately without that column"));
+            .zip(mask)
+            .filter(|(_, d)| !**d)
+            .map(|(c, _)| c.clone())
+            .collect();
+        if let Some(src) = part.source.as_mut() {
+            if let sqlparser::ast::SetExpr::Values(v) = src.body.as_mut() {
+                v.rows = rows
+                    .iter()
+                    .map(|&r| {
+                        let mut row = all_rows[r].clone();
+                        row.content = row
+                            .content
+                            .into_iter()
+                            .zip(mask)
+                            .filter(|(_, d)| !**d)
+                            .map(|(e, _)| e)
+                            .collect();
+                        row
+                    })
+                    .collect();
+            }
         }
+        statements.push(part);
     }
-    if defaults.len() == width {
-        return Err(
-            PgError::unsupported("VALUES made only of DEFAULT on the SQLite backend")
-                .with_hint("write INSERT INTO … DEFAULT VALUES"),
-        );
+    let mut parts = statements.into_iter();
+    if let Some(first) = parts.next() {
+        *ins = first;
     }
-    for &j in defaults.iter().rev() {
-        ins.columns.remove(j);
-        for r in &mut values.rows {
-            r.content.remove(j);
-        }
-    }
-    Ok(())
+    Ok(parts.map(Statement::Insert).collect())
 }
 
 /// `DELETE FROM t d USING s WHERE cond` → `DELETE FROM t AS d WHERE EXISTS (SELECT 1

@@ -215,9 +215,23 @@ fn default_in_values_is_left_out_or_refused_clearly() {
         p[0].sqlite_sql,
         "INSERT INTO t (a, c) VALUES (1, 'x'), (2, 'y')"
     );
-    let e = plan("INSERT INTO t (a, b) VALUES (1, DEFAULT), (2, 3)").unwrap_err();
+    let p = plan(
+        "INSERT INTO t (a, b) VALUES (1, DEFAULT), (2, DEFAULT), (3, 4), ($1, DEFAULT) RETURNING a",
+    )
+    .unwrap();
+    assert_eq!(
+        p[0].sqlite_sql,
+        "INSERT INTO t (a) VALUES (1), (2) RETURNING a"
+    );
+    assert_eq!(
+        p[0].extra_sql,
+        vec![
+            "INSERT INTO t (a, b) VALUES (3, 4) RETURNING a".to_string(),
+            "INSERT INTO t (a) VALUES ($1) RETURNING a".to_string()
+        ]
+    );
+    let e = plan("INSERT INTO t (a) VALUES (DEFAULT)").unwrap_err();
     assert_eq!(e.code, "0A000");
-    assert!(e.message.contains("some rows"), "{}", e.message);
     let e = plan("UPDATE t SET b = DEFAULT").unwrap_err();
     assert_eq!(e.code, "0A000");
 }

@@ -84,8 +84,6 @@ struct Described {
     columns: Vec<Column>,
     /// Result columns that are a bare `$n`: (column, parameter index).
     param_columns: Vec<(usize, usize)>,
-    /// For SQLite parameter `i` (1-based, index `i-1` here), the PostgreSQL `$n`.
-    param_map: Vec<usize>,
     param_count: usize,
 }
 
@@ -232,7 +230,6 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        let mut param_map = Vec::new();
         let mut param_count = 0;
         for i in 1..=prepared.parameter_count() {
             let n = prepared
@@ -241,12 +238,24 @@ impl Worker {
                 .and_then(|n| n.parse::<usize>().ok())
                 .unwrap_or(i);
             param_count = param_count.max(n);
-            param_map.push(n);
+        }
+        // Parameters only the extra statements use count too.
+        for sql in &stmt.extra_sql {
+            if let Ok(p) = self.conn.prepare_cached(sql) {
+                for i in 1..=p.parameter_count() {
+                    if let Some(n) = p
+                        .parameter_name(i)
+                        .and_then(|name| name.strip_prefix('$'))
+                        .and_then(|n| n.parse::<usize>().ok())
+                    {
+                        param_count = param_count.max(n);
+                    }
+                }
+            }
         }
         Described {
             columns,
             param_columns,
-            param_map,
             param_count,
         }
     }
@@ -339,9 +348,11 @@ impl Worker {
             .into());
         }
         let columns = with_param_columns(&d, &types);
-        let mut prepared = self.conn.prepare_cached(&stmt.sqlite_sql)?;
-        if !self.writer && !prepared.readonly() {
-            return Err(ExecError::NeedsWriter);
+        {
+            let prepared = self.conn.prepare_cached(&stmt.sqlite_sql)?;
+            if !self.writer && !prepared.readonly() {
+                return Err(ExecError::NeedsWriter);
+            }
         }
         let mut out = ExecOutput::default();
         if args.describe {
@@ -354,18 +365,77 @@ impl Worker {
             }
             out.rows_start = out.data.len();
         }
-        for (i, n) in d.param_map.iter().enumerate() {
-            let value = match &args.params[n - 1] {
-                None => Value::Null,
-                Some(raw) => {
+        let run = RunOne {
+            stmt,
+            args,
+            columns: &columns,
+            types: &types,
+        };
+        if stmt.extra_sql.is_empty() {
+            out.rows = run.run(&self.conn, &stmt.sqlite_sql, &mut out)?;
+            return Ok(out);
+        }
+        // A statement SQLite runs as several (an INSERT whose rows use DEFAULT for
+        // different columns): all or nothing, rows and counts added up.
+        self.conn.execute_batch("SAVEPOINT unidb_multi")?;
+        let mut total = 0;
+        let mut result = Ok(());
+        for sql in std::iter::once(&stmt.sqlite_sql).chain(&stmt.extra_sql) {
+            match run.run(&self.conn, sql, &mut out) {
+                Ok(n) => total += n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.conn.execute_batch("RELEASE unidb_multi")?;
+                out.rows = total;
+                Ok(out)
+            }
+            Err(e) => {
+                self.conn
+                    .execute_batch("ROLLBACK TO unidb_multi; RELEASE unidb_multi")?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What running one SQLite statement of a planned statement needs.
+struct RunOne<'a> {
+    stmt: &'a Stmt,
+    args: &'a ExecArgs,
+    columns: &'a [Column],
+    types: &'a [PgType],
+}
+
+impl RunOne<'_> {
+    /// Binds the client's parameters by their `$n` names, runs `sql` and encodes its
+    /// rows into `out`; returns the rows returned or changed.
+    fn run(&self, conn: &Connection, sql: &str, out: &mut ExecOutput) -> Result<u64, ExecError> {
+        let args = self.args;
+        let mut prepared = conn.prepare_cached(sql)?;
+        for i in 1..=prepared.parameter_count() {
+            let n = prepared
+                .parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(i);
+            let value = match args.params.get(n - 1) {
+                None | Some(None) => Value::Null,
+                Some(Some(raw)) => {
                     // Parameter format codes follow the same rule as result codes.
                     let binary =
                         FieldFormat::for_column(&args.param_formats, n - 1) == FieldFormat::Binary;
-                    types::decode_param(types[n - 1], binary, raw)?
+                    types::decode_param(self.types[n - 1], binary, raw)?
                 }
             };
-            prepared.raw_bind_parameter(i + 1, value)?;
+            prepared.raw_bind_parameter(i, value)?;
         }
+        let columns = self.columns;
         let ncols = columns.len();
         let formats: Vec<FieldFormat> = (0..ncols)
             .map(|i| FieldFormat::for_column(&args.result_formats, i))
@@ -406,12 +476,11 @@ impl Worker {
             }
         }
         drop(rows);
-        out.rows = if stmt.returns_rows || ncols > 0 {
+        Ok(if self.stmt.returns_rows || ncols > 0 {
             count
         } else {
-            self.conn.changes()
-        };
-        Ok(out)
+            conn.changes()
+        })
     }
 }
 
