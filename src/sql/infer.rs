@@ -214,6 +214,10 @@ impl Collector {
             | Expr::AnyOp { .. }
             | Expr::AllOp { .. } => TypeHint::Known(PgType::Bool),
             Expr::Position { .. } => TypeHint::Known(PgType::Int4),
+            Expr::Ceil { expr, .. } | Expr::Floor { expr, .. } => match self.infer(expr) {
+                TypeHint::Known(PgType::Float4 | PgType::Float8) => TypeHint::Known(PgType::Float8),
+                _ => TypeHint::Known(PgType::Numeric),
+            },
             Expr::Extract { .. } => TypeHint::Known(PgType::Numeric),
             Expr::TypedString(ts) => {
                 pg_type_of(&ts.data_type).map_or(TypeHint::Unknown, TypeHint::Known)
@@ -233,6 +237,20 @@ impl Collector {
                 | BinaryOperator::PGRegexIMatch
                 | BinaryOperator::PGRegexNotMatch
                 | BinaryOperator::PGRegexNotIMatch => TypeHint::Known(PgType::Bool),
+                BinaryOperator::AtArrow
+                | BinaryOperator::ArrowAt
+                | BinaryOperator::Question
+                | BinaryOperator::QuestionPipe
+                | BinaryOperator::QuestionAnd => TypeHint::Known(PgType::Bool),
+                BinaryOperator::LongArrow | BinaryOperator::HashLongArrow => {
+                    TypeHint::Known(PgType::Text)
+                }
+                BinaryOperator::Arrow | BinaryOperator::HashArrow => match self.infer(left) {
+                    TypeHint::Known(PgType::Json) => TypeHint::Known(PgType::Json),
+                    TypeHint::Known(PgType::Jsonb) => TypeHint::Known(PgType::Jsonb),
+                    col @ (TypeHint::Column { .. } | TypeHint::ColumnAt { .. }) => col,
+                    _ => TypeHint::Known(PgType::Jsonb),
+                },
                 BinaryOperator::PGExp => match self.infer(left) {
                     TypeHint::Known(PgType::Numeric) => TypeHint::Known(PgType::Numeric),
                     _ => TypeHint::Known(PgType::Float8),
@@ -356,8 +374,12 @@ impl Collector {
                         TypeHint::Known(PgType::Int8)
                     }
                     "lower" | "upper" | "trim" | "substr" | "substring" | "replace" | "concat"
-                    | "version" | "current_database" | "current_schema" | "current_user"
-                    | "session_user" => TypeHint::Known(PgType::Text),
+                    | "version" | "current_database" => TypeHint::Known(PgType::Text),
+                    "current_schema" | "current_user" | "session_user" => {
+                        TypeHint::Known(PgType::Name)
+                    }
+                    "jsonb_typeof" | "json_typeof" => TypeHint::Known(PgType::Text),
+                    "clock_timestamp" => TypeHint::Known(PgType::Timestamptz),
                     "gen_random_uuid" => TypeHint::Known(PgType::Uuid),
                     "random" => TypeHint::Known(PgType::Float8),
                     _ => TypeHint::Unknown,

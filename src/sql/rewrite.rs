@@ -657,6 +657,28 @@ impl ExprRewriter {
                         *expr = builtin_expr("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
                     }
                     "current_date" => *expr = builtin_expr("date('now')"),
+                    "clock_timestamp" => {
+                        *expr = builtin_expr("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
+                    }
+                    "jsonb_typeof" | "json_typeof" => {
+                        f.name = ObjectName::from(vec![Ident::new("pg_json_typeof")])
+                    }
+                    // jsonb_set(target, '{a,b}', value) → json_set(target, '$.a.b', json(value))
+                    "jsonb_set" => {
+                        if let FunctionArguments::List(list) = &mut f.args {
+                            if list.args.len() >= 3 {
+                                list.args.truncate(3);
+                                for (i, wrap) in [(1, "pg_json_path"), (2, "json")] {
+                                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) =
+                                        &mut list.args[i]
+                                    {
+                                        *e = call(wrap, take(e));
+                                    }
+                                }
+                            }
+                        }
+                        f.name = ObjectName::from(vec![Ident::new("json_set")]);
+                    }
                     // Booleans are stored as 0/1: min/max are bool_and/bool_or.
                     "bool_and" | "every" => f.name = ObjectName::from(vec![Ident::new("min")]),
                     "bool_or" => f.name = ObjectName::from(vec![Ident::new("max")]),
@@ -732,8 +754,30 @@ impl ExprRewriter {
                     } else {
                         m
                     };
+                } else if let Some(name) = match op {
+                    BinaryOperator::AtArrow => Some("pg_jsonb_contains"),
+                    BinaryOperator::ArrowAt => Some("pg_jsonb_contained"),
+                    BinaryOperator::Question => Some("pg_jsonb_exists"),
+                    BinaryOperator::QuestionPipe => Some("pg_jsonb_exists_any"),
+                    BinaryOperator::QuestionAnd => Some("pg_jsonb_exists_all"),
+                    BinaryOperator::HashArrow => Some("pg_jsonb_path"),
+                    BinaryOperator::HashLongArrow => Some("pg_jsonb_path_text"),
+                    _ => None,
+                } {
+                    // jsonb operators SQLite lacks: Rust functions over the JSON text;
+                    // an ARRAY['a', 'b'] operand becomes a JSON array.
+                    let r = match take(right) {
+                        Expr::Array(a) => call_args("json_array", a.elem),
+                        other => other,
+                    };
+                    *expr = call_args(name, vec![take(left), r]);
                 } else if *op == BinaryOperator::PGExp {
                     *expr = call_args("power", vec![take(left), take(right)]);
+                } else if matches!(op, BinaryOperator::Divide | BinaryOperator::Modulo)
+                    && !is_nonzero_literal(right)
+                {
+                    // SQLite answers NULL for a division by zero; PostgreSQL raises 22012.
+                    **right = call("pg_divisor", take(right));
                 }
             }
             // `x = ANY (ARRAY[a, b])` → `x IN (a, b)`; `x <> ALL (ARRAY[…])` → NOT IN.
@@ -841,6 +885,18 @@ impl ExprRewriter {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A numeric literal other than zero: no division check needed.
+fn is_nonzero_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse::<f64>().is_ok_and(|f| f != 0.0),
+            _ => false,
+        },
+        Expr::Nested(inner) => is_nonzero_literal(inner),
+        _ => false,
     }
 }
 

@@ -120,6 +120,7 @@ pub fn register(
     register_text_functions(conn)?;
     register_math_functions(conn)?;
     register_datetime_functions(conn)?;
+    register_json_functions(conn)?;
     // PostgreSQL's random() is a float in [0, 1); SQLite's is a 64-bit integer.
     conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(rand::random::<f64>())
@@ -501,6 +502,20 @@ fn register_math_functions(conn: &Connection) -> rusqlite::Result<()> {
                 Ok(Value::Real(a % b))
             }
         }
+    })?;
+    conn.create_scalar_function("pg_divisor", 1, det, |ctx| {
+        let zero = match ctx.get_raw(0) {
+            ValueRef::Integer(0) => true,
+            ValueRef::Real(f) => f == 0.0,
+            _ => false,
+        };
+        if zero {
+            return Err(user_error(crate::error::PgError::new(
+                crate::error::code::DIVISION_BY_ZERO,
+                "division by zero",
+            )));
+        }
+        ctx.get::<Value>(0)
     })?;
     conn.create_scalar_function("div", 2, det, move |ctx| {
         let (Some(a), Some(b)) = (real(ctx, 0)?, real(ctx, 1)?) else {
@@ -961,6 +976,195 @@ mod datetime_tests {
         assert_eq!(
             extract("epoch", ts("2026-01-15 10:00:00+00"), true),
             Some(Value::Text("1768471200.000000".into()))
+        );
+    }
+}
+
+fn json_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Option<serde_json::Value>> {
+    let Some(text) = text_arg(ctx, i)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        user_error(crate::error::PgError::new(
+            crate::error::code::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type json: {e}"),
+        ))
+    })
+}
+
+fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// jsonb `a @> b`, with PostgreSQL's rules: objects by key, arrays by element
+/// (in any order), a top-level array contains a scalar it has as an element.
+fn json_contains(a: &serde_json::Value, b: &serde_json::Value, top: bool) -> bool {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => y
+            .iter()
+            .all(|(k, bv)| x.get(k).is_some_and(|av| json_contains(av, bv, false))),
+        (J::Array(x), J::Array(y)) => y
+            .iter()
+            .all(|bv| x.iter().any(|av| json_contains(av, bv, false))),
+        (J::Array(x), scalar) if top && !scalar.is_object() => {
+            x.iter().any(|av| json_eq(av, scalar))
+        }
+        (x, y) => json_eq(x, y),
+    }
+}
+
+fn json_has_key(v: &serde_json::Value, key: &str) -> bool {
+    use serde_json::Value as J;
+    match v {
+        J::Object(m) => m.contains_key(key),
+        J::Array(a) => a.iter().any(|e| e.as_str() == Some(key)),
+        J::String(s) => s == key,
+        _ => false,
+    }
+}
+
+/// A PostgreSQL text-array path `{a,b,0}` as its elements.
+fn path_elements(path: &str) -> Vec<String> {
+    path.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(',')
+        .map(|p| p.trim().trim_matches('"').to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn json_at<'a>(v: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+    let mut cur = v;
+    for p in path {
+        cur = match cur {
+            serde_json::Value::Object(m) => m.get(p)?,
+            serde_json::Value::Array(a) => {
+                let i: i64 = p.parse().ok()?;
+                let idx = if i < 0 { a.len() as i64 + i } else { i };
+                a.get(usize::try_from(idx).ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn register_json_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("pg_jsonb_contains", 2, det, |ctx| {
+        let (Some(a), Some(b)) = (json_arg(ctx, 0)?, json_arg(ctx, 1)?) else {
+            return Ok(None);
+        };
+        Ok(Some(json_contains(&a, &b, true)))
+    })?;
+    conn.create_scalar_function("pg_jsonb_contained", 2, det, |ctx| {
+        let (Some(a), Some(b)) = (json_arg(ctx, 0)?, json_arg(ctx, 1)?) else {
+            return Ok(None);
+        };
+        Ok(Some(json_contains(&b, &a, true)))
+    })?;
+    conn.create_scalar_function("pg_jsonb_exists", 2, det, |ctx| {
+        let (Some(v), Some(k)) = (json_arg(ctx, 0)?, text_arg(ctx, 1)?) else {
+            return Ok(None);
+        };
+        Ok(Some(json_has_key(&v, &k)))
+    })?;
+    for (name, all) in [
+        ("pg_jsonb_exists_any", false),
+        ("pg_jsonb_exists_all", true),
+    ] {
+        conn.create_scalar_function(name, 2, det, move |ctx| {
+            let (Some(v), Some(keys)) = (json_arg(ctx, 0)?, json_arg(ctx, 1)?) else {
+                return Ok(None);
+            };
+            let keys: Vec<String> = match keys {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(Some(if all {
+                keys.iter().all(|k| json_has_key(&v, k))
+            } else {
+                keys.iter().any(|k| json_has_key(&v, k))
+            }))
+        })?;
+    }
+    for (name, as_text) in [("pg_jsonb_path", false), ("pg_jsonb_path_text", true)] {
+        conn.create_scalar_function(name, 2, det, move |ctx| {
+            let (Some(v), Some(path)) = (json_arg(ctx, 0)?, text_arg(ctx, 1)?) else {
+                return Ok(None);
+            };
+            Ok(
+                json_at(&v, &path_elements(&path)).and_then(|found| match found {
+                    serde_json::Value::Null if as_text => None,
+                    serde_json::Value::String(s) if as_text => Some(s.clone()),
+                    other => Some(other.to_string()),
+                }),
+            )
+        })?;
+    }
+    conn.create_scalar_function("pg_json_path", 1, det, |ctx| {
+        Ok(text_arg(ctx, 0)?.map(|p| {
+            let mut out = String::from("$");
+            for e in path_elements(&p) {
+                if e.parse::<i64>().is_ok() {
+                    out.push_str(&format!("[{e}]"));
+                } else {
+                    out.push_str(&format!(".\"{}\"", e.replace('"', "\\\"")));
+                }
+            }
+            out
+        }))
+    })?;
+    conn.create_scalar_function("pg_json_typeof", 1, det, |ctx| {
+        Ok(json_arg(ctx, 0)?.map(|v| {
+            match v {
+                serde_json::Value::Object(_) => "object",
+                serde_json::Value::Array(_) => "array",
+                serde_json::Value::String(_) => "string",
+                serde_json::Value::Number(_) => "number",
+                serde_json::Value::Bool(_) => "boolean",
+                serde_json::Value::Null => "null",
+            }
+            .to_string()
+        }))
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    fn j(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn containment_follows_postgres() {
+        assert!(json_contains(
+            &j(r#"{"a":1,"b":{"c":[1,2]}}"#),
+            &j(r#"{"b":{"c":[2]}}"#),
+            true
+        ));
+        assert!(!json_contains(&j(r#"{"a":1}"#), &j(r#"{"a":2}"#), true));
+        assert!(json_contains(&j("[1,2,3]"), &j("[3,1]"), true));
+        assert!(json_contains(&j("[1,2,3]"), &j("2"), true));
+        assert!(json_contains(&j(r#"{"x":0.50}"#), &j(r#"{"x":0.5}"#), true));
+        assert!(json_has_key(&j(r#"{"k":null}"#), "k"));
+        assert!(json_has_key(&j(r#"["k"]"#), "k"));
+        assert_eq!(path_elements("{a, b,0}"), vec!["a", "b", "0"]);
+        assert_eq!(
+            json_at(&j(r#"{"a":{"b":[10,20]}}"#), &path_elements("{a,b,-1}")),
+            Some(&j("20"))
         );
     }
 }
