@@ -127,6 +127,9 @@ pub struct Rewritten {
 pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
     let mut catalog = None;
     let mut extras: Vec<Statement> = Vec::new();
+    if let Some(r) = rewrite_sequence_statement(stmt)? {
+        return Ok(r);
+    }
     let (kind, tag, returns_rows) = match stmt {
         Statement::Query(q) => {
             let writes = !q.locks.is_empty();
@@ -169,6 +172,16 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
             ci.using = None;
             ci.concurrently = false;
             (Kind::Ddl, "CREATE INDEX", false)
+        }
+        // CREATE OR REPLACE VIEW → DROP VIEW IF EXISTS, then CREATE VIEW (one statement).
+        Statement::CreateView(v) if v.or_replace => {
+            v.or_replace = false;
+            let create = stmt.clone();
+            if let Statement::CreateView(v) = &create {
+                *stmt = parse_one(&format!("DROP VIEW IF EXISTS {}", v.name))?;
+            }
+            extras.push(create);
+            (Kind::Ddl, "CREATE VIEW", false)
         }
         Statement::CreateView(_) => (Kind::Ddl, "CREATE VIEW", false),
         // COMMENT ON TABLE/COLUMN/VIEW/INDEX: kept in the side table
@@ -885,6 +898,147 @@ impl ExprRewriter {
             _ => {}
         }
         Ok(())
+    }
+}
+
+fn parse_one(sql: &str) -> PgResult<Statement> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .ok()
+        .and_then(|mut v| v.pop())
+        .ok_or_else(|| PgError::internal(format!("rewritten statement does not parse: {sql}")))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Sequences live in the side table `__unidb_sequences`: CREATE/DROP SEQUENCE, and
+/// `SELECT nextval('s')`, `setval('s', n)`, `currval('s')` as the only item of a
+/// FROM-less SELECT (an UPDATE … RETURNING for the first two).
+fn rewrite_sequence_statement(stmt: &mut Statement) -> PgResult<Option<Rewritten>> {
+    use sqlparser::ast::SequenceOptions;
+    let done = |tag: &'static str, returns_rows: bool| Rewritten {
+        kind: Kind::Write,
+        tag,
+        returns_rows,
+        catalog: None,
+        extra_sql: Vec::new(),
+    };
+    match stmt {
+        Statement::CreateSequence {
+            if_not_exists,
+            name,
+            sequence_options,
+            ..
+        } => {
+            let mut start: Option<String> = None;
+            let mut increment = "1".to_string();
+            for o in sequence_options.iter() {
+                match o {
+                    SequenceOptions::StartWith(e, _) => start = Some(e.to_string()),
+                    SequenceOptions::IncrementBy(e, _) => increment = e.to_string(),
+                    SequenceOptions::DataType(_)
+                    | SequenceOptions::Cache(_)
+                    | SequenceOptions::OwnedBy(_) => {}
+                    SequenceOptions::MinValue(None) | SequenceOptions::MaxValue(None) => {}
+                    SequenceOptions::Cycle(false) => {}
+                    other => {
+                        return Err(PgError::unsupported(format!(
+                            "sequence option `{other}` on the SQLite backend"
+                        )))
+                    }
+                }
+            }
+            for v in [&start, &Some(increment.clone())].into_iter().flatten() {
+                if v.parse::<i64>().is_err() {
+                    return Err(PgError::unsupported(format!("sequence value `{v}`")));
+                }
+            }
+            let start = start.unwrap_or_else(|| {
+                if increment.starts_with('-') {
+                    "-1".into()
+                } else {
+                    "1".into()
+                }
+            });
+            let verb = if *if_not_exists {
+                "INSERT OR IGNORE"
+            } else {
+                "INSERT"
+            };
+            *stmt = parse_one(&format!(
+                "{verb} INTO __unidb_sequences (name, value, increment, called) VALUES ({}, {start}, {increment}, 0)",
+                quote_literal(&object_base_name(name))
+            ))?;
+            Ok(Some(done("CREATE SEQUENCE", false)))
+        }
+        Statement::Drop {
+            object_type: ObjectType::Sequence,
+            names,
+            ..
+        } => {
+            let list: Vec<String> = names
+                .iter()
+                .map(|n| quote_literal(&object_base_name(n)))
+                .collect();
+            *stmt = parse_one(&format!(
+                "DELETE FROM __unidb_sequences WHERE name IN ({})",
+                list.join(", ")
+            ))?;
+            Ok(Some(done("DROP SEQUENCE", false)))
+        }
+        Statement::Query(q) => {
+            let sqlparser::ast::SetExpr::Select(sel) = q.body.as_ref() else {
+                return Ok(None);
+            };
+            if !sel.from.is_empty() || sel.projection.len() != 1 {
+                return Ok(None);
+            }
+            let (e, alias) = match &sel.projection[0] {
+                sqlparser::ast::SelectItem::UnnamedExpr(e) => (e, None),
+                sqlparser::ast::SelectItem::ExprWithAlias { expr, alias } => {
+                    (expr, Some(alias.value.clone()))
+                }
+                _ => return Ok(None),
+            };
+            let Expr::Function(f) = e else {
+                return Ok(None);
+            };
+            let func = object_base_name(&f.name);
+            if !matches!(func.as_str(), "nextval" | "setval" | "currval") {
+                return Ok(None);
+            }
+            let FunctionArguments::List(list) = &f.args else {
+                return Ok(None);
+            };
+            let args: Vec<String> = list.args.iter().map(ToString::to_string).collect();
+            let name = args.first().cloned().unwrap_or_default();
+            let alias = alias.unwrap_or_else(|| func.clone());
+            let col = Ident::with_quote('"', alias).to_string();
+            let sql = match (func.as_str(), args.len()) {
+                ("nextval", 1) => format!(
+                    "UPDATE __unidb_sequences SET value = CASE WHEN called THEN value + increment ELSE value END, called = 1 WHERE name = {name} RETURNING value AS {col}"
+                ),
+                ("setval", 2) => format!(
+                    "UPDATE __unidb_sequences SET value = {}, called = 1 WHERE name = {name} RETURNING value AS {col}",
+                    args[1]
+                ),
+                ("currval", 1) => {
+                    format!("SELECT value AS {col} FROM __unidb_sequences WHERE name = {name} AND called")
+                }
+                _ => return Ok(None),
+            };
+            *stmt = parse_one(&sql)?;
+            Ok(Some(if func == "currval" {
+                Rewritten {
+                    kind: Kind::Read,
+                    ..done("SELECT", true)
+                }
+            } else {
+                done("SELECT", true)
+            }))
+        }
+        _ => Ok(None),
     }
 }
 

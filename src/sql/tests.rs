@@ -260,3 +260,24 @@ fn postgres_operators_become_sqlite_expressions() {
         "DELETE FROM t AS d WHERE EXISTS (SELECT 1 FROM s WHERE d.s_id = s.id)"
     );
 }
+
+#[test]
+fn sequences_live_in_a_side_table() {
+    let sql = |s: &str| plan(s).unwrap()[0].sqlite_sql.clone();
+    assert_eq!(
+        sql("CREATE SEQUENCE report_seq START WITH 1000 INCREMENT BY 10"),
+        "INSERT INTO __unidb_sequences (name, value, increment, called) VALUES ('report_seq', 1000, 10, 0)"
+    );
+    let p = plan("SELECT nextval('report_seq') AS n").unwrap();
+    assert!(p[0]
+        .sqlite_sql
+        .starts_with("UPDATE __unidb_sequences SET value = CASE WHEN called"));
+    assert!(p[0].sqlite_sql.ends_with("RETURNING value AS \"n\""));
+    assert!(p[0].returns_rows && p[0].needs_writer());
+    let p = plan("CREATE OR REPLACE VIEW v AS SELECT 1 AS a").unwrap();
+    assert_eq!(p[0].sqlite_sql, "DROP VIEW IF EXISTS v");
+    assert_eq!(
+        p[0].extra_sql,
+        vec!["CREATE VIEW v AS SELECT 1 AS a".to_string()]
+    );
+}

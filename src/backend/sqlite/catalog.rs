@@ -27,6 +27,12 @@ pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
             column_name TEXT NOT NULL,
             description TEXT NOT NULL,
             PRIMARY KEY (object_type, object_name, column_name)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS __unidb_sequences (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL,
+            increment INTEGER NOT NULL,
+            called INTEGER NOT NULL
         ) WITHOUT ROWID"
     ))
 }
