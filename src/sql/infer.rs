@@ -92,6 +92,8 @@ pub fn pg_type_of(dt: &DataType) -> Option<PgType> {
 struct Collector {
     /// alias (or table name) → table name
     aliases: Vec<(String, String)>,
+    /// Columns whose type the statement itself fixes (`generate_series(…) AS x`).
+    known_columns: Vec<(String, PgType)>,
     scope: Vec<String>,
     params: Vec<TypeHint>,
 }
@@ -125,6 +127,38 @@ impl Collector {
     }
 
     fn add_factor(&mut self, f: &TableFactor) {
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = f
+        {
+            if object_base_name(name) == "generate_series" {
+                let column = alias
+                    .as_ref()
+                    .map(|a| {
+                        a.columns
+                            .first()
+                            .map_or(&a.name.value, |c| &c.name.value)
+                            .to_ascii_lowercase()
+                    })
+                    .unwrap_or_else(|| "generate_series".into());
+                let ty = args
+                    .args
+                    .iter()
+                    .filter_map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(self.infer(e)),
+                        _ => None,
+                    })
+                    .fold(PgType::Int4, |acc, t| match t {
+                        TypeHint::Known(t) => wider(acc, t),
+                        _ => acc,
+                    });
+                self.known_columns.push((column, ty));
+                return;
+            }
+        }
         if let TableFactor::Table { name, alias, .. } = f {
             let table = object_base_name(name);
             let key = alias
@@ -139,6 +173,12 @@ impl Collector {
     }
 
     fn column_hint(&self, idents: &[&str]) -> TypeHint {
+        if let [.., col] = idents {
+            let col = col.to_ascii_lowercase();
+            if let Some((_, t)) = self.known_columns.iter().find(|(c, _)| *c == col) {
+                return TypeHint::Known(*t);
+            }
+        }
         match idents {
             [col] => TypeHint::Column {
                 table: None,
@@ -594,6 +634,7 @@ fn first_select(body: &SetExpr) -> Option<&sqlparser::ast::Select> {
 /// Collects scope, parameter hints and result-column hints of one statement.
 pub fn collect(stmt: &Statement) -> Hints {
     let mut c = Collector {
+        known_columns: Vec::new(),
         aliases: Vec::new(),
         scope: Vec::new(),
         params: Vec::new(),

@@ -901,6 +901,49 @@ impl ExprRewriter {
     }
 }
 
+/// `generate_series(start, stop[, step])` over integers as a derived table.
+fn generate_series(
+    args: &[FunctionArg],
+    alias: Option<&sqlparser::ast::TableAlias>,
+) -> PgResult<TableFactor> {
+    if !(2..=3).contains(&args.len()) {
+        return Err(PgError::unsupported("generate_series with these arguments"));
+    }
+    let column = alias
+        .and_then(|a| a.columns.first().map(|c| c.name.value.clone()))
+        .or_else(|| alias.map(|a| a.name.value.clone()))
+        .unwrap_or_else(|| "generate_series".to_string());
+    let list: Vec<String> = args.iter().map(ToString::to_string).collect();
+    // A timestamp series (an interval step) is not supported yet: say so.
+    if list
+        .iter()
+        .any(|a| a.to_ascii_lowercase().contains("interval"))
+    {
+        return Err(PgError::unsupported(
+            "generate_series over timestamps on the SQLite backend",
+        ));
+    }
+    let sql = format!(
+        "SELECT value AS {} FROM generate_series({}) AS __series",
+        Ident::with_quote('"', column.clone()),
+        list.join(", ")
+    );
+    let Statement::Query(q) = parse_one(&sql)? else {
+        return Err(PgError::internal("generate_series rewrite"));
+    };
+    Ok(TableFactor::Derived {
+        lateral: false,
+        subquery: q,
+        alias: Some(sqlparser::ast::TableAlias {
+            explicit: true,
+            name: alias.map_or_else(|| Ident::new("generate_series"), |a| a.name.clone()),
+            columns: vec![],
+            at: None,
+        }),
+        sample: None,
+    })
+}
+
 fn parse_one(sql: &str) -> PgResult<Statement> {
     Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .ok()
@@ -1217,10 +1260,30 @@ impl VisitorMut for ExprRewriter {
         ControlFlow::Continue(())
     }
 
-    /// SQLite needs `AS` before a table alias in UPDATE and DELETE.
+    /// SQLite needs `AS` before a table alias in UPDATE and DELETE; and
+    /// `generate_series(…) AS x` becomes a subquery whose column is named `x`, as
+    /// PostgreSQL names it (SQLite's series table calls it `value`).
     fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { alias: Some(a), .. } = t {
-            a.explicit = true;
+        if let TableFactor::Table {
+            name, alias, args, ..
+        } = t
+        {
+            if let Some(a) = alias.as_mut() {
+                a.explicit = true;
+            }
+            if let Some(args) = args {
+                // The series inside the rewritten subquery is aliased `__series`.
+                let inner = alias.as_ref().is_some_and(|a| a.name.value == "__series");
+                if object_base_name(name) == "generate_series" && !inner {
+                    match generate_series(&args.args, alias.as_ref()) {
+                        Ok(derived) => *t = derived,
+                        Err(e) => {
+                            self.error = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+            }
         }
         ControlFlow::Continue(())
     }

@@ -281,3 +281,16 @@ fn sequences_live_in_a_side_table() {
         vec!["CREATE VIEW v AS SELECT 1 AS a".to_string()]
     );
 }
+
+#[test]
+fn generate_series_becomes_a_named_subquery() {
+    let p = plan("SELECT frame FROM generate_series(0, 90, 30) AS frame ORDER BY frame").unwrap();
+    assert_eq!(
+        p[0].sqlite_sql,
+        "SELECT frame FROM (SELECT value AS \"frame\" FROM generate_series(0, 90, 30) AS __series) AS frame ORDER BY frame"
+    );
+    assert_eq!(
+        p[0].columns.as_deref(),
+        Some(&[TypeHint::Known(PgType::Int4)][..])
+    );
+}

@@ -317,5 +317,6 @@ fn open_connection(
     conn.set_prepared_statement_cache_capacity(worker::STATEMENT_CACHE);
     let cancel = Arc::new(AtomicBool::new(false));
     functions::register(&conn, database, cancel.clone())?;
+    rusqlite::vtab::series::load_module(&conn)?;
     Ok((conn, cancel))
 }
