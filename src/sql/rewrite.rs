@@ -300,6 +300,9 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
         }
     };
     name_result_columns(stmt);
+    if let Statement::Query(q) = stmt {
+        rewrite_distinct_on(q)?;
+    }
     let mut rw = ExprRewriter { error: None };
     let _ = stmt.visit(&mut rw);
     for extra in &mut extras {
@@ -899,6 +902,109 @@ impl ExprRewriter {
         }
         Ok(())
     }
+}
+
+/// `SELECT DISTINCT ON (k) … ORDER BY k, x` → the first row per `k` by a window:
+/// `SELECT <columns> FROM (SELECT …, row_number() OVER (PARTITION BY k ORDER BY k, x)
+/// AS __unidb_rn FROM …) WHERE __unidb_rn = 1 ORDER BY <the same, by column name>`.
+fn rewrite_distinct_on(q: &mut Query) -> PgResult<()> {
+    use sqlparser::ast::{Distinct, OrderByKind, SelectItem, SetExpr};
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return Ok(());
+    };
+    let Some(Distinct::On(keys)) = &sel.distinct else {
+        return Ok(());
+    };
+    let unsupported = |what: &str| {
+        PgError::unsupported(format!("DISTINCT ON with {what} on the SQLite backend"))
+            .with_hint("list the output columns by name and order by them")
+    };
+    let mut names = Vec::new();
+    for item in &sel.projection {
+        names.push(match item {
+            SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(v)) => {
+                v.last().map(|i| i.value.clone()).unwrap_or_default()
+            }
+            _ => return Err(unsupported("`*` or an unnamed expression")),
+        });
+    }
+    let order: Vec<sqlparser::ast::OrderByExpr> = match &q.order_by {
+        Some(o) => match &o.kind {
+            OrderByKind::Expressions(v) => v.clone(),
+            OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL")),
+        },
+        None => Vec::new(),
+    };
+    // The outer ORDER BY refers to output columns by name.
+    let mut outer_order = Vec::new();
+    for o in &order {
+        let text = o.expr.to_string();
+        let last = match &o.expr {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(v) => v.last().map(|i| i.value.clone()),
+            _ => None,
+        };
+        let pos = sel
+            .projection
+            .iter()
+            .position(|item| match item {
+                SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr) => {
+                    expr.to_string() == text
+                }
+                _ => false,
+            })
+            .or_else(|| last.and_then(|l| names.iter().position(|n| *n == l)));
+        let Some(pos) = pos else {
+            return Err(unsupported("ORDER BY on a column outside the select list"));
+        };
+        outer_order.push(format!(
+            "{}{}",
+            Ident::with_quote('"', names[pos].clone()),
+            o.options
+        ));
+    }
+    let partition: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    let window_order: Vec<String> = order.iter().map(ToString::to_string).collect();
+    let mut inner = sel.as_ref().clone();
+    inner.distinct = None;
+    let window = format!(
+        "row_number() OVER (PARTITION BY {}{})",
+        partition.join(", "),
+        if window_order.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", window_order.join(", "))
+        }
+    );
+    let window_expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&window)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| PgError::internal(format!("DISTINCT ON rewrite: {e}")))?;
+    inner.projection.push(SelectItem::ExprWithAlias {
+        expr: window_expr,
+        alias: Ident::new("__unidb_rn"),
+    });
+    let columns: Vec<String> = names
+        .iter()
+        .map(|n| Ident::with_quote('"', n.clone()).to_string())
+        .collect();
+    let mut sql = format!(
+        "SELECT {} FROM ({inner}) AS __unidb_d WHERE __unidb_rn = 1",
+        columns.join(", ")
+    );
+    if !outer_order.is_empty() {
+        sql.push_str(&format!(" ORDER BY {}", outer_order.join(", ")));
+    }
+    let Statement::Query(mut new) = parse_one(&sql)? else {
+        return Err(PgError::internal("DISTINCT ON rewrite"));
+    };
+    new.limit_clause = q.limit_clause.take();
+    new.fetch = q.fetch.take();
+    new.with = q.with.take();
+    *q = *new;
+    Ok(())
 }
 
 /// `generate_series(start, stop[, step])` over integers as a derived table.

@@ -294,3 +294,20 @@ fn generate_series_becomes_a_named_subquery() {
         Some(&[TypeHint::Known(PgType::Int4)][..])
     );
 }
+
+#[test]
+fn distinct_on_keeps_the_first_row_per_key() {
+    let p = plan(
+        "SELECT DISTINCT ON (video_id) video_id, id AS session_id, started_at FROM s \
+         ORDER BY video_id, started_at DESC NULLS LAST LIMIT 5",
+    )
+    .unwrap();
+    assert_eq!(
+        p[0].sqlite_sql,
+        "SELECT \"video_id\", \"session_id\", \"started_at\" FROM (SELECT video_id, id AS session_id, started_at, \
+         row_number() OVER (PARTITION BY video_id ORDER BY video_id, started_at DESC NULLS LAST) AS __unidb_rn FROM s) \
+         AS __unidb_d WHERE __unidb_rn = 1 ORDER BY \"video_id\", \"started_at\" DESC NULLS LAST LIMIT 5"
+    );
+    let e = plan("SELECT DISTINCT ON (a) * FROM t ORDER BY a").unwrap_err();
+    assert_eq!(e.code, "0A000");
+}
