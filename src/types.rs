@@ -996,3 +996,93 @@ mod tests {
         assert!(decode_binary(PgType::Int4, &[1, 2]).is_err());
     }
 }
+
+/// A numeric value printed with `scale` decimals, rounding half away from zero on
+/// the decimal digits (as PostgreSQL stores `numeric(p, s)`); `None` if not a number.
+pub fn numeric_with_scale(v: ValueRef<'_>, scale: u32) -> Option<String> {
+    let text = match v {
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) if f.is_finite() => format!("{f}"),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().to_string(),
+        _ => return None,
+    };
+    round_decimal(&text, scale as usize)
+}
+
+fn round_decimal(text: &str, scale: usize) -> Option<String> {
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut digits: Vec<u8> = int
+        .bytes()
+        .chain(frac.bytes().chain(std::iter::repeat(b'0')).take(scale))
+        .collect();
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    if frac.len() > scale && frac.as_bytes()[scale] >= b'5' {
+        let mut i = digits.len();
+        loop {
+            if i == 0 {
+                digits.insert(0, b'1');
+                break;
+            }
+            i -= 1;
+            if digits[i] == b'9' {
+                digits[i] = b'0';
+            } else {
+                digits[i] += 1;
+                break;
+            }
+        }
+    }
+    let split = digits.len() - scale;
+    let mut int_part: String = String::from_utf8_lossy(&digits[..split])
+        .trim_start_matches('0')
+        .to_string();
+    if int_part.is_empty() {
+        int_part.push('0');
+    }
+    let frac_part = String::from_utf8_lossy(&digits[split..]).to_string();
+    let zero = int_part == "0" && frac_part.bytes().all(|b| b == b'0');
+    let mut out = String::new();
+    if neg && !zero {
+        out.push('-');
+    }
+    out.push_str(&int_part);
+    if scale > 0 {
+        out.push('.');
+        out.push_str(&frac_part);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+
+    #[test]
+    fn numeric_scale_rounds_half_away_from_zero() {
+        let r = |s: &str, n| round_decimal(s, n);
+        assert_eq!(r("0.755", 2).as_deref(), Some("0.76"));
+        assert_eq!(r("120.5", 3).as_deref(), Some("120.500"));
+        assert_eq!(r("-2.345", 2).as_deref(), Some("-2.35"));
+        assert_eq!(r("9.999", 2).as_deref(), Some("10.00"));
+        assert_eq!(r("30", 3).as_deref(), Some("30.000"));
+        assert_eq!(r("-0.001", 2).as_deref(), Some("0.00"));
+        assert_eq!(r("12.5", 0).as_deref(), Some("13"));
+        assert_eq!(r("abc", 2), None);
+        assert_eq!(
+            numeric_with_scale(ValueRef::Real(0.1 + 0.2), 2).as_deref(),
+            Some("0.30")
+        );
+    }
+}

@@ -145,7 +145,7 @@ async fn text_results_match_postgres() {
             "4",
             "0.5",
             "1e+20",
-            "12.5",
+            "12.50",
             "x",
             "y",
             "\\x00ff",
@@ -180,8 +180,8 @@ async fn numeric_binary_and_expression_types() {
     let rows = c.query("SELECT n FROM v ORDER BY id", &[]).await.unwrap();
     let raw: Raw = rows[0].get(0);
     assert_eq!(raw.0, Type::NUMERIC);
-    // ndigits 2, weight 0, positive, dscale 1: 12 | 5000
-    assert_eq!(raw.1, vec![0, 2, 0, 0, 0, 0, 0, 1, 0, 12, 0x13, 0x88]);
+    // numeric(10,2): ndigits 2, weight 0, positive, dscale 2: 12 | 5000
+    assert_eq!(raw.1, vec![0, 2, 0, 0, 0, 0, 0, 2, 0, 12, 0x13, 0x88]);
     let raw: Raw = rows[1].get(0);
     assert_eq!(raw.1, vec![0, 1, 0xff, 0xff, 0x40, 0, 0, 2, 0, 100]);
     let row = c

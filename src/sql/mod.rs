@@ -63,11 +63,14 @@ pub enum CatalogChange {
     CreateTable {
         table: String,
         columns: Vec<(String, PgType)>,
+        /// Declared scale of `numeric(p, s)` columns: values print with `s` decimals.
+        scales: Vec<(String, u32)>,
     },
     AddColumn {
         table: String,
         column: String,
         ty: PgType,
+        scale: Option<u32>,
     },
     DropColumn {
         table: String,

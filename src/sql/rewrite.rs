@@ -456,6 +456,7 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
     }
     let table = object_base_name(&ct.name);
     let mut columns = Vec::with_capacity(ct.columns.len());
+    let mut scales = Vec::new();
     // Single-column table-level primary key, which a serial column may take over.
     let table_pk: Option<String> = ct.constraints.iter().find_map(|c| match c {
         TableConstraint::PrimaryKey(pk) if pk.columns.len() == 1 => {
@@ -470,6 +471,9 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
     for col in &mut ct.columns {
         let (ty, auto) = column_pg_type(col)?;
         columns.push((col.name.value.to_ascii_lowercase(), ty));
+        if let Some(scale) = numeric_scale(&col.data_type) {
+            scales.push((col.name.value.to_ascii_lowercase(), scale));
+        }
         col.data_type = sqlite_column_type(ty);
         col.options.retain(|o| {
             !matches!(
@@ -524,7 +528,24 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
         ct.constraints
             .retain(|c| !matches!(c, TableConstraint::PrimaryKey(pk) if pk.columns.len() == 1));
     }
-    Ok(CatalogChange::CreateTable { table, columns })
+    Ok(CatalogChange::CreateTable {
+        table,
+        columns,
+        scales,
+    })
+}
+
+/// The scale of a `numeric(p, s)` / `decimal(p, s)` type.
+fn numeric_scale(dt: &DataType) -> Option<u32> {
+    use sqlparser::ast::ExactNumberInfo;
+    match dt {
+        DataType::Numeric(ExactNumberInfo::PrecisionAndScale(_, s))
+        | DataType::Decimal(ExactNumberInfo::PrecisionAndScale(_, s))
+        | DataType::Dec(ExactNumberInfo::PrecisionAndScale(_, s)) => u32::try_from(*s).ok(),
+        DataType::Numeric(ExactNumberInfo::Precision(_))
+        | DataType::Decimal(ExactNumberInfo::Precision(_)) => Some(0),
+        _ => None,
+    }
 }
 
 fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<CatalogChange>> {
@@ -543,11 +564,13 @@ fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<C
                     "adding a SERIAL/IDENTITY column on the SQLite backend",
                 ));
             }
+            let scale = numeric_scale(&column_def.data_type);
             column_def.data_type = sqlite_column_type(ty);
             Some(CatalogChange::AddColumn {
                 table,
                 column: column_def.name.value.to_ascii_lowercase(),
                 ty,
+                scale,
             })
         }
         AlterTableOperation::DropColumn { column_names, .. } if column_names.len() == 1 => {

@@ -108,7 +108,8 @@ fn catalog_changes_follow_ddl() {
                 ("id".into(), PgType::Int4),
                 ("flag".into(), PgType::Bool),
                 ("at".into(), PgType::Timestamptz)
-            ]
+            ],
+            scales: vec![],
         })
     );
     let p = plan("DROP TABLE a, b").unwrap();

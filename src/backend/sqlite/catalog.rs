@@ -41,6 +41,8 @@ pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     tables: HashMap<String, Vec<(String, PgType)>>,
+    /// (table, column) → declared scale of a `numeric(p, s)` column.
+    scales: HashMap<(String, String), u32>,
 }
 
 impl Catalog {
@@ -50,20 +52,36 @@ impl Catalog {
         ))?;
         let mut rows = stmt.query([])?;
         let mut tables: HashMap<String, Vec<(String, PgType)>> = HashMap::new();
+        let mut scales = HashMap::new();
         while let Some(r) = rows.next()? {
             let table: String = r.get(0)?;
             let column: String = r.get(1)?;
             let ty: String = r.get(2)?;
-            let ty = PgType::from_name(&ty).unwrap_or(PgType::Text);
+            // `numeric:2` records a declared scale.
+            let (name, scale) = match ty.split_once(':') {
+                Some((n, s)) => (n, s.parse::<u32>().ok()),
+                None => (ty.as_str(), None),
+            };
+            let ty = PgType::from_name(name).unwrap_or(PgType::Text);
+            if let Some(s) = scale {
+                scales.insert((table.clone(), column.clone()), s);
+            }
             tables.entry(table).or_default().push((column, ty));
         }
-        Ok(Catalog { tables })
+        Ok(Catalog { tables, scales })
     }
 
     pub fn column(&self, table: &str, column: &str) -> Option<PgType> {
         let cols = self.tables.get(&table.to_ascii_lowercase())?;
         let column = column.to_ascii_lowercase();
         cols.iter().find(|(c, _)| *c == column).map(|(_, t)| *t)
+    }
+
+    /// The declared scale of a `numeric(p, s)` column.
+    pub fn scale(&self, table: &str, column: &str) -> Option<u32> {
+        self.scales
+            .get(&(table.to_ascii_lowercase(), column.to_ascii_lowercase()))
+            .copied()
     }
 
     pub fn column_at(&self, table: &str, index: usize) -> Option<PgType> {
@@ -100,7 +118,11 @@ pub fn should_record(conn: &Connection, change: &CatalogChange) -> rusqlite::Res
 /// Records `change`; runs on the writer inside the DDL's savepoint.
 pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> {
     match change {
-        CatalogChange::CreateTable { table, columns } => {
+        CatalogChange::CreateTable {
+            table,
+            columns,
+            scales,
+        } => {
             conn.execute(
                 &format!("DELETE FROM {TABLE} WHERE table_name = ?1"),
                 [table],
@@ -109,16 +131,29 @@ pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> 
                 "INSERT INTO {TABLE} (table_name, column_name, ordinal, pg_type) VALUES (?1, ?2, ?3, ?4)"
             ))?;
             for (i, (col, ty)) in columns.iter().enumerate() {
-                ins.execute(params![table, col, i as i64, ty.name()])?;
+                let name = match scales.iter().find(|(c, _)| c == col) {
+                    Some((_, s)) => format!("{}:{s}", ty.name()),
+                    None => ty.name().to_string(),
+                };
+                ins.execute(params![table, col, i as i64, name])?;
             }
         }
-        CatalogChange::AddColumn { table, column, ty } => {
+        CatalogChange::AddColumn {
+            table,
+            column,
+            ty,
+            scale,
+        } => {
+            let name = match scale {
+                Some(s) => format!("{}:{s}", ty.name()),
+                None => ty.name().to_string(),
+            };
             conn.execute(
                 &format!(
                     "INSERT OR REPLACE INTO {TABLE} (table_name, column_name, ordinal, pg_type)
                      VALUES (?1, ?2, (SELECT coalesce(max(ordinal), -1) + 1 FROM {TABLE} WHERE table_name = ?1), ?3)"
                 ),
-                params![table, column, ty.name()],
+                params![table, column, name],
             )?;
         }
         CatalogChange::DropColumn { table, column } => {

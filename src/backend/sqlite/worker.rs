@@ -82,6 +82,9 @@ pub struct ExecOutput {
 /// Per-statement facts that depend only on the SQL and the schema.
 struct Described {
     columns: Vec<Column>,
+    /// Declared scale of result columns that come straight from a `numeric(p, s)`
+    /// column: printed with that many decimals, as PostgreSQL does.
+    scales: Vec<Option<u32>>,
     /// Result columns that are a bare `$n`: (column, parameter index).
     param_columns: Vec<(usize, usize)>,
     param_count: usize,
@@ -197,6 +200,13 @@ impl Worker {
             .columns()
             .map(|c| c.decl_type().map(str::to_string))
             .collect();
+        let scales: Vec<Option<u32>> = prepared
+            .columns_with_metadata()
+            .map(|meta| match (meta.table_name(), meta.origin_name()) {
+                (Some(t), Some(c)) => self.catalog.scale(t, c),
+                _ => None,
+            })
+            .collect();
         let columns = prepared
             .columns_with_metadata()
             .enumerate()
@@ -255,6 +265,7 @@ impl Worker {
         }
         Described {
             columns,
+            scales,
             param_columns,
             param_count,
         }
@@ -369,6 +380,7 @@ impl Worker {
             stmt,
             args,
             columns: &columns,
+            scales: &d.scales,
             types: &types,
         };
         if stmt.extra_sql.is_empty() {
@@ -409,6 +421,7 @@ struct RunOne<'a> {
     stmt: &'a Stmt,
     args: &'a ExecArgs,
     columns: &'a [Column],
+    scales: &'a [Option<u32>],
     types: &'a [PgType],
 }
 
@@ -445,10 +458,17 @@ impl RunOne<'_> {
         while let Some(row) = rows.next()? {
             let mut w = DataRowWriter::begin(&mut out.data, ncols as i16);
             for (i, col) in columns.iter().enumerate() {
-                let v = row.get_ref(i)?;
+                let mut v = row.get_ref(i)?;
                 if let rusqlite::types::ValueRef::Null = v {
                     w.null();
                     continue;
+                }
+                let scaled;
+                if let (PgType::Numeric, Some(Some(scale))) = (col.ty, self.scales.get(i)) {
+                    if let Some(text) = types::numeric_with_scale(v, *scale) {
+                        scaled = text;
+                        v = rusqlite::types::ValueRef::Text(scaled.as_bytes());
+                    }
                 }
                 match formats[i] {
                     FieldFormat::Text => w.field(|b| types::encode_text(col.ty, v, b))?,
