@@ -45,8 +45,15 @@ impl PlanCache {
                 stmt.params.resize(n.literals.len(), TypeHint::Unknown);
             }
             for (hint, lit) in stmt.params.iter_mut().zip(&n.literals) {
-                if *hint == TypeHint::Unknown {
-                    *hint = TypeHint::Known(lit.default_type());
+                match hint {
+                    TypeHint::Unknown => *hint = TypeHint::Known(lit.default_type()),
+                    TypeHint::Column { .. } | TypeHint::ColumnAt { .. } => {
+                        *hint = TypeHint::Fallback {
+                            hint: Box::new(hint.clone()),
+                            default: lit.default_type(),
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

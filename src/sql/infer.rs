@@ -27,6 +27,12 @@ pub enum TypeHint {
     },
     /// The type of parameter `$n` (index `n - 1`).
     Param(usize),
+    /// `hint`, or `default` when it resolves to nothing (a literal compared with a
+    /// column of a CTE or subquery, which the side catalog does not know).
+    Fallback {
+        hint: Box<TypeHint>,
+        default: PgType,
+    },
     /// `sum` (or `avg`) of an expression whose type is known only at execution:
     /// float → float8, numeric → numeric, integers → int8 (avg: numeric).
     Aggregate {
@@ -92,8 +98,9 @@ pub fn pg_type_of(dt: &DataType) -> Option<PgType> {
 struct Collector {
     /// alias (or table name) → table name
     aliases: Vec<(String, String)>,
-    /// Columns whose type the statement itself fixes (`generate_series(…) AS x`).
-    known_columns: Vec<(String, PgType)>,
+    /// Columns whose type the statement itself fixes (`generate_series(…) AS x`,
+    /// CTE and subquery outputs): (qualifier, column, type).
+    known_columns: Vec<(Option<String>, String, PgType)>,
     scope: Vec<String>,
     params: Vec<TypeHint>,
 }
@@ -155,9 +162,18 @@ impl Collector {
                         TypeHint::Known(t) => wider(acc, t),
                         _ => acc,
                     });
-                self.known_columns.push((column, ty));
+                let qual = alias.as_ref().map(|a| a.name.value.to_ascii_lowercase());
+                self.known_columns.push((qual, column, ty));
                 return;
             }
+        }
+        if let TableFactor::Derived {
+            subquery, alias, ..
+        } = f
+        {
+            let qual = alias.as_ref().map(|a| a.name.value.to_ascii_lowercase());
+            self.learn_columns(subquery, qual);
+            return;
         }
         if let TableFactor::Table { name, alias, .. } = f {
             let table = object_base_name(name);
@@ -173,11 +189,21 @@ impl Collector {
     }
 
     fn column_hint(&self, idents: &[&str]) -> TypeHint {
-        if let [.., col] = idents {
-            let col = col.to_ascii_lowercase();
-            if let Some((_, t)) = self.known_columns.iter().find(|(c, _)| *c == col) {
-                return TypeHint::Known(*t);
+        let known = match idents {
+            [col] => {
+                let col = col.to_ascii_lowercase();
+                self.known_columns.iter().find(|(_, c, _)| *c == col)
             }
+            [.., qual, col] => {
+                let (qual, col) = (qual.to_ascii_lowercase(), col.to_ascii_lowercase());
+                self.known_columns
+                    .iter()
+                    .find(|(q, c, _)| q.as_deref() == Some(qual.as_str()) && *c == col)
+            }
+            [] => None,
+        };
+        if let Some((_, _, t)) = known {
+            return TypeHint::Known(*t);
         }
         match idents {
             [col] => TypeHint::Column {
@@ -254,6 +280,24 @@ impl Collector {
             | Expr::AnyOp { .. }
             | Expr::AllOp { .. } => TypeHint::Known(PgType::Bool),
             Expr::Position { .. } => TypeHint::Known(PgType::Int4),
+            Expr::Subquery(q) => match first_select(&q.body) {
+                Some(sel) if sel.projection.len() == 1 => {
+                    let mut inner = Collector {
+                        known_columns: self.known_columns.clone(),
+                        aliases: Vec::new(),
+                        scope: Vec::new(),
+                        params: Vec::new(),
+                    };
+                    inner.add_tables(&sel.from);
+                    match &sel.projection[0] {
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                            inner.infer(e)
+                        }
+                        _ => TypeHint::Unknown,
+                    }
+                }
+                _ => TypeHint::Unknown,
+            },
             Expr::Ceil { expr, .. } | Expr::Floor { expr, .. } => match self.infer(expr) {
                 TypeHint::Known(PgType::Float4 | PgType::Float8) => TypeHint::Known(PgType::Float8),
                 _ => TypeHint::Known(PgType::Numeric),
@@ -533,6 +577,13 @@ impl Collector {
     }
 
     fn walk_query(&mut self, q: &Query) {
+        // Columns of CTEs keep the types their defining queries give them.
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                self.walk_query(&cte.query);
+                self.learn_columns(&cte.query, Some(cte.alias.name.value.to_ascii_lowercase()));
+            }
+        }
         self.walk_set_expr(&q.body);
         if let Some(LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
             if let Some(p) = limit.as_ref().and_then(placeholder) {
@@ -576,6 +627,38 @@ impl Collector {
             }
             _ => {}
         }
+    }
+
+    /// Records the known types of a subquery's (or CTE's) output columns by name,
+    /// for references to them from the enclosing query.
+    fn learn_columns(&mut self, q: &Query, qualifier: Option<String>) {
+        let Some(sel) = first_select(&q.body) else {
+            return;
+        };
+        let mut inner = Collector {
+            known_columns: self.known_columns.clone(),
+            aliases: Vec::new(),
+            scope: Vec::new(),
+            params: Vec::new(),
+        };
+        inner.add_tables(&sel.from);
+        let mut learned = Vec::new();
+        for item in &sel.projection {
+            let (name, e) = match item {
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    (alias.value.to_ascii_lowercase(), expr)
+                }
+                SelectItem::UnnamedExpr(e @ Expr::Identifier(i)) => {
+                    (i.value.to_ascii_lowercase(), e)
+                }
+                SelectItem::UnnamedExpr(e @ Expr::Function(f)) => (object_base_name(&f.name), e),
+                _ => continue,
+            };
+            if let TypeHint::Known(t) = inner.infer(e) {
+                learned.push((qualifier.clone(), name, t));
+            }
+        }
+        self.known_columns.extend(learned);
     }
 
     fn projection(&self, items: &[SelectItem]) -> Option<Vec<TypeHint>> {

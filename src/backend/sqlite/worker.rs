@@ -191,6 +191,7 @@ impl Worker {
                 _ if *avg => PgType::Numeric,
                 _ => PgType::Int8,
             }),
+            TypeHint::Fallback { hint, default } => self.resolve(hint, scope).or(Some(*default)),
             TypeHint::Param(_) | TypeHint::Unknown => None,
         }
     }
