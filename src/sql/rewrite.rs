@@ -146,6 +146,7 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
             (Kind::Write, "INSERT", ins.returning.is_some())
         }
         Statement::Update(up) => {
+            strip_returning_qualifiers(up)?;
             if up.assignments.iter().any(|a| is_default(&a.value)) {
                 return Err(
                     PgError::unsupported("SET column = DEFAULT on the SQLite backend")
@@ -764,8 +765,12 @@ impl ExprRewriter {
                     any: false,
                     expr: Box::new(call("lower", take(e))),
                     pattern: Box::new(call("lower", take(pattern))),
-                    escape_char: escape_char.take(),
+                    escape_char: Some(escape_char.take().unwrap_or_else(backslash)),
                 };
+            }
+            // PostgreSQL's LIKE escapes with a backslash unless told otherwise.
+            Expr::Like { escape_char, .. } if escape_char.is_none() => {
+                *escape_char = Some(backslash());
             }
             Expr::BinaryOp { left, op, right } => {
                 let regex = match op {
@@ -1212,6 +1217,51 @@ fn rewrite_sequence_statement(stmt: &mut Statement) -> PgResult<Option<Rewritten
         }
         _ => Ok(None),
     }
+}
+
+/// SQLite's RETURNING names the updated table's columns unqualified and cannot see
+/// the other tables of `UPDATE … FROM`.
+fn strip_returning_qualifiers(up: &mut sqlparser::ast::Update) -> PgResult<()> {
+    let Some(returning) = up.returning.as_mut() else {
+        return Ok(());
+    };
+    let mut own = Vec::new();
+    if let TableFactor::Table { name, alias, .. } = &up.table.relation {
+        own.push(object_base_name(name));
+        if let Some(a) = alias {
+            own.push(a.name.value.to_ascii_lowercase());
+        }
+    }
+    let mut error = None;
+    let _ = returning.visit(&mut FnVisitor(|e: &mut Expr| {
+        if let Expr::CompoundIdentifier(parts) = e {
+            if parts.len() == 2 {
+                if own.contains(&parts[0].value.to_ascii_lowercase()) {
+                    *e = Expr::Identifier(parts[1].clone());
+                } else {
+                    error = Some(PgError::unsupported(
+                        "RETURNING columns of another table in UPDATE … FROM on the SQLite backend",
+                    ));
+                }
+            }
+        }
+    }));
+    error.map_or(Ok(()), Err)
+}
+
+/// Runs a closure on every expression, after its children.
+struct FnVisitor<F: FnMut(&mut Expr)>(F);
+
+impl<F: FnMut(&mut Expr)> VisitorMut for FnVisitor<F> {
+    type Break = ();
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        (self.0)(e);
+        ControlFlow::Continue(())
+    }
+}
+
+fn backslash() -> Box<Expr> {
+    Box::new(Expr::Value(Value::SingleQuotedString("\\".into()).into()))
 }
 
 /// A numeric literal other than zero: no division check needed.

@@ -242,7 +242,7 @@ fn postgres_operators_become_sqlite_expressions() {
     let sql = |s: &str| plan(s).unwrap()[0].sqlite_sql.clone();
     assert_eq!(
         sql("SELECT a FROM t WHERE b ILIKE '%x%'"),
-        "SELECT a FROM t WHERE lower(b) LIKE lower('%x%')"
+        "SELECT a FROM t WHERE lower(b) LIKE lower('%x%') ESCAPE '\\'"
     );
     assert_eq!(
         sql("SELECT a FROM t WHERE b ~* '^a' AND c !~ 'z'"),
@@ -310,5 +310,17 @@ fn distinct_on_keeps_the_first_row_per_key() {
          AS __unidb_d WHERE __unidb_rn = 1 ORDER BY \"video_id\", \"started_at\" DESC NULLS LAST LIMIT 5"
     );
     let e = plan("SELECT DISTINCT ON (a) * FROM t ORDER BY a").unwrap_err();
+    assert_eq!(e.code, "0A000");
+}
+
+#[test]
+fn update_returning_names_the_updated_table_unqualified() {
+    let p = plan("UPDATE videos v SET status = 'x' FROM projects p WHERE v.project_id = p.id RETURNING v.id, v.status").unwrap();
+    assert!(
+        p[0].sqlite_sql.ends_with("RETURNING id, status"),
+        "{}",
+        p[0].sqlite_sql
+    );
+    let e = plan("UPDATE videos v SET status = 'x' FROM projects p WHERE v.project_id = p.id RETURNING p.name").unwrap_err();
     assert_eq!(e.code, "0A000");
 }
