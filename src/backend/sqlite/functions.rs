@@ -308,6 +308,15 @@ fn register_text_functions(conn: &Connection) -> rusqlite::Result<()> {
             })?;
         }
     }
+    conn.create_scalar_function("format", -1, det, |ctx| {
+        let Some(fmt) = text_arg(ctx, 0)? else {
+            return Ok(None);
+        };
+        let args: Vec<Option<String>> = (1..ctx.len())
+            .map(|i| text_arg(ctx, i))
+            .collect::<rusqlite::Result<_>>()?;
+        format_pg(&fmt, &args).map(Some)
+    })?;
     conn.create_scalar_function("initcap", 1, det, |ctx| {
         Ok(text_arg(ctx, 0)?.map(|s| initcap(&s)))
     })?;
@@ -1166,5 +1175,117 @@ mod json_tests {
             json_at(&j(r#"{"a":{"b":[10,20]}}"#), &path_elements("{a,b,-1}")),
             Some(&j("20"))
         );
+    }
+}
+
+/// PostgreSQL's `format()`: `%s`, `%I` (identifier, quoted when needed), `%L`
+/// (literal, `NULL` unquoted), `%%`, with optional `n$` positions.
+fn format_pg(fmt: &str, args: &[Option<String>]) -> rusqlite::Result<String> {
+    let mut out = String::with_capacity(fmt.len() + 16);
+    let mut chars = fmt.chars().peekable();
+    let mut next = 0usize;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut spec = String::new();
+        while let Some(&d) = chars.peek() {
+            if d.is_ascii_digit() || d == '$' {
+                spec.push(d);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let Some(kind) = chars.next() else {
+            return Err(invalid("unterminated format() type specifier"));
+        };
+        if kind == '%' {
+            out.push('%');
+            continue;
+        }
+        let index = match spec.strip_suffix('$') {
+            Some(n) => {
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| invalid("invalid format() argument position"))?
+                    - 1
+            }
+            None => next,
+        };
+        next = index + 1;
+        let arg = args
+            .get(index)
+            .ok_or_else(|| invalid("too few arguments for format()"))?;
+        match kind {
+            's' => out.push_str(arg.as_deref().unwrap_or("")),
+            'I' => {
+                let v = arg.as_deref().ok_or_else(|| {
+                    invalid("null values cannot be formatted as an SQL identifier")
+                })?;
+                let plain = !v.is_empty()
+                    && v.chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                    && v.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if plain {
+                    out.push_str(v);
+                } else {
+                    out.push('"');
+                    out.push_str(&v.replace('"', "\"\""));
+                    out.push('"');
+                }
+            }
+            'L' => match arg {
+                None => out.push_str("NULL"),
+                Some(v) => {
+                    out.push('\'');
+                    out.push_str(&v.replace('\'', "''"));
+                    out.push('\'');
+                }
+            },
+            other => {
+                return Err(invalid(format!(
+                    "unrecognized format() type specifier \"{other}\""
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod format_tests {
+    #[test]
+    fn format_like_postgres() {
+        let a = |v: &[Option<&str>]| v.iter().map(|s| s.map(str::to_string)).collect::<Vec<_>>();
+        assert_eq!(
+            super::format_pg("%s-%s", &a(&[Some("yolov8"), Some("8")])).unwrap(),
+            "yolov8-8"
+        );
+        assert_eq!(
+            super::format_pg("%I", &a(&[Some("Project Name")])).unwrap(),
+            "\"Project Name\""
+        );
+        assert_eq!(
+            super::format_pg("%I", &a(&[Some("videos")])).unwrap(),
+            "videos"
+        );
+        assert_eq!(
+            super::format_pg("%L", &a(&[Some("it's")])).unwrap(),
+            "'it''s'"
+        );
+        assert_eq!(
+            super::format_pg("%L %s|", &a(&[None, None])).unwrap(),
+            "NULL |"
+        );
+        assert_eq!(
+            super::format_pg("%2$s %1$s 100%%", &a(&[Some("a"), Some("b")])).unwrap(),
+            "b a 100%"
+        );
+        assert!(super::format_pg("%s %s", &a(&[Some("a")])).is_err());
     }
 }
