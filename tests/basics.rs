@@ -475,3 +475,26 @@ async fn default_in_some_rows_of_values() {
     assert_eq!(common::count(&c, "tags").await, 5);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_functions_see_their_own_session() {
+    let s = TestServer::start().await;
+    let a = s.connect().await;
+    let b = s.connect().await;
+    let pid = |c: tokio_postgres::Client| async move {
+        let row = c
+            .query_one("SELECT pg_backend_pid(), current_user, session_user", &[])
+            .await
+            .unwrap();
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+        )
+    };
+    let (pa, ua, sa) = pid(a).await;
+    let (pb, _, _) = pid(b).await;
+    assert_ne!(pa, pb, "each session has its own pid");
+    assert_eq!((ua.as_str(), sa.as_str()), ("app", "app"));
+    s.stop().await;
+}

@@ -86,6 +86,8 @@ pub struct Session<S> {
     stmt_rows: u64,
     stmt_error: Option<&'static str>,
     pause: Arc<Pause>,
+    /// User and pid, for `current_user` and `pg_backend_pid()` in statements.
+    who: (Arc<str>, i32),
 }
 
 /// How a session ends.
@@ -143,6 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             stmt_rows: 0,
             stmt_error: None,
             pause,
+            who: (Arc::from(user.as_str()), pid),
         }
     }
 
@@ -622,6 +625,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         simple: p.simple,
                         chunked: p.chunked,
                         sink: None,
+                        session: Some(self.who.clone()),
                     },
                     None => ExecArgs {
                         plan: plan.clone(),
@@ -634,6 +638,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         simple: true,
                         chunked: false,
                         sink: None,
+                        session: Some(self.who.clone()),
                     },
                 };
                 let chunked = args.chunked;

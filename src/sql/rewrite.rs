@@ -325,6 +325,15 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
 /// or `None` for a plain column reference, which SQLite already names alike.
 fn pg_column_name(e: &Expr) -> Option<String> {
     match e {
+        Expr::Identifier(i)
+            if i.quote_style.is_none()
+                && matches!(
+                    i.value.to_ascii_lowercase().as_str(),
+                    "current_user" | "session_user" | "current_role"
+                ) =>
+        {
+            Some(i.value.to_ascii_lowercase())
+        }
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
         Expr::Function(f) => Some(object_base_name(&f.name)),
         Expr::Cast {
@@ -697,6 +706,11 @@ impl ExprRewriter {
                         *expr = builtin_expr("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
                     }
                     "current_date" => *expr = builtin_expr("date('now')"),
+                    "current_user" | "session_user" | "current_role"
+                        if matches!(f.args, FunctionArguments::None) =>
+                    {
+                        *expr = call_args("pg_session_user", Vec::new());
+                    }
                     "clock_timestamp" => {
                         *expr = builtin_expr("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')");
                     }
@@ -892,6 +906,16 @@ impl ExprRewriter {
                     "pg_extract",
                     vec![Expr::Value(Value::SingleQuotedString(name).into()), take(e)],
                 );
+            }
+            // current_user / session_user: the session's user, set per statement.
+            Expr::Identifier(id)
+                if id.quote_style.is_none()
+                    && matches!(
+                        id.value.to_ascii_lowercase().as_str(),
+                        "current_user" | "session_user" | "current_role"
+                    ) =>
+            {
+                *expr = call_args("pg_session_user", Vec::new());
             }
             // position(a IN b) → instr(b, a)
             Expr::Position { expr: needle, r#in } => {

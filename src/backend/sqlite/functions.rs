@@ -12,6 +12,17 @@ use rusqlite::Connection;
 
 use crate::types::{self, PgType};
 
+thread_local! {
+    /// The session whose statement this SQLite thread is running: each connection
+    /// has its own thread, and runs one statement at a time.
+    static SESSION: std::cell::RefCell<Option<(Arc<str>, i32)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets the session seen by `current_user` and `pg_backend_pid()` on this thread.
+pub fn set_session(session: Option<(Arc<str>, i32)>) {
+    SESSION.with(|s| *s.borrow_mut() = session);
+}
+
 /// Marks a function error message as carrying a SQLSTATE, so that
 /// [`super::errors::to_pg`] can restore it after SQLite passes it on as text.
 pub const SQLSTATE_MARK: char = '\u{1}';
@@ -116,6 +127,12 @@ pub fn register(
     conn.create_scalar_function("current_schema", 0, det, |_| Ok("public"))?;
     conn.create_scalar_function("gen_random_uuid", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(uuid::Uuid::new_v4().hyphenated().to_string())
+    })?;
+    conn.create_scalar_function("pg_session_user", 0, FunctionFlags::SQLITE_UTF8, |_| {
+        Ok(SESSION.with(|s| s.borrow().as_ref().map(|(u, _)| u.to_string())))
+    })?;
+    conn.create_scalar_function("pg_backend_pid", 0, FunctionFlags::SQLITE_UTF8, |_| {
+        Ok(SESSION.with(|s| s.borrow().as_ref().map(|(_, pid)| *pid)))
     })?;
     register_text_functions(conn)?;
     register_math_functions(conn)?;

@@ -62,6 +62,8 @@ pub struct ExecArgs {
     /// streamed with bounded memory instead of built whole. The bounded channel
     /// makes a slow client slow down the statement rather than grow a buffer.
     pub sink: Option<tokio::sync::mpsc::Sender<BytesMut>>,
+    /// The session's user and pid, for `current_user` and `pg_backend_pid()`.
+    pub session: Option<(Arc<str>, i32)>,
 }
 
 /// Encoded rows are handed to the session in pieces of about this size.
@@ -317,6 +319,7 @@ impl Worker {
     /// Executes a statement and encodes its results.
     pub fn execute(&mut self, args: &ExecArgs) -> Result<ExecOutput, ExecError> {
         self.refresh()?;
+        super::functions::set_session(args.session.clone());
         let stmt = &args.plan[args.index];
         let ddl = stmt.catalog.as_ref();
         if let Some(change) = ddl {
