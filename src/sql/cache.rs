@@ -47,6 +47,13 @@ impl PlanCache {
             for (hint, lit) in stmt.params.iter_mut().zip(&n.literals) {
                 match hint {
                     TypeHint::Unknown => *hint = TypeHint::Known(lit.default_type()),
+                    // `3.7::int` is the numeric 3.7 cast (rounded), not the text "3.7".
+                    TypeHint::Known(t)
+                        if t.is_integer()
+                            && matches!(lit, crate::sql::normalize::Literal::Number(n) if n.contains(['.', 'e', 'E'])) =>
+                    {
+                        *hint = TypeHint::Known(lit.default_type())
+                    }
                     TypeHint::Column { .. } | TypeHint::ColumnAt { .. } => {
                         *hint = TypeHint::Fallback {
                             hint: Box::new(hint.clone()),

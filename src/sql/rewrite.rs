@@ -669,7 +669,24 @@ impl ExprRewriter {
                     PgType::Int8 => call("pg_int8", inner),
                     PgType::Float4 | PgType::Float8 => call("pg_float8", inner),
                     PgType::Numeric => call("pg_numeric", inner),
-                    PgType::Text | PgType::Varchar | PgType::Bpchar | PgType::Name => {
+                    PgType::Varchar => match data_type {
+                        // An explicit cast to varchar(n) truncates, as in PostgreSQL.
+                        DataType::Varchar(Some(
+                            sqlparser::ast::CharacterLength::IntegerLength { length, .. },
+                        ))
+                        | DataType::CharacterVarying(Some(
+                            sqlparser::ast::CharacterLength::IntegerLength { length, .. },
+                        )) => call_args(
+                            "substr",
+                            vec![
+                                sqlite_cast(inner, DataType::Text),
+                                Expr::Value(Value::Number("1".into(), false).into()),
+                                Expr::Value(Value::Number(length.to_string(), false).into()),
+                            ],
+                        ),
+                        _ => sqlite_cast(inner, DataType::Text),
+                    },
+                    PgType::Text | PgType::Bpchar | PgType::Name => {
                         sqlite_cast(inner, DataType::Text)
                     }
                     PgType::Bool => call("pg_bool", inner),
