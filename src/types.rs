@@ -258,6 +258,19 @@ pub fn encode_text(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgRes
         (PgType::Bytea, ValueRef::Text(t)) => put_hex_bytea(out, t),
         (PgType::Float4, ValueRef::Real(f)) => put_float(out, f64::from(f as f32), true),
         (PgType::Float8, ValueRef::Real(f)) => put_float(out, f, false),
+        // SQLite computes in 64 bits; PostgreSQL's int4/int2 arithmetic overflows.
+        (PgType::Int4, ValueRef::Integer(i)) if i32::try_from(i).is_err() => {
+            return Err(PgError::new(
+                code::NUMERIC_VALUE_OUT_OF_RANGE,
+                "integer out of range",
+            ))
+        }
+        (PgType::Int2, ValueRef::Integer(i)) if i16::try_from(i).is_err() => {
+            return Err(PgError::new(
+                code::NUMERIC_VALUE_OUT_OF_RANGE,
+                "smallint out of range",
+            ))
+        }
         (PgType::Float4 | PgType::Float8, ValueRef::Integer(i)) => {
             out.put_slice(itoa::Buffer::new().format(i).as_bytes())
         }
