@@ -90,6 +90,9 @@ struct Described {
     /// Result columns that are a bare `$n`: (column, parameter index).
     param_columns: Vec<(usize, usize)>,
     param_count: usize,
+    /// For `sqlite_sql` and then each of `extra_sql`: the client parameter number
+    /// (`$n`) of each SQLite parameter, computed once per statement text.
+    param_maps: Vec<Vec<usize>>,
 }
 
 pub struct Worker {
@@ -243,34 +246,22 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        let mut param_count = 0;
-        for i in 1..=prepared.parameter_count() {
-            let n = prepared
-                .parameter_name(i)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(i);
-            param_count = param_count.max(n);
-        }
+        let mut param_maps = vec![param_map(prepared)];
         // Parameters only the extra statements use count too.
         for sql in &stmt.extra_sql {
-            if let Ok(p) = self.conn.prepare_cached(sql) {
-                for i in 1..=p.parameter_count() {
-                    if let Some(n) = p
-                        .parameter_name(i)
-                        .and_then(|name| name.strip_prefix('$'))
-                        .and_then(|n| n.parse::<usize>().ok())
-                    {
-                        param_count = param_count.max(n);
-                    }
-                }
-            }
+            param_maps.push(
+                self.conn
+                    .prepare_cached(sql)
+                    .map_or_else(|_| Vec::new(), |p| param_map(&p)),
+            );
         }
+        let param_count = param_maps.iter().flatten().copied().max().unwrap_or(0);
         Described {
             columns,
             scales,
             param_columns,
             param_count,
+            param_maps,
         }
     }
 
@@ -388,7 +379,7 @@ impl Worker {
             types: &types,
         };
         if stmt.extra_sql.is_empty() {
-            out.rows = run.run(&self.conn, &stmt.sqlite_sql, &mut out)?;
+            out.rows = run.run(&self.conn, &stmt.sqlite_sql, &d.param_maps[0], &mut out)?;
             return Ok(out);
         }
         // A statement SQLite runs as several (an INSERT whose rows use DEFAULT for
@@ -396,8 +387,9 @@ impl Worker {
         self.conn.execute_batch("SAVEPOINT unidb_multi")?;
         let mut total = 0;
         let mut result = Ok(());
-        for sql in std::iter::once(&stmt.sqlite_sql).chain(&stmt.extra_sql) {
-            match run.run(&self.conn, sql, &mut out) {
+        let sqls = std::iter::once(&stmt.sqlite_sql).chain(&stmt.extra_sql);
+        for (sql, map) in sqls.zip(&d.param_maps) {
+            match run.run(&self.conn, sql, map, &mut out) {
                 Ok(n) => total += n,
                 Err(e) => {
                     result = Err(e);
@@ -430,17 +422,18 @@ struct RunOne<'a> {
 }
 
 impl RunOne<'_> {
-    /// Binds the client's parameters by their `$n` names, runs `sql` and encodes its
-    /// rows into `out`; returns the rows returned or changed.
-    fn run(&self, conn: &Connection, sql: &str, out: &mut ExecOutput) -> Result<u64, ExecError> {
+    /// Binds the client's parameters (`map`: the `$n` of each SQLite parameter), runs
+    /// `sql` and encodes its rows into `out`; returns the rows returned or changed.
+    fn run(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        map: &[usize],
+        out: &mut ExecOutput,
+    ) -> Result<u64, ExecError> {
         let args = self.args;
         let mut prepared = conn.prepare_cached(sql)?;
-        for i in 1..=prepared.parameter_count() {
-            let n = prepared
-                .parameter_name(i)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(i);
+        for (i, &n) in map.iter().enumerate() {
             let value = match args.params.get(n - 1) {
                 None | Some(None) => Value::Null,
                 Some(Some(raw)) => {
@@ -450,7 +443,7 @@ impl RunOne<'_> {
                     types::decode_param(self.types[n - 1], binary, raw)?
                 }
             };
-            prepared.raw_bind_parameter(i, value)?;
+            prepared.raw_bind_parameter(i + 1, value)?;
         }
         let columns = self.columns;
         let ncols = columns.len();
@@ -506,6 +499,20 @@ impl RunOne<'_> {
             conn.changes()
         })
     }
+}
+
+/// The client parameter number of each of a statement's SQLite parameters: its `$n`
+/// name, or its position for an unnamed one.
+fn param_map(prepared: &rusqlite::Statement<'_>) -> Vec<usize> {
+    (1..=prepared.parameter_count())
+        .map(|i| {
+            prepared
+                .parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(i)
+        })
+        .collect()
 }
 
 /// The statement's columns with bare `$n` columns typed like their parameter.
