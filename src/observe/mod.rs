@@ -480,7 +480,7 @@ impl Observer {
                 "startsAt": starts,
                 "endsAt": ends,
                 "generatorURL": "",
-                "fingerprint": format!("{:016x}", fnv(&format!("{}\0{db}", rule.name))),
+                "fingerprint": format!("{:016x}", alert_id(&format!("{}\0{db}", rule.name))),
             }],
         })
     }
@@ -542,10 +542,9 @@ impl Observer {
                 .find(|(t, _, _)| e.history.back().is_some_and(|(l, _, _)| l - t >= 60.0))
                 .or(e.history.front()),
         ) {
-            let sum = |s: &Vec<Sample>, f: fn(&Sample) -> f64| s.iter().map(f).sum::<f64>();
-            let calls = sum(&last.2, |s| s.calls) - sum(&base.2, |s| s.calls);
+            let calls = total(&last.2, |s| s.calls) - total(&base.2, |s| s.calls);
             if calls > 0.0 {
-                let errors = sum(&last.2, |s| s.errors) - sum(&base.2, |s| s.errors);
+                let errors = total(&last.2, |s| s.errors) - total(&base.2, |s| s.errors);
                 let rate = errors / calls;
                 score -= (200.0 * rate).min(20.0);
                 checks.push((
@@ -556,7 +555,7 @@ impl Observer {
                         rate * 100.0
                     ),
                 ));
-                let avg_ms = (sum(&last.2, |s| s.duration_s) - sum(&base.2, |s| s.duration_s))
+                let avg_ms = (total(&last.2, |s| s.duration_s) - total(&base.2, |s| s.duration_s))
                     * 1000.0
                     / calls;
                 if avg_ms > 100.0 {
@@ -702,17 +701,11 @@ impl Observer {
             let pool = e.gauges.get(i).and_then(|g| g.pool).map(|p| {
                 json!({"size": p.size, "active": p.active, "idle": p.idle, "waiting": p.waiting, "usage": p.usage()})
             });
-            databases.push(json!({
-                "name": db.name,
-                "backend": db.backend,
-                "calls": c,
-                "rows": rws,
-                "errors": er,
-                "total_time_ms": tn as f64 / 1e6,
-                "avg_time_ms": if c > 0 { tn as f64 / 1e6 / c as f64 } else { 0.0 },
-                "error_rate": if c > 0 { er as f64 / c as f64 } else { 0.0 },
-                "pool": pool,
-            }));
+            let mut entry = summary(c, rws, er, tn);
+            entry.insert("name".into(), json!(db.name));
+            entry.insert("backend".into(), json!(db.backend));
+            entry.insert("pool".into(), json!(pool));
+            databases.push(Value::Object(entry));
         }
         let mut history = Vec::new();
         let mut prev: Option<&(f64, SystemTime, Vec<Sample>)> = None;
@@ -720,10 +713,9 @@ impl Observer {
         for h in e.history.iter().filter(|h| newest - h.0 <= HISTORY_SECONDS) {
             if let Some(p) = prev {
                 let dt = h.0 - p.0;
-                let sum = |s: &Vec<Sample>, f: fn(&Sample) -> f64| s.iter().map(f).sum::<f64>();
-                let dc = sum(&h.2, |s| s.calls) - sum(&p.2, |s| s.calls);
-                let dd = sum(&h.2, |s| s.duration_s) - sum(&p.2, |s| s.duration_s);
-                let de = sum(&h.2, |s| s.errors) - sum(&p.2, |s| s.errors);
+                let dc = total(&h.2, |s| s.calls) - total(&p.2, |s| s.calls);
+                let dd = total(&h.2, |s| s.duration_s) - total(&p.2, |s| s.duration_s);
+                let de = total(&h.2, |s| s.errors) - total(&p.2, |s| s.errors);
                 let usage = h.2.iter().map(|s| s.pool_usage).fold(0.0, f64::max);
                 history.push(json!({
                     "t": unix(h.1),
@@ -747,19 +739,13 @@ impl Observer {
             qps.iter().sum::<f64>() / qps.len() as f64
         };
         drop(e);
+        let mut totals = summary(calls, rows_n, errors, total_ns);
+        totals.insert("qps".into(), json!(qps));
         json!({
             "generated_at": rfc3339(SystemTime::now()),
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "reset_at": rfc3339(self.stats.reset_at()),
-            "totals": {
-                "calls": calls,
-                "rows": rows_n,
-                "errors": errors,
-                "total_time_ms": total_ns as f64 / 1e6,
-                "avg_time_ms": if calls > 0 { total_ns as f64 / 1e6 / calls as f64 } else { 0.0 },
-                "error_rate": if calls > 0 { errors as f64 / calls as f64 } else { 0.0 },
-                "qps": qps,
-            },
+            "totals": totals,
             "databases": databases,
             "statements": by_total.iter().map(|r| stmt(r)).collect::<Vec<_>>(),
             "slowest_by_mean": by_mean.iter().take(10).map(|r| stmt(r)).collect::<Vec<_>>(),
@@ -832,7 +818,26 @@ fn unix(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn fnv(s: &str) -> u64 {
+/// Calls, rows, errors and times of a set of statements, as /stats shows them.
+fn summary(calls: u64, rows: u64, errors: u64, total_ns: u64) -> serde_json::Map<String, Value> {
+    let per_call = |x: f64| if calls > 0 { x / calls as f64 } else { 0.0 };
+    let mut m = serde_json::Map::new();
+    m.insert("calls".into(), json!(calls));
+    m.insert("rows".into(), json!(rows));
+    m.insert("errors".into(), json!(errors));
+    m.insert("total_time_ms".into(), json!(total_ns as f64 / 1e6));
+    m.insert("avg_time_ms".into(), json!(per_call(total_ns as f64 / 1e6)));
+    m.insert("error_rate".into(), json!(per_call(errors as f64)));
+    m
+}
+
+/// The sum of one field over every database's sample.
+fn total(samples: &[Sample], field: fn(&Sample) -> f64) -> f64 {
+    samples.iter().map(field).sum()
+}
+
+/// A stable id for an alert instance (Alertmanager's `fingerprint`).
+fn alert_id(s: &str) -> u64 {
     fingerprint::fingerprint(s.as_bytes()).id
 }
 

@@ -282,13 +282,7 @@ impl Collector {
             Expr::Position { .. } => TypeHint::Known(PgType::Int4),
             Expr::Subquery(q) => match first_select(&q.body) {
                 Some(sel) if sel.projection.len() == 1 => {
-                    let mut inner = Collector {
-                        known_columns: self.known_columns.clone(),
-                        aliases: Vec::new(),
-                        scope: Vec::new(),
-                        params: Vec::new(),
-                    };
-                    inner.add_tables(&sel.from);
+                    let inner = self.nested(&sel.from);
                     match &sel.projection[0] {
                         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
                             inner.infer(e)
@@ -629,19 +623,26 @@ impl Collector {
         }
     }
 
-    /// Records the known types of a subquery's (or CTE's) output columns by name,
-    /// for references to them from the enclosing query.
-    fn learn_columns(&mut self, q: &Query, qualifier: Option<String>) {
-        let Some(sel) = first_select(&q.body) else {
-            return;
-        };
+    /// A collector for a subquery over `from`: its own tables, the known columns of
+    /// the enclosing query.
+    fn nested(&self, from: &[TableWithJoins]) -> Collector {
         let mut inner = Collector {
             known_columns: self.known_columns.clone(),
             aliases: Vec::new(),
             scope: Vec::new(),
             params: Vec::new(),
         };
-        inner.add_tables(&sel.from);
+        inner.add_tables(from);
+        inner
+    }
+
+    /// Records the known types of a subquery's (or CTE's) output columns by name,
+    /// for references to them from the enclosing query.
+    fn learn_columns(&mut self, q: &Query, qualifier: Option<String>) {
+        let Some(sel) = first_select(&q.body) else {
+            return;
+        };
+        let inner = self.nested(&sel.from);
         let mut learned = Vec::new();
         for item in &sel.projection {
             let (name, e) = match item {

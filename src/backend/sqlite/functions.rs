@@ -1083,18 +1083,16 @@ fn json_at<'a>(v: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_js
 
 fn register_json_functions(conn: &Connection) -> rusqlite::Result<()> {
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("pg_jsonb_contains", 2, det, |ctx| {
-        let (Some(a), Some(b)) = (json_arg(ctx, 0)?, json_arg(ctx, 1)?) else {
-            return Ok(None);
-        };
-        Ok(Some(json_contains(&a, &b, true)))
-    })?;
-    conn.create_scalar_function("pg_jsonb_contained", 2, det, |ctx| {
-        let (Some(a), Some(b)) = (json_arg(ctx, 0)?, json_arg(ctx, 1)?) else {
-            return Ok(None);
-        };
-        Ok(Some(json_contains(&b, &a, true)))
-    })?;
+    // `a @> b`, and `a <@ b` as `b @> a`.
+    for (name, swapped) in [("pg_jsonb_contains", false), ("pg_jsonb_contained", true)] {
+        conn.create_scalar_function(name, 2, det, move |ctx| {
+            let (Some(a), Some(b)) = (json_arg(ctx, 0)?, json_arg(ctx, 1)?) else {
+                return Ok(None);
+            };
+            let (outer, inner) = if swapped { (&b, &a) } else { (&a, &b) };
+            Ok(Some(json_contains(outer, inner, true)))
+        })?;
+    }
     conn.create_scalar_function("pg_jsonb_exists", 2, det, |ctx| {
         let (Some(v), Some(k)) = (json_arg(ctx, 0)?, text_arg(ctx, 1)?) else {
             return Ok(None);
