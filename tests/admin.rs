@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::pg::PgCluster;
-use common::TestServer;
+use common::{pgbench, TestServer};
 
 const USERS: &str = r#"
 [[users]]
@@ -57,24 +57,12 @@ fn console(port: u16, sql: &str) -> String {
 }
 
 fn config(url: &str, keys: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-admin_users = ["boss"]
-
-[http]
-listen = "127.0.0.1:0"
-
-[observe]
-eval_interval = "100ms"
-{USERS}
-[databases.app]
-backend = "postgres"
-url = "{url}"
-{keys}
-"#
+    common::pg::pooler_text(
+        url,
+        keys,
+        "admin_users = [\"boss\"]",
+        "[observe]\neval_interval = \"100ms\"",
+        USERS,
     )
 }
 
@@ -193,18 +181,6 @@ async fn console_shows_pools_stats_clients_servers_queries() {
     assert!(!queries.contains("INSERT INTO"), "{queries}");
     held.batch_execute("COMMIT").await.unwrap();
     s.stop().await;
-}
-
-fn pgbench(port: u16, args: &[&str]) -> std::process::Child {
-    Command::new("pgbench")
-        .env("PGPASSWORD", "app")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
-        .args(args)
-        .arg("app")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pgbench (installed with PostgreSQL)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

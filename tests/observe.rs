@@ -456,28 +456,12 @@ async fn postgres_counts_slow_statement_and_pool_alert() {
     let pg = PgCluster::start("");
     let keys = "pool_size = 2\nmax_client_wait = \"3s\"";
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[http]
-listen = "127.0.0.1:0"
-
-[observe]
-eval_interval = "100ms"
-
-{}
-
-[databases.app]
-backend = "postgres"
-url = "{}"
-{keys}
-{FAST_RULES}
-"#,
+    let text = common::pg::pooler_text(
+        &pg.app_url(),
+        &format!("{keys}\n{FAST_RULES}"),
+        "",
+        "[observe]\neval_interval = \"100ms\"",
         common::APP_USER,
-        pg.app_url()
     );
     let s = TestServer::start_config(dir, &text).await;
     let base = s.http().await;
@@ -639,19 +623,8 @@ async fn dashboard_renders_live_data_under_pgbench_load() {
     let pg = PgCluster::start("");
     let s = common::pg::pooler(&pg.app_url(), "pool_size = 4").await;
     let base = s.http().await;
-    let port = s.addr.port().to_string();
-    let pgbench = |args: &[&str]| {
-        std::process::Command::new("pgbench")
-            .env("PGPASSWORD", "app")
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", "app"])
-            .args(args)
-            .arg("app")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("pgbench (installed with PostgreSQL)")
-    };
-    let init = pgbench(&["-i", "-s", "1", "-q"])
+    let port = s.addr.port();
+    let init = common::pgbench(port, &["-i", "-s", "1", "-q"])
         .wait_with_output()
         .unwrap();
     assert!(
@@ -659,7 +632,7 @@ async fn dashboard_renders_live_data_under_pgbench_load() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let load = pgbench(&["-n", "-S", "-c", "4", "-j", "2", "-T", "12"]);
+    let load = common::pgbench(port, &["-n", "-S", "-c", "4", "-j", "2", "-T", "12"]);
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let out_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard");
@@ -749,6 +722,34 @@ async fn storage_near_limit_fires_for_a_small_limit() {
     s.stop().await;
 }
 
+/// Another process takes SQLite's write lock on `path` and holds it for `secs`
+/// seconds; returns once it holds it.
+fn lock_file(path: &std::path::Path, secs: f64) -> std::process::Child {
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(float(sys.argv[2]))\n\
+             c.execute('COMMIT')\n",
+        )
+        .arg(path)
+        .arg(secs.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with its sqlite3 module");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    holder
+}
+
 /// A write outside a transaction that finds the SQLite file locked by another
 /// process past busy_timeout is retried and succeeds; the retry is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,27 +766,7 @@ async fn sqlite_busy_outside_a_transaction_is_retried_and_counted() {
     c.batch_execute("CREATE TABLE t (a int)").await.unwrap();
 
     // Another process holds the write lock for 0.9 s: longer than busy_timeout.
-    let mut holder = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\n\
-             print('locked', flush=True)\n\
-             time.sleep(0.9)\n\
-             c.execute('COMMIT')\n",
-        )
-        .arg(&db_path)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 with its sqlite3 module");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let mut holder = lock_file(&db_path, 0.9);
     let started = std::time::Instant::now();
     c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
     assert!(
@@ -804,26 +785,7 @@ async fn sqlite_busy_outside_a_transaction_is_retried_and_counted() {
     assert!(retries >= 1.0, "{retries}");
 
     // Inside an explicit transaction the error goes to the client.
-    let mut holder = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\n\
-             print('locked', flush=True)\n\
-             time.sleep(1.5)\n\
-             c.execute('COMMIT')\n",
-        )
-        .arg(&db_path)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut holder = lock_file(&db_path, 1.5);
     let e = c
         .batch_execute("BEGIN; INSERT INTO t VALUES (2); COMMIT")
         .await

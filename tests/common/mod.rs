@@ -145,3 +145,17 @@ pub async fn count(c: &impl tokio_postgres::GenericClient, table: &str) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// Starts pgbench as user `app` (password `app`) on database `app` of the server at
+/// 127.0.0.1:`port`, with its output captured.
+pub fn pgbench(port: u16, args: &[&str]) -> std::process::Child {
+    std::process::Command::new("pgbench")
+        .env("PGPASSWORD", "app")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
+        .args(args)
+        .arg("app")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench (installed with PostgreSQL)")
+}

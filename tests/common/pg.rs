@@ -212,27 +212,37 @@ impl Drop for PgCluster {
     }
 }
 
-/// unidb serving database `app` (user `app`/`app`) from the upstream at `url`, with
-/// `keys` added to that database's table (pool settings).
-pub async fn pooler(url: &str, keys: &str) -> super::TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
+/// Config text of unidb serving database `app` from the upstream at `url`:
+/// `server_extra` goes into `[server]`, `tables` (whole TOML tables such as
+/// `[observe]`) before the users, `keys` into `[databases.app]` (pool settings; whole
+/// tables such as `[[alerts]]` may follow them).
+pub fn pooler_text(url: &str, keys: &str, server_extra: &str, tables: &str, users: &str) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 shutdown_grace = "5s"
-
-{}
+{server_extra}
 
 [http]
 listen = "127.0.0.1:0"
+
+{tables}
+
+{users}
 
 [databases.app]
 backend = "postgres"
 url = "{url}"
 {keys}
-"#,
-        super::APP_USER
-    );
+"#
+    )
+}
+
+/// unidb serving database `app` (user `app`/`app`) from the upstream at `url`, with
+/// `keys` added to that database's table (pool settings).
+pub async fn pooler(url: &str, keys: &str) -> super::TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let text = pooler_text(url, keys, "", "", super::APP_USER);
     super::TestServer::start_config(dir, &text).await
 }
