@@ -183,7 +183,7 @@ async fn sqlite_counts_match_and_slow_statement_alert_goes_through_its_states() 
     let c = s.connect().await;
 
     // Known statements: 1 DDL, 5 extended inserts, 3 simple selects differing in a
-    // literal, 2 failing divisions.
+    // literal, 2 selects of a missing table.
     c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         .await
         .unwrap();

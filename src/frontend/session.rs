@@ -280,12 +280,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let start = self.timing_start();
                     let fp = start.and_then(|_| self.fp_of(p.query.as_bytes()));
                     let r = self.parse(p, fp);
-                    if let (Some(start), true) = (start, r.is_err()) {
+                    let failed = r.is_err();
+                    self.extended_result(r);
+                    if let (Some(start), true) = (start, failed) {
                         // A statement that cannot be prepared counts as a failed call.
-                        self.extended_result(r);
                         self.record(fp, start);
-                    } else {
-                        self.extended_result(r);
                     }
                 }
             }
@@ -297,11 +296,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .get(b.statement_name.as_deref().unwrap_or_default())
                         .and_then(|p| p.fp);
                     let r = self.bind(b, fp);
-                    if let (Some(start), true) = (start, r.is_err()) {
-                        self.extended_result(r);
+                    let failed = r.is_err();
+                    self.extended_result(r);
+                    if let (Some(start), true) = (start, failed) {
                         self.record(fp, start);
-                    } else {
-                        self.extended_result(r);
                     }
                 }
             }

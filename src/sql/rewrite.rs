@@ -257,10 +257,8 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
                 .with_hint("truncate dependent tables first, without options"));
             }
             let text = format!("DELETE FROM {}", t.table_names[0].name);
-            *stmt = Parser::parse_sql(&PostgreSqlDialect {}, &text)
-                .ok()
-                .and_then(|mut v| v.pop())
-                .ok_or_else(|| PgError::unsupported("TRUNCATE of this table name"))?;
+            *stmt = parse_one(&text)
+                .map_err(|_| PgError::unsupported("TRUNCATE of this table name"))?;
             (Kind::Write, "TRUNCATE TABLE", false)
         }
         Statement::AlterTable(at) => {
@@ -618,12 +616,15 @@ struct ExprRewriter {
     error: Option<PgError>,
 }
 
-fn builtin_expr(sql: &str) -> Expr {
-    // Fixed SQL written in this file; it parses.
+fn parse_expr(sql: &str) -> Result<Expr, sqlparser::parser::ParserError> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
-        .expect("built-in expression parses")
+}
+
+fn builtin_expr(sql: &str) -> Expr {
+    // Fixed SQL written in this file; it parses.
+    parse_expr(sql).expect("built-in expression parses")
 }
 
 fn call(name: &str, arg: Expr) -> Expr {
@@ -862,28 +863,14 @@ impl ExprRewriter {
                 right,
                 ..
             } if matches!(right.as_ref(), Expr::Array(_)) => {
-                if let Expr::Array(a) = take(right) {
-                    *expr = Expr::In {
-                        expr: Box::new(take(left)),
-                        target: InTarget::List(a.elem),
-                        negated: false,
-                        global: false,
-                    };
-                }
+                *expr = in_array(left, right, false);
             }
             Expr::AllOp {
                 left,
                 compare_op: BinaryOperator::NotEq,
                 right,
             } if matches!(right.as_ref(), Expr::Array(_)) => {
-                if let Expr::Array(a) = take(right) {
-                    *expr = Expr::In {
-                        expr: Box::new(take(left)),
-                        target: InTarget::List(a.elem),
-                        negated: true,
-                        global: false,
-                    };
-                }
+                *expr = in_array(left, right, true);
             }
             // trim(BOTH 'x' FROM s) → trim(s, 'x'); LEADING → ltrim, TRAILING → rtrim.
             Expr::Trim {
@@ -1047,10 +1034,8 @@ fn rewrite_distinct_on(q: &mut Query) -> PgResult<()> {
             format!(" ORDER BY {}", window_order.join(", "))
         }
     );
-    let window_expr = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&window)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| PgError::internal(format!("DISTINCT ON rewrite: {e}")))?;
+    let window_expr =
+        parse_expr(&window).map_err(|e| PgError::internal(format!("DISTINCT ON rewrite: {e}")))?;
     inner.projection.push(SelectItem::ExprWithAlias {
         expr: window_expr,
         alias: Ident::new("__unidb_rn"),
@@ -1413,9 +1398,7 @@ fn rewrite_delete_using(del: &mut sqlparser::ast::Delete) -> PgResult<()> {
         .take()
         .map_or_else(|| "true".to_string(), |c| c.to_string());
     let text = format!("EXISTS (SELECT 1 FROM {} WHERE {cond})", from.join(", "));
-    let expr = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&text)
-        .and_then(|mut p| p.parse_expr())
+    let expr = parse_expr(&text)
         .map_err(|e| PgError::unsupported(format!("DELETE … USING of this form ({e})")))?;
     del.selection = Some(expr);
     Ok(())
@@ -1432,6 +1415,20 @@ fn call_args(name: &str, args: Vec<Expr>) -> Expr {
         }
     }
     f
+}
+
+/// `left [NOT] IN (elements of the ARRAY[…] in right)`.
+fn in_array(left: &mut Expr, right: &mut Expr, negated: bool) -> Expr {
+    let list = match take(right) {
+        Expr::Array(a) => a.elem,
+        other => vec![other],
+    };
+    Expr::In {
+        expr: Box::new(take(left)),
+        target: InTarget::List(list),
+        negated,
+        global: false,
+    }
 }
 
 fn take(e: &mut Expr) -> Expr {

@@ -118,6 +118,37 @@ struct Done {
     wait: Duration,
 }
 
+/// Fingerprints of a client's statements: the unnamed one and named ones (at most
+/// 10,000 names tracked).
+#[derive(Default)]
+struct StatementFps {
+    unnamed: Option<Fp>,
+    named: HashMap<Box<str>, Fp>,
+}
+
+impl StatementFps {
+    fn get(&self, name: &[u8]) -> Option<Fp> {
+        if name.is_empty() {
+            self.unnamed
+        } else {
+            std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| self.named.get(n).copied())
+        }
+    }
+
+    fn set(&mut self, name: &[u8], fp: Option<Fp>) {
+        if name.is_empty() {
+            self.unnamed = fp;
+        } else if let Some(fp) = fp {
+            let name = String::from_utf8_lossy(name);
+            if self.named.len() < 10_000 || self.named.contains_key(name.as_ref()) {
+                self.named.insert(name.into(), fp);
+            }
+        }
+    }
+}
+
 /// A named statement of this client.
 struct Stmt {
     key: u64,
@@ -264,8 +295,7 @@ pub struct Relay<S> {
     fps: Option<Box<FpCache>>,
     /// Fingerprints of the unnamed statement, of named statements, of the last
     /// bound portal.
-    unnamed_fp: Option<Fp>,
-    named_fps: HashMap<Box<str>, Fp>,
+    stmt_fps: StatementFps,
     portal_fp: Option<Fp>,
     /// When the client data being handled was read.
     read_at: Instant,
@@ -347,8 +377,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         transaction_mode,
         obs,
         fps: None,
-        unnamed_fp: None,
-        named_fps: HashMap::new(),
+        stmt_fps: StatementFps::default(),
         portal_fp: None,
         read_at: Instant::now(),
         wait: Duration::ZERO,
@@ -686,14 +715,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             && cstr(rest).is_some_and(|(sql, _)| session_cmd(sql).is_none()) =>
                     {
                         if let (Some(obs), Some((sql, _))) = (&self.obs, cstr(rest)) {
-                            let f = self.fps.get_or_insert_with(Default::default).get(obs, sql);
-                            fp = Some(f);
-                            if name.is_empty() {
-                                self.unnamed_fp = fp;
-                            } else if self.named_fps.len() < 10_000 {
-                                self.named_fps
-                                    .insert(String::from_utf8_lossy(name).into(), f);
-                            }
+                            fp = Some(self.fps.get_or_insert_with(Default::default).get(obs, sql));
+                            self.stmt_fps.set(name, fp);
                         }
                         Some(Expect::Parse)
                     }
@@ -702,13 +725,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 b'B' => match cstr(body).and_then(|(_, rest)| cstr(rest)) {
                     Some((name, _)) if name.is_empty() || !self.transaction_mode => {
                         if self.obs.is_some() {
-                            self.portal_fp = if name.is_empty() {
-                                self.unnamed_fp
-                            } else {
-                                std::str::from_utf8(name)
-                                    .ok()
-                                    .and_then(|n| self.named_fps.get(n).copied())
-                            };
+                            self.portal_fp = self.stmt_fps.get(name);
                             fp = self.portal_fp;
                         }
                         Some(Expect::Bind)
@@ -898,7 +915,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.unsynced = true;
                 let (portal, rest) = cstr(body).ok_or_else(malformed)?;
                 let (name, params) = cstr(rest).ok_or_else(malformed)?;
-                self.portal_fp = self.statement_fp(name);
+                self.portal_fp = self.stmt_fps.get(name);
                 let fp = self.portal_fp;
                 if self.transaction_mode && !name.is_empty() {
                     if let Some(server_name) = self.ensure_prepared(name) {
@@ -967,7 +984,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             Some((sql, _)) => self.fp_of(sql),
             None => None,
         };
-        self.set_statement_fp(name, fp);
+        self.stmt_fps.set(name, fp);
         if let Some((sql, _)) = cstr(rest) {
             // A session command through the extended protocol takes effect at the
             // batch's Sync (drivers such as pgjdbc and psycopg send SET this way).
@@ -1069,32 +1086,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 error: None,
             }),
         });
-    }
-
-    fn statement_fp(&self, name: &[u8]) -> Option<Fp> {
-        self.obs.as_ref()?;
-        if name.is_empty() {
-            self.unnamed_fp
-        } else {
-            std::str::from_utf8(name)
-                .ok()
-                .and_then(|n| self.named_fps.get(n).copied())
-        }
-    }
-
-    fn set_statement_fp(&mut self, name: &[u8], fp: Option<Fp>) {
-        if name.is_empty() {
-            self.unnamed_fp = fp;
-        } else if let Some(fp) = fp {
-            if self.named_fps.len() < 10_000
-                || self
-                    .named_fps
-                    .contains_key(String::from_utf8_lossy(name).as_ref())
-            {
-                self.named_fps
-                    .insert(String::from_utf8_lossy(name).into(), fp);
-            }
-        }
     }
 
     /// The fingerprint of a statement text, when timing is on.
