@@ -359,10 +359,10 @@ impl Observer {
                 e.history.pop_front();
             }
             e.gauges = gauges;
-            for (ri, rule) in e.rules.iter().enumerate() {
-                for db in 0..self.dbs.len() {
-                    let series: VecDeque<Sample> =
-                        e.history.iter().map(|(_, _, s)| s[db]).collect();
+            for db in 0..self.dbs.len() {
+                // One database's series, shared by every rule.
+                let series: VecDeque<Sample> = e.history.iter().map(|(_, _, s)| s[db]).collect();
+                for (ri, rule) in e.rules.iter().enumerate() {
                     let value = rule.expr.value(&series);
                     let idx = match e
                         .instances
