@@ -75,6 +75,8 @@ pub mod code {
             INVALID_ARGUMENT_FOR_LOG,
             INVALID_ARGUMENT_FOR_POWER,
             PROGRAM_LIMIT_EXCEEDED,
+            UNDEFINED_TABLE,
+            UNDEFINED_OBJECT,
         ];
         ALL.iter()
             .find(|c| **c == s)

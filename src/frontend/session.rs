@@ -404,7 +404,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // statements differing only in literals share one plan and prepared statement.
         if let Some(n) = crate::sql::normalize::normalize(sql) {
             match self.db.plans().get_normalized(&n) {
-                Ok(plan) if plan.len() == 1 => {
+                // Catalog queries run as written: `'16385'::regclass` must stay a
+                // literal to be read as an oid.
+                Ok(plan) if plan.len() == 1 && !plan[0].system_catalog => {
                     let args = PortalArgs {
                         params: n
                             .literals

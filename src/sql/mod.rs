@@ -10,9 +10,11 @@ mod cache;
 mod infer;
 pub mod normalize;
 mod rewrite;
+mod system;
 
 pub use cache::PlanCache;
-pub use infer::TypeHint;
+pub use infer::{object_base_name, TypeHint};
+pub use system::EMPTY_RELATIONS;
 
 use std::sync::Arc;
 
@@ -63,14 +65,15 @@ pub enum CatalogChange {
     CreateTable {
         table: String,
         columns: Vec<(String, PgType)>,
-        /// Declared scale of `numeric(p, s)` columns: values print with `s` decimals.
-        scales: Vec<(String, u32)>,
+        /// Type modifiers as declared (`(10,2)`, `(20)`): `numeric(p, s)` values
+        /// print with `s` decimals, and the catalog shows them.
+        modifiers: Vec<(String, String)>,
     },
     AddColumn {
         table: String,
         column: String,
         ty: PgType,
-        scale: Option<u32>,
+        modifier: Option<String>,
     },
     DropColumn {
         table: String,
@@ -110,6 +113,9 @@ pub struct Stmt {
     /// Further SQLite statements run after `sqlite_sql` as part of this one, all or
     /// nothing (rows using DEFAULT for different columns).
     pub extra_sql: Vec<String>,
+    /// Reads the emulated `pg_catalog` / `information_schema`, which must be
+    /// current before the statement runs.
+    pub system_catalog: bool,
 }
 
 impl Stmt {
@@ -124,6 +130,7 @@ impl Stmt {
             columns: None,
             catalog: None,
             extra_sql: Vec::new(),
+            system_catalog: false,
         }
     }
 
@@ -149,17 +156,38 @@ pub fn plan(sql: &str) -> PgResult<Vec<Stmt>> {
     statements.into_iter().map(plan_statement).collect()
 }
 
+fn highest_placeholder(stmt: &Statement) -> usize {
+    let mut highest = 0;
+    let _ = sqlparser::ast::visit_expressions(stmt, |e| {
+        if let sqlparser::ast::Expr::Value(v) = e {
+            if let sqlparser::ast::Value::Placeholder(p) = &v.value {
+                if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    highest = highest.max(n.min(65535));
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    highest
+}
+
 fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
     if let Some(proxy) = rewrite::session_command(&stmt)? {
         return Ok(proxy);
     }
-    let hints = infer::collect(&stmt);
+    let mut hints = infer::collect(&stmt);
+    // Every `$n` counts, even one without a type hint or one the rewrite drops.
+    let highest = highest_placeholder(&stmt);
+    if hints.params.len() < highest {
+        hints.params.resize(highest, TypeHint::Unknown);
+    }
     let rewrite::Rewritten {
         kind,
         tag,
         returns_rows,
         catalog,
         extra_sql,
+        system_catalog,
     } = rewrite::rewrite_statement(&mut stmt)?;
     Ok(Stmt {
         kind,
@@ -171,6 +199,7 @@ fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
         columns: hints.columns,
         catalog,
         extra_sql,
+        system_catalog,
     })
 }
 

@@ -121,6 +121,8 @@ pub struct Rewritten {
     pub catalog: Option<CatalogChange>,
     /// SQLite statements run after the main one as part of it.
     pub extra_sql: Vec<String>,
+    /// The statement reads the emulated system catalog.
+    pub system_catalog: bool,
 }
 
 /// Rewrites `stmt` in place into SQLite's dialect.
@@ -240,6 +242,7 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
                 returns_rows: false,
                 catalog: None,
                 extra_sql: Vec::new(),
+                system_catalog: false,
             });
         }
         // TRUNCATE t → DELETE FROM t (SQLite's truncate optimisation applies).
@@ -302,7 +305,10 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
     if let Statement::Query(q) = stmt {
         rewrite_distinct_on(q)?;
     }
-    let mut rw = ExprRewriter { error: None };
+    let mut rw = ExprRewriter {
+        error: None,
+        system: false,
+    };
     let _ = stmt.visit(&mut rw);
     for extra in &mut extras {
         let _ = extra.visit(&mut rw);
@@ -316,12 +322,13 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
         returns_rows,
         catalog,
         extra_sql: extras.iter().map(ToString::to_string).collect(),
+        system_catalog: rw.system,
     })
 }
 
 /// The name PostgreSQL gives an unaliased result expression (`count`, `?column?`…),
 /// or `None` for a plain column reference, which SQLite already names alike.
-fn pg_column_name(e: &Expr) -> Option<String> {
+pub(super) fn pg_column_name(e: &Expr) -> Option<String> {
     match e {
         Expr::Identifier(i)
             if i.quote_style.is_none()
@@ -464,7 +471,7 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
     }
     let table = object_base_name(&ct.name);
     let mut columns = Vec::with_capacity(ct.columns.len());
-    let mut scales = Vec::new();
+    let mut modifiers = Vec::new();
     // Single-column table-level primary key, which a serial column may take over.
     let table_pk: Option<String> = ct.constraints.iter().find_map(|c| match c {
         TableConstraint::PrimaryKey(pk) if pk.columns.len() == 1 => {
@@ -479,8 +486,8 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
     for col in &mut ct.columns {
         let (ty, auto) = column_pg_type(col)?;
         columns.push((col.name.value.to_ascii_lowercase(), ty));
-        if let Some(scale) = numeric_scale(&col.data_type) {
-            scales.push((col.name.value.to_ascii_lowercase(), scale));
+        if let Some(m) = type_modifier(&col.data_type) {
+            modifiers.push((col.name.value.to_ascii_lowercase(), m));
         }
         col.data_type = sqlite_column_type(ty);
         col.options.retain(|o| {
@@ -539,19 +546,29 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
     Ok(CatalogChange::CreateTable {
         table,
         columns,
-        scales,
+        modifiers,
     })
 }
 
-/// The scale of a `numeric(p, s)` / `decimal(p, s)` type.
-fn numeric_scale(dt: &DataType) -> Option<u32> {
-    use sqlparser::ast::ExactNumberInfo;
+/// The modifier of a declared type as PostgreSQL writes it: `(10,2)` of
+/// `numeric(10, 2)`, `(20)` of `varchar(20)`.
+fn type_modifier(dt: &DataType) -> Option<String> {
+    use sqlparser::ast::{CharacterLength, ExactNumberInfo};
     match dt {
-        DataType::Numeric(ExactNumberInfo::PrecisionAndScale(_, s))
-        | DataType::Decimal(ExactNumberInfo::PrecisionAndScale(_, s))
-        | DataType::Dec(ExactNumberInfo::PrecisionAndScale(_, s)) => u32::try_from(*s).ok(),
-        DataType::Numeric(ExactNumberInfo::Precision(_))
-        | DataType::Decimal(ExactNumberInfo::Precision(_)) => Some(0),
+        DataType::Numeric(ExactNumberInfo::PrecisionAndScale(p, s))
+        | DataType::Decimal(ExactNumberInfo::PrecisionAndScale(p, s))
+        | DataType::Dec(ExactNumberInfo::PrecisionAndScale(p, s)) => Some(format!("({p},{s})")),
+        DataType::Numeric(ExactNumberInfo::Precision(p))
+        | DataType::Decimal(ExactNumberInfo::Precision(p))
+        | DataType::Dec(ExactNumberInfo::Precision(p)) => Some(format!("({p})")),
+        DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharVarying(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::Char(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::Character(Some(CharacterLength::IntegerLength { length, .. })) => {
+            Some(format!("({length})"))
+        }
+        DataType::Char(None) | DataType::Character(None) => Some("(1)".into()),
         _ => None,
     }
 }
@@ -572,13 +589,13 @@ fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<C
                     "adding a SERIAL/IDENTITY column on the SQLite backend",
                 ));
             }
-            let scale = numeric_scale(&column_def.data_type);
+            let modifier = type_modifier(&column_def.data_type);
             column_def.data_type = sqlite_column_type(ty);
             Some(CatalogChange::AddColumn {
                 table,
                 column: column_def.name.value.to_ascii_lowercase(),
                 ty,
-                scale,
+                modifier,
             })
         }
         AlterTableOperation::DropColumn { column_names, .. } if column_names.len() == 1 => {
@@ -614,12 +631,21 @@ fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<C
 /// Rewrites expressions: casts, PostgreSQL-only literals and functions.
 struct ExprRewriter {
     error: Option<PgError>,
+    /// Whether the statement reads the emulated system catalog.
+    system: bool,
 }
 
 fn parse_expr(sql: &str) -> Result<Expr, sqlparser::parser::ParserError> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
+}
+
+/// Parses an expression this crate composed from fixed text and rendered parts.
+pub(super) fn parse_query_expr(sql: &str) -> PgResult<Expr> {
+    parse_expr(sql).map_err(|e| {
+        PgError::unsupported(format!("catalog expression on the SQLite backend ({e})"))
+    })
 }
 
 fn builtin_expr(sql: &str) -> Expr {
@@ -648,6 +674,13 @@ fn call(name: &str, arg: Expr) -> Expr {
 
 impl ExprRewriter {
     fn rewrite(&mut self, expr: &mut Expr) -> PgResult<()> {
+        if let Some(touched) = super::system::rewrite_expr(expr)? {
+            self.system |= touched;
+            // A spelled-out operator continues as the operator itself.
+            if !matches!(expr, Expr::BinaryOp { .. }) {
+                return Ok(());
+            }
+        }
         match expr {
             Expr::Cast {
                 kind,
@@ -1104,6 +1137,40 @@ fn generate_series(
     })
 }
 
+/// `unnest(array) AS x` in FROM → the elements of the array's JSON form.
+fn unnest(
+    args: &[FunctionArg],
+    alias: Option<&sqlparser::ast::TableAlias>,
+) -> PgResult<TableFactor> {
+    let [arg] = args else {
+        return Err(PgError::unsupported(
+            "unnest of several arrays on the SQLite backend",
+        ));
+    };
+    let column = alias
+        .and_then(|a| a.columns.first().map(|c| c.name.value.clone()))
+        .or_else(|| alias.map(|a| a.name.value.clone()))
+        .unwrap_or_else(|| "unnest".to_string());
+    let sql = format!(
+        "SELECT value AS {} FROM json_each(pg_array_json({arg})) AS __series",
+        Ident::with_quote('"', column.clone()),
+    );
+    let Statement::Query(q) = parse_one(&sql)? else {
+        return Err(PgError::internal("unnest rewrite"));
+    };
+    Ok(TableFactor::Derived {
+        lateral: false,
+        subquery: q,
+        alias: Some(sqlparser::ast::TableAlias {
+            explicit: true,
+            name: alias.map_or_else(|| Ident::new("unnest"), |a| a.name.clone()),
+            columns: vec![],
+            at: None,
+        }),
+        sample: None,
+    })
+}
+
 fn parse_one(sql: &str) -> PgResult<Statement> {
     Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .ok()
@@ -1126,6 +1193,7 @@ fn rewrite_sequence_statement(stmt: &mut Statement) -> PgResult<Option<Rewritten
         returns_rows,
         catalog: None,
         extra_sql: Vec::new(),
+        system_catalog: false,
     };
     match stmt {
         Statement::CreateSequence {
@@ -1404,7 +1472,7 @@ fn rewrite_delete_using(del: &mut sqlparser::ast::Delete) -> PgResult<()> {
     Ok(())
 }
 
-fn call_args(name: &str, args: Vec<Expr>) -> Expr {
+pub(super) fn call_args(name: &str, args: Vec<Expr>) -> Expr {
     let mut f = call(name, Expr::Value(Value::Null.into()));
     if let Expr::Function(func) = &mut f {
         if let FunctionArguments::List(list) = &mut func.args {
@@ -1431,7 +1499,7 @@ fn in_array(left: &mut Expr, right: &mut Expr, negated: bool) -> Expr {
     }
 }
 
-fn take(e: &mut Expr) -> Expr {
+pub(super) fn take(e: &mut Expr) -> Expr {
     std::mem::replace(e, Expr::Value(Value::Null.into()))
 }
 
@@ -1480,19 +1548,36 @@ impl VisitorMut for ExprRewriter {
     /// SQLite needs `AS` before a table alias in UPDATE and DELETE; and
     /// `generate_series(…) AS x` becomes a subquery whose column is named `x`, as
     /// PostgreSQL names it (SQLite's series table calls it `value`).
+    /// A select over a catalog relation that has no rows here has no rows.
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        super::system::empty_query(q);
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
         if let TableFactor::Table {
             name, alias, args, ..
         } = t
         {
+            // pg_catalog.pg_class → the connection's emulated pg_class.
+            if let Some(rel) = super::system::relation(name).filter(|_| args.is_none()) {
+                *name = ObjectName::from(vec![Ident::new(rel)]);
+                self.system = true;
+            }
             if let Some(a) = alias.as_mut() {
                 a.explicit = true;
             }
             if let Some(args) = args {
                 // The series inside the rewritten subquery is aliased `__series`.
                 let inner = alias.as_ref().is_some_and(|a| a.name.value == "__series");
-                if object_base_name(name) == "generate_series" && !inner {
-                    match generate_series(&args.args, alias.as_ref()) {
+                let base = object_base_name(name);
+                if (base == "generate_series" || base == "unnest") && !inner {
+                    let derived = if base == "unnest" {
+                        unnest(&args.args, alias.as_ref())
+                    } else {
+                        generate_series(&args.args, alias.as_ref())
+                    };
+                    match derived {
                         Ok(derived) => *t = derived,
                         Err(e) => {
                             self.error = Some(e);

@@ -109,7 +109,7 @@ fn catalog_changes_follow_ddl() {
                 ("flag".into(), PgType::Bool),
                 ("at".into(), PgType::Timestamptz)
             ],
-            scales: vec![],
+            modifiers: vec![],
         })
     );
     let p = plan("DROP TABLE a, b").unwrap();

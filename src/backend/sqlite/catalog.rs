@@ -57,11 +57,7 @@ impl Catalog {
             let table: String = r.get(0)?;
             let column: String = r.get(1)?;
             let ty: String = r.get(2)?;
-            // `numeric:2` records a declared scale.
-            let (name, scale) = match ty.split_once(':') {
-                Some((n, s)) => (n, s.parse::<u32>().ok()),
-                None => (ty.as_str(), None),
-            };
+            let (name, scale) = declared_scale(&ty);
             let ty = PgType::from_name(name).unwrap_or(PgType::Text);
             if let Some(s) = scale {
                 scales.insert((table.clone(), column.clone()), s);
@@ -97,6 +93,27 @@ impl Catalog {
     }
 }
 
+/// The type name and numeric scale of a recorded type: `numeric(10,2)` has scale 2,
+/// `numeric(10)` scale 0; older files record a scale as `numeric:2`.
+fn declared_scale(ty: &str) -> (&str, Option<u32>) {
+    if let Some((n, s)) = ty.split_once(':') {
+        return (n, s.parse::<u32>().ok());
+    }
+    match ty.split_once('(') {
+        Some((n, args)) => {
+            let args: Vec<&str> = args.trim_end_matches(')').split(',').collect();
+            let scale = match PgType::from_name(n) {
+                Some(PgType::Numeric) => {
+                    Some(args.get(1).and_then(|s| s.trim().parse().ok()).unwrap_or(0))
+                }
+                _ => None,
+            };
+            (n, scale)
+        }
+        None => (ty, None),
+    }
+}
+
 fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND lower(name) = ?1",
@@ -121,7 +138,7 @@ pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> 
         CatalogChange::CreateTable {
             table,
             columns,
-            scales,
+            modifiers,
         } => {
             conn.execute(
                 &format!("DELETE FROM {TABLE} WHERE table_name = ?1"),
@@ -131,8 +148,8 @@ pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> 
                 "INSERT INTO {TABLE} (table_name, column_name, ordinal, pg_type) VALUES (?1, ?2, ?3, ?4)"
             ))?;
             for (i, (col, ty)) in columns.iter().enumerate() {
-                let name = match scales.iter().find(|(c, _)| c == col) {
-                    Some((_, s)) => format!("{}:{s}", ty.name()),
+                let name = match modifiers.iter().find(|(c, _)| c == col) {
+                    Some((_, m)) => format!("{}{m}", ty.name()),
                     None => ty.name().to_string(),
                 };
                 ins.execute(params![table, col, i as i64, name])?;
@@ -142,12 +159,9 @@ pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> 
             table,
             column,
             ty,
-            scale,
+            modifier,
         } => {
-            let name = match scale {
-                Some(s) => format!("{}:{s}", ty.name()),
-                None => ty.name().to_string(),
-            };
+            let name = format!("{}{}", ty.name(), modifier.as_deref().unwrap_or(""));
             conn.execute(
                 &format!(
                     "INSERT OR REPLACE INTO {TABLE} (table_name, column_name, ordinal, pg_type)

@@ -138,6 +138,7 @@ pub fn register(
     register_math_functions(conn)?;
     register_datetime_functions(conn)?;
     register_json_functions(conn)?;
+    register_catalog_functions(conn)?;
     // PostgreSQL's random() is a float in [0, 1); SQLite's is a 64-bit integer.
     conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(rand::random::<f64>())
@@ -1303,4 +1304,196 @@ mod format_tests {
         );
         assert!(super::format_pg("%s %s", &a(&[Some("a")])).is_err());
     }
+}
+
+/// The elements of an array value: PostgreSQL's text form `{a,"b c"}` or a JSON
+/// array (how arrays are stored on this backend).
+fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
+    let t = text.trim();
+    if t.starts_with('[') {
+        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+        return Some(
+            v.as_array()?
+                .iter()
+                .map(|e| match e {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })
+                .collect(),
+        );
+    }
+    let inner = t.strip_prefix('{')?.strip_suffix('}')?;
+    let mut out = Vec::new();
+    if inner.is_empty() {
+        return Some(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => item.extend(chars.next()),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c == ',' {
+                break;
+            }
+            item.push(c);
+            chars.next();
+        }
+        out.push(if !quoted && item == "NULL" {
+            None
+        } else {
+            Some(item)
+        });
+        if chars.next().is_none() {
+            break;
+        }
+    }
+    Some(out)
+}
+
+/// PostgreSQL's text form of an array of text elements.
+fn array_text(items: &[Option<String>]) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            None => out.push_str("NULL"),
+            Some(s)
+                if s.is_empty()
+                    || s.eq_ignore_ascii_case("null")
+                    || s.contains(|c: char| {
+                        c.is_whitespace() || matches!(c, '{' | '}' | ',' | '"' | '\\')
+                    }) =>
+            {
+                out.push('"');
+                for c in s.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+            Some(s) => out.push_str(s),
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn value_text(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// `ARRAY(SELECT …)`: collects the first column into PostgreSQL's array text.
+struct ArrayAgg;
+
+impl rusqlite::functions::Aggregate<Vec<Option<String>>, String> for ArrayAgg {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<Vec<Option<String>>> {
+        Ok(Vec::new())
+    }
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut Vec<Option<String>>) -> rusqlite::Result<()> {
+        acc.push(value_text(ctx.get_raw(0)));
+        Ok(())
+    }
+    fn finalize(
+        &self,
+        _: &mut Context<'_>,
+        acc: Option<Vec<Option<String>>>,
+    ) -> rusqlite::Result<String> {
+        Ok(array_text(&acc.unwrap_or_default()))
+    }
+}
+
+fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("format_type", 2, det, |ctx| {
+        let Some(oid) = ctx.get::<Option<i64>>(0)? else {
+            return Ok(None);
+        };
+        let typmod = ctx.get::<Option<i64>>(1)?;
+        Ok(Some(
+            super::system_catalog::format_type(oid, typmod).unwrap_or_else(|| "???".to_string()),
+        ))
+    })?;
+    conn.create_scalar_function("pg_undefined_relation", 1, det, |ctx| {
+        let name: String = ctx.get(0)?;
+        Err::<i64, _>(user_error(crate::error::PgError::new(
+            crate::error::code::UNDEFINED_TABLE,
+            format!("relation \"{name}\" does not exist"),
+        )))
+    })?;
+    conn.create_scalar_function("pg_array_contains", 2, det, |ctx| {
+        let (Some(array), Some(needle)) = (value_text(ctx.get_raw(0)), value_text(ctx.get_raw(1)))
+        else {
+            return Ok(None);
+        };
+        let items = array_elements(&array)
+            .ok_or_else(|| invalid(format!("malformed array literal: \"{array}\"")))?;
+        Ok(Some(
+            items.iter().any(|i| i.as_deref() == Some(needle.as_str())),
+        ))
+    })?;
+    for n in [2, 3] {
+        conn.create_scalar_function("array_to_string", n, det, move |ctx| {
+            let Some(array) = value_text(ctx.get_raw(0)) else {
+                return Ok(None);
+            };
+            let sep = value_text(ctx.get_raw(1)).unwrap_or_default();
+            let null = if n == 3 {
+                value_text(ctx.get_raw(2))
+            } else {
+                None
+            };
+            let items = array_elements(&array)
+                .ok_or_else(|| invalid(format!("malformed array literal: \"{array}\"")))?;
+            let parts: Vec<String> = items
+                .into_iter()
+                .filter_map(|i| i.or_else(|| null.clone()))
+                .collect();
+            Ok(Some(parts.join(&sep)))
+        })?;
+    }
+    conn.create_scalar_function("pg_array_json", 1, det, |ctx| {
+        let Some(array) = value_text(ctx.get_raw(0)) else {
+            return Ok(None);
+        };
+        let items = array_elements(&array)
+            .ok_or_else(|| invalid(format!("malformed array literal: \"{array}\"")))?;
+        Ok(Some(serde_json::Value::from(items).to_string()))
+    })?;
+    conn.create_aggregate_function("pg_array_agg_text", 1, det, ArrayAgg)?;
+    conn.create_scalar_function("pg_size_pretty", 1, det, |ctx| {
+        let Some(n) = ctx.get::<Option<i64>>(0)? else {
+            return Ok(None);
+        };
+        let mut v = n as f64;
+        let mut unit = "bytes";
+        for u in ["kB", "MB", "GB", "TB"] {
+            if v.abs() < 10.0 * 1024.0 - 0.5 {
+                break;
+            }
+            v /= 1024.0;
+            unit = u;
+        }
+        Ok(Some(format!("{} {unit}", v.round() as i64)))
+    })?;
+    Ok(())
 }

@@ -103,6 +103,8 @@ pub struct Worker {
     writer: bool,
     catalog: Catalog,
     catalog_gen: u64,
+    /// Whether the emulated system catalog's TEMP tables exist on this connection.
+    system_catalog: bool,
     /// Descriptions by SQLite SQL; bounded like the prepared-statement cache.
     described: lru::LruCache<String, Arc<Described>>,
 }
@@ -123,6 +125,7 @@ impl Worker {
             writer,
             catalog: Catalog::default(),
             catalog_gen: 0,
+            system_catalog: false,
             described: lru::LruCache::new(DESCRIBED_CACHE),
         }
     }
@@ -142,6 +145,20 @@ impl Worker {
             self.described.clear();
             self.catalog_gen = gen;
         }
+        Ok(())
+    }
+
+    /// Brings the emulated `pg_catalog` / `information_schema` up to date for a
+    /// statement that reads it.
+    fn refresh_system_catalog(&mut self, stmt: &Stmt) -> Result<(), ExecError> {
+        if !stmt.system_catalog {
+            return Ok(());
+        }
+        if !self.system_catalog {
+            super::system_catalog::install(&self.conn)?;
+            self.system_catalog = true;
+        }
+        super::system_catalog::refresh(&self.conn)?;
         Ok(())
     }
 
@@ -255,7 +272,15 @@ impl Worker {
                     .map_or_else(|_| Vec::new(), |p| param_map(&p)),
             );
         }
-        let param_count = param_maps.iter().flatten().copied().max().unwrap_or(0);
+        // Placeholders the rewrite left out (a select over an empty catalog
+        // relation) are still the statement's parameters.
+        let param_count = param_maps
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(stmt.params.len());
         Described {
             columns,
             scales,
@@ -301,6 +326,7 @@ impl Worker {
         if stmt.sqlite_sql.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
+        self.refresh_system_catalog(stmt)?;
         let d = self.described(stmt)?;
         let types = self.param_types(stmt, &d, client_oids);
         let columns = with_param_columns(&d, &types).into_owned();
@@ -312,6 +338,7 @@ impl Worker {
         self.refresh()?;
         super::functions::set_session(args.session.clone());
         let stmt = &args.plan[args.index];
+        self.refresh_system_catalog(stmt)?;
         let ddl = stmt.catalog.as_ref();
         if let Some(change) = ddl {
             let record = catalog::should_record(&self.conn, change)?;
