@@ -17,6 +17,7 @@ pub mod code {
     pub const INVALID_ARGUMENT_FOR_POWER: &str = "2201F";
     pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
     pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";

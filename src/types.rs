@@ -230,6 +230,34 @@ fn invalid_datetime(ty: PgType, input: &str) -> PgError {
     }
 }
 
+/// Significant decimal digits of a numeric literal (`0.0120` has 2, `1200` has 2).
+fn significant_digits(s: &str) -> usize {
+    let mantissa = s.split(['e', 'E']).next().unwrap_or(s);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    digits.trim_start_matches('0').trim_end_matches('0').len()
+}
+
+/// A numeric value as SQLite stores it: a REAL, which holds 15 significant digits
+/// exactly. A value it would round is refused rather than stored altered.
+fn exact_numeric(s: &str) -> PgResult<Value> {
+    let f: f64 = s.parse().map_err(|_| invalid_input(PgType::Numeric, s))?;
+    if !f.is_finite() {
+        return Err(PgError::unsupported(format!(
+            "numeric value \"{s}\" on the SQLite backend"
+        )));
+    }
+    if significant_digits(s) > 15 && significant_digits(&format!("{f:e}")) < significant_digits(s) {
+        return Err(PgError::new(
+            code::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!(
+                "numeric value {s} has more significant digits than the SQLite backend stores exactly (15)"
+            ),
+        )
+        .with_hint("round the value, store it as text, or serve this database from PostgreSQL"));
+    }
+    Ok(Value::Real(f))
+}
+
 fn out_of_range(ty: PgType) -> PgError {
     PgError::new(
         code::NUMERIC_VALUE_OUT_OF_RANGE,
@@ -270,6 +298,10 @@ pub fn encode_text(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgRes
                 code::NUMERIC_VALUE_OUT_OF_RANGE,
                 "smallint out of range",
             ))
+        }
+        // numeric is written out in full, never in exponent form.
+        (PgType::Numeric, ValueRef::Real(f)) if f.is_finite() => {
+            out.put_slice(format!("{f}").as_bytes())
         }
         (PgType::Float4 | PgType::Float8, ValueRef::Integer(i)) => {
             out.put_slice(itoa::Buffer::new().format(i).as_bytes())
@@ -764,11 +796,7 @@ pub fn decode_text(ty: PgType, s: &str) -> PgResult<Value> {
             Err(_) => {
                 let mut scratch = BytesMut::new();
                 numeric_to_binary(s, &mut scratch).ok_or_else(|| invalid_input(ty, s))?;
-                // Stored like SQLite's NUMERIC affinity would store it.
-                match s.trim().parse::<f64>() {
-                    Ok(f) => Value::Real(f),
-                    Err(_) => Value::Text(s.trim().to_string()),
-                }
+                exact_numeric(s.trim())?
             }
         },
         PgType::Bytea => Value::Blob(parse_bytea_text(s).ok_or_else(|| invalid_input(ty, s))?),
@@ -890,7 +918,13 @@ fn decode_binary(ty: PgType, b: &[u8]) -> PgResult<Value> {
             .ok_or_else(|| out_of_range(ty))?;
             Value::Text(t.format("%H:%M:%S%.f").to_string())
         }
-        PgType::Numeric => Value::Text(numeric_from_binary(b).ok_or_else(|| bad_binary(ty))?),
+        PgType::Numeric => {
+            let text = numeric_from_binary(b).ok_or_else(|| bad_binary(ty))?;
+            match text.parse::<i64>() {
+                Ok(i) => Value::Integer(i),
+                Err(_) => exact_numeric(&text)?,
+            }
+        }
         PgType::Jsonb => match b.split_first() {
             Some((1, rest)) => Value::Text(String::from_utf8_lossy(rest).into_owned()),
             _ => return Err(bad_binary(ty)),

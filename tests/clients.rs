@@ -1,7 +1,9 @@
 //! Real client drivers (psql, psycopg 3, asyncpg, pgjdbc) run their check scripts
-//! (tests/clients/) through unidb in transaction-pooling mode in front of a real
+//! (tests/clients/) through unidb: in transaction-pooling mode in front of a real
 //! PostgreSQL, with server-side prepared statements used across transactions that
-//! land on different server connections.
+//! land on different server connections; and against unidb serving a SQLite file,
+//! where the same scripts run unchanged but for the documented differences
+//! (`UNIDB_BACKEND=sqlite`: timestamptz printed in UTC, numeric kept in REAL).
 
 mod common;
 
@@ -32,33 +34,45 @@ async fn run_client(name: &str) {
         }
         n
     });
-    let port = server.addr.port().to_string();
+    run_script(name, server.addr.port(), "postgres").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let noise_queries = noise_task.await.unwrap();
+    assert!(noise_queries > 0);
+    server.stop().await;
+}
+
+/// Runs one client's script against unidb at `port`; it must pass every check.
+async fn run_script(name: &str, port: u16, backend: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run.sh");
     let output = tokio::process::Command::new("bash")
         .arg(script)
         .arg(name)
         .env("UNIDB_HOST", "127.0.0.1")
-        .env("UNIDB_PORT", &port)
+        .env("UNIDB_PORT", port.to_string())
         .env("UNIDB_USER", "app")
         .env("UNIDB_PASSWORD", "app")
         .env("UNIDB_DB", "app")
+        .env("UNIDB_BACKEND", backend)
         .output()
         .await
         .expect("bash");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let noise_queries = noise_task.await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "{name} client failed ({}):\n{stdout}\n{stderr}",
+        "{name} client on {backend} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
     assert!(
         stdout.contains("all checks passed"),
-        "{name}: no success line:\n{stdout}\n{stderr}"
+        "{name} on {backend}: no success line:\n{stdout}\n{stderr}"
     );
-    assert!(noise_queries > 0);
+}
+
+/// The same script against unidb serving a SQLite file.
+async fn run_client_sqlite(name: &str) {
+    let server = common::TestServer::start().await;
+    run_script(name, server.addr.port(), "sqlite").await;
     server.stop().await;
 }
 
@@ -80,4 +94,24 @@ async fn asyncpg_script() {
 #[tokio::test]
 async fn pgjdbc_script() {
     run_client("jdbc").await;
+}
+
+#[tokio::test]
+async fn psql_script_on_sqlite() {
+    run_client_sqlite("psql").await;
+}
+
+#[tokio::test]
+async fn psycopg3_script_on_sqlite() {
+    run_client_sqlite("psycopg").await;
+}
+
+#[tokio::test]
+async fn asyncpg_script_on_sqlite() {
+    run_client_sqlite("asyncpg").await;
+}
+
+#[tokio::test]
+async fn pgjdbc_script_on_sqlite() {
+    run_client_sqlite("jdbc").await;
 }

@@ -20,10 +20,15 @@ const REPORTED: &[&str] = &[
     "standard_conforming_strings",
 ];
 
+type Values = HashMap<String, (String, String)>;
+
 pub struct Gucs {
     /// Lower-cased name → (display name, value).
-    values: HashMap<String, (String, String)>,
-    defaults: HashMap<String, (String, String)>,
+    values: Values,
+    defaults: Values,
+    /// Inside a transaction: the values to restore on ROLLBACK, and the values
+    /// COMMIT keeps (SET LOCAL does not reach them).
+    tx: Option<(Values, Values)>,
 }
 
 fn canonical(name: &str) -> String {
@@ -65,6 +70,7 @@ impl Gucs {
         let mut g = Gucs {
             values: defaults.clone(),
             defaults,
+            tx: None,
         };
         for (k, v) in startup {
             if matches!(k.as_str(), "user" | "database" | "replication" | "options") {
@@ -149,6 +155,69 @@ impl Gucs {
             .then(|| (display.to_string(), value.to_string())))
     }
 
+    /// A transaction began: later SETs are undone if it rolls back.
+    pub fn begin(&mut self) {
+        self.tx = Some((self.values.clone(), self.values.clone()));
+    }
+
+    /// The transaction ended: ROLLBACK restores the settings it began with, COMMIT
+    /// keeps session-level SETs and drops SET LOCAL. Returns the ParameterStatus
+    /// messages for reported settings that changed.
+    pub fn end(&mut self, committed: bool) -> Vec<(String, String)> {
+        let Some((at_begin, at_commit)) = self.tx.take() else {
+            return Vec::new();
+        };
+        let target = if committed { at_commit } else { at_begin };
+        let changed = target
+            .iter()
+            .filter(|(k, (display, v))| {
+                REPORTED.contains(&display.as_str())
+                    && self.values.get(*k).map(|(_, cur)| cur) != Some(v)
+            })
+            .map(|(_, (d, v))| (d.clone(), v.clone()))
+            .collect();
+        self.values = target;
+        changed
+    }
+
+    /// `SET [LOCAL]` inside or outside a transaction. `SET LOCAL` outside one has no
+    /// effect (PostgreSQL warns); the warning text is returned as the error side.
+    pub fn set_scoped(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        local: bool,
+    ) -> PgResult<Result<Option<(String, String)>, &'static str>> {
+        if local && self.tx.is_none() {
+            return Ok(Err("SET LOCAL can only be used in transaction blocks"));
+        }
+        let before = self.values.clone();
+        let reported = self.set(name, value)?;
+        if !local {
+            self.carry_to_commit(&before);
+        }
+        Ok(Ok(reported))
+    }
+
+    /// Session-level changes made inside a transaction survive its COMMIT.
+    fn carry_to_commit(&mut self, before: &Values) {
+        if let Some((_, at_commit)) = &mut self.tx {
+            for (k, v) in &self.values {
+                if before.get(k) != Some(v) {
+                    at_commit.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    /// Every setting by lower-cased name, for `current_setting()` in statements.
+    pub fn all(&self) -> HashMap<String, String> {
+        self.values
+            .iter()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> PgResult<String> {
         // `SHOW TRANSACTION ISOLATION LEVEL`, `SHOW TIME ZONE`: SQL-standard spellings.
         let key = match name.to_ascii_lowercase().as_str() {
@@ -170,6 +239,13 @@ impl Gucs {
 
     /// `RESET name` / `RESET ALL`: the ParameterStatus messages to send.
     pub fn reset(&mut self, name: Option<&str>) -> Vec<(String, String)> {
+        let before = self.values.clone();
+        let out = self.reset_values(name);
+        self.carry_to_commit(&before);
+        out
+    }
+
+    fn reset_values(&mut self, name: Option<&str>) -> Vec<(String, String)> {
         let keys: Vec<String> = match name {
             Some(n) => vec![n.to_ascii_lowercase()],
             None => self.values.keys().cloned().collect(),

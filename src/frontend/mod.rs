@@ -2,6 +2,7 @@
 //! running the simple and extended query protocols.
 
 pub mod auth;
+mod copy;
 mod gucs;
 mod session;
 pub mod startup;

@@ -14,6 +14,7 @@ use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::copy;
 use super::gucs::Gucs;
 use crate::backend::sqlite::{CancelSlot, ExecArgs, ExecError, ExecOutput, SqliteDb, WriterLease};
 use crate::error::{code, PgError, PgResult, Severity};
@@ -21,7 +22,7 @@ use crate::observe::{DbObs, Fp, FpCache};
 use crate::protocol::write as msg;
 use crate::protocol::{Column, Frontend, FrontendReader, ReadError, TransactionStatus};
 use crate::server::{Pause, ServerState};
-use crate::sql::{Kind, Plan};
+use crate::sql::{CopySpec, Kind, Plan};
 use crate::types::PgType;
 
 enum Tx {
@@ -87,7 +88,7 @@ pub struct Session<S> {
     stmt_error: Option<&'static str>,
     pause: Arc<Pause>,
     /// User and pid, for `current_user` and `pg_backend_pid()` in statements.
-    who: (Arc<str>, i32),
+    who: Arc<crate::backend::sqlite::SessionView>,
 }
 
 /// How a session ends.
@@ -118,7 +119,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .db(db.name())
             .filter(|o| o.enabled())
             .cloned();
-        Session {
+        let session = Session {
             stream,
             reader,
             out: {
@@ -145,8 +146,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             stmt_rows: 0,
             stmt_error: None,
             pause,
-            who: (Arc::from(user.as_str()), pid),
-        }
+            who: Arc::new(crate::backend::sqlite::SessionView {
+                user: Arc::from(user.as_str()),
+                pid,
+                settings: std::sync::RwLock::new(HashMap::new()),
+            }),
+        };
+        session.sync_settings();
+        session
     }
 
     fn status(&self) -> TransactionStatus {
@@ -397,6 +404,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
     }
 
+    /// Publishes the settings to statements (`current_setting()`).
+    fn sync_settings(&self) {
+        *self
+            .who
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = self.gucs.all();
+    }
+
     // ------------------------------------------------------------ simple query
 
     async fn simple_query(&mut self, sql: &str) -> PgResult<()> {
@@ -555,10 +571,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 r?;
                 msg::command_complete(&mut self.out, "ROLLBACK");
             }
-            Kind::Set { name, value } => {
-                if let Some((k, v)) = self.gucs.set(name, value.as_deref())? {
-                    msg::parameter_status(&mut self.out, &k, &v);
+            Kind::Set { name, value, local } => {
+                match self.gucs.set_scoped(name, value.as_deref(), *local)? {
+                    Ok(Some((k, v))) => msg::parameter_status(&mut self.out, &k, &v),
+                    Ok(None) => {}
+                    Err(warning) => msg::notice(&mut self.out, warning),
                 }
+                self.sync_settings();
                 msg::command_complete(&mut self.out, "SET");
             }
             Kind::Show { name } => {
@@ -595,6 +614,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 for (k, v) in self.gucs.reset(name.as_deref()) {
                     msg::parameter_status(&mut self.out, &k, &v);
                 }
+                self.sync_settings();
                 msg::command_complete(&mut self.out, "RESET");
             }
             Kind::DiscardAll => {
@@ -607,9 +627,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 for (k, v) in self.gucs.reset(None) {
                     msg::parameter_status(&mut self.out, &k, &v);
                 }
+                self.sync_settings();
                 self.statements.clear();
                 self.portals.clear();
                 msg::command_complete(&mut self.out, "DISCARD ALL");
+            }
+            Kind::Prepare {
+                name,
+                param_oids,
+                query,
+            } => {
+                if self.statements.contains_key(name) {
+                    return Err(PgError::new(
+                        code::DUPLICATE_PREPARED_STATEMENT,
+                        format!("prepared statement \"{name}\" already exists"),
+                    ));
+                }
+                let plan = self.db.plans().get(query)?;
+                self.statements.insert(
+                    name.clone(),
+                    Prepared {
+                        plan,
+                        param_oids: param_oids.clone(),
+                        fp: None,
+                    },
+                );
+                msg::command_complete(&mut self.out, "PREPARE");
+            }
+            Kind::Execute { name, params } => {
+                let Some(prepared) = self.statements.get(name) else {
+                    return Err(PgError::new(
+                        code::INVALID_SQL_STATEMENT_NAME,
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
+                };
+                let inner = prepared.plan.clone();
+                if inner.is_empty() {
+                    msg::empty_query(&mut self.out);
+                    return Ok(());
+                }
+                let args = PortalArgs {
+                    params: params
+                        .iter()
+                        .map(|p| p.as_ref().map(|v| Bytes::copy_from_slice(v.as_bytes())))
+                        .collect(),
+                    param_formats: Vec::new(),
+                    param_oids: prepared.param_oids.clone(),
+                    result_formats: Vec::new(),
+                    describe: inner[0].returns_rows,
+                    simple: true,
+                    chunked: false,
+                };
+                if matches!(inner[0].kind, Kind::Execute { .. } | Kind::Prepare { .. }) {
+                    return Err(PgError::unsupported("EXECUTE of a PREPARE or EXECUTE"));
+                }
+                return Box::pin(self.run_statement(&inner, 0, Some(args))).await;
+            }
+            Kind::Copy(spec) => {
+                if spec.from_stdin {
+                    self.copy_in(spec).await?;
+                } else {
+                    self.copy_out(spec).await?;
+                }
+            }
+            Kind::Deallocate { name } => {
+                match name {
+                    Some(n) => {
+                        if self.statements.remove(n).is_none() {
+                            return Err(PgError::new(
+                                code::INVALID_SQL_STATEMENT_NAME,
+                                format!("prepared statement \"{n}\" does not exist"),
+                            ));
+                        }
+                    }
+                    None => self.statements.clear(),
+                }
+                msg::command_complete(&mut self.out, "DEALLOCATE");
             }
             Kind::Noop => msg::command_complete(&mut self.out, stmt.tag),
             Kind::Read | Kind::Write | Kind::Ddl => {
@@ -717,12 +810,271 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// `COPY … FROM STDIN`: in the client's transaction, or in one of its own.
+    async fn copy_in(&mut self, spec: &CopySpec) -> PgResult<()> {
+        let implicit = matches!(self.tx, Tx::Idle);
+        if implicit {
+            let lease = self.db.lease_writer(&self.cancel).await?;
+            self.begin_on(lease).await?;
+        }
+        let r = self.copy_in_rows(spec).await;
+        if implicit {
+            let end = self
+                .end_transaction(if r.is_ok() { "COMMIT" } else { "ROLLBACK" })
+                .await;
+            let total = r?;
+            end?;
+            msg::command_complete(&mut self.out, &format!("COPY {total}"));
+            return Ok(());
+        }
+        let total = r?;
+        msg::command_complete(&mut self.out, &format!("COPY {total}"));
+        Ok(())
+    }
+
+    /// Inserts the rows of the client's CopyData in batches as they arrive, so
+    /// memory stays bounded. Reads until CopyDone or CopyFail even after an error.
+    async fn copy_in_rows(&mut self, spec: &CopySpec) -> PgResult<u64> {
+        const BATCH: usize = 2000;
+        let columns = if spec.columns.is_empty() {
+            let table = spec
+                .table
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string();
+            let Tx::Open(lease) = &mut self.tx else {
+                return Err(PgError::internal("COPY outside a transaction"));
+            };
+            lease
+                .run(&self.cancel, move |w| w.table_columns(&table))
+                .await??
+        } else {
+            spec.columns.clone()
+        };
+        let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+        let quoted: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                if c.starts_with('"') {
+                    c.clone()
+                } else {
+                    format!("\"{}\"", c.replace('"', "\"\""))
+                }
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            spec.table,
+            quoted.join(", "),
+            placeholders.join(", ")
+        );
+        let plan = self.db.plans().get(&sql)?;
+        msg::copy_response(&mut self.out, true, spec.binary, columns.len());
+        self.flush()
+            .await
+            .map_err(|e| PgError::fatal(code::CONNECTION_FAILURE, format!("write failed: {e}")))?;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut rows: Vec<copy::Row> = Vec::new();
+        let mut skip_header = spec.header && !spec.binary;
+        let (mut binary_header, mut binary_end) = (false, false);
+        let mut total = 0u64;
+        let mut failure: Option<PgError> = None;
+        loop {
+            let message = self.reader.next(&mut self.stream).await.map_err(|_| {
+                PgError::fatal(
+                    code::CONNECTION_FAILURE,
+                    "connection lost during COPY from stdin",
+                )
+            })?;
+            let mut done = false;
+            match message {
+                Frontend::CopyData(d) => {
+                    if failure.is_none() {
+                        buf.extend_from_slice(&d.data);
+                        let r = if spec.binary {
+                            copy::take_binary_rows(
+                                &mut buf,
+                                &mut binary_header,
+                                &mut binary_end,
+                                &mut rows,
+                            )
+                        } else {
+                            copy::take_rows(spec, &mut buf, false, &mut rows)
+                        };
+                        if let Err(e) = r {
+                            failure = Some(e);
+                        }
+                    }
+                }
+                Frontend::CopyDone(_) => {
+                    if failure.is_none() {
+                        let r = if spec.binary {
+                            if buf.is_empty() && binary_end {
+                                Ok(())
+                            } else {
+                                Err(PgError::new(
+                                    code::BAD_COPY_FILE_FORMAT,
+                                    "unexpected end of binary COPY data",
+                                ))
+                            }
+                        } else {
+                            copy::take_rows(spec, &mut buf, true, &mut rows)
+                        };
+                        if let Err(e) = r {
+                            failure = Some(e);
+                        }
+                    }
+                    done = true;
+                }
+                Frontend::CopyFail(f) => {
+                    failure = Some(PgError::new(
+                        code::QUERY_CANCELED,
+                        format!("COPY from stdin failed: {}", f.message),
+                    ));
+                    done = true;
+                }
+                Frontend::Flush(_) | Frontend::Sync(_) => {}
+                other => {
+                    return Err(PgError::protocol(format!(
+                        "unexpected message during COPY from stdin: {other:?}"
+                    )));
+                }
+            }
+            if skip_header && !rows.is_empty() {
+                rows.remove(0);
+                skip_header = false;
+            }
+            if failure.is_none() && (rows.len() >= BATCH || (done && !rows.is_empty())) {
+                if let Some(bad) = rows.iter().find(|r| r.len() != columns.len()) {
+                    failure = Some(PgError::new(
+                        code::BAD_COPY_FILE_FORMAT,
+                        if bad.len() < columns.len() {
+                            format!("missing data for column \"{}\"", columns[bad.len()])
+                        } else {
+                            "extra data after last expected column".to_string()
+                        },
+                    ));
+                } else {
+                    let batch = std::mem::take(&mut rows);
+                    let plan = plan.clone();
+                    let who = Some(self.who.clone());
+                    let binary = spec.binary;
+                    let Tx::Open(lease) = &mut self.tx else {
+                        return Err(PgError::internal("COPY outside a transaction"));
+                    };
+                    match lease
+                        .run(&self.cancel, move |w| {
+                            w.copy_rows(&plan, batch, binary, who)
+                        })
+                        .await
+                    {
+                        Ok(Ok(n)) => total += n,
+                        Ok(Err(e)) => failure = Some(exec_error(e)),
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    /// `COPY table|(query) TO STDOUT`: the query's rows as COPY lines.
+    async fn copy_out(&mut self, spec: &CopySpec) -> PgResult<()> {
+        let plan = self.db.plans().get(&spec.query)?;
+        if plan.len() != 1 || !plan[0].returns_rows {
+            return Err(PgError::new(
+                code::FEATURE_NOT_SUPPORTED,
+                "COPY query must be a single SELECT",
+            ));
+        }
+        let args = ExecArgs {
+            plan: plan.clone(),
+            index: 0,
+            params: Vec::new(),
+            param_formats: Vec::new(),
+            param_oids: Vec::new(),
+            result_formats: if spec.binary { vec![1] } else { Vec::new() },
+            describe: true,
+            simple: true,
+            chunked: true,
+            sink: None,
+            session: Some(self.who.clone()),
+        };
+        let output = self.exec(args).await?;
+        let head = &output.data[..output.rows_start];
+        let names = copy::row_description_names(head).unwrap_or_default();
+        msg::copy_response(&mut self.out, false, spec.binary, names.len());
+        let mut lines: Vec<u8> = Vec::new();
+        // One CopyData per row, as PostgreSQL sends them (clients such as psycopg
+        // read a message as a row).
+        if spec.binary {
+            // A tuple is a DataRow's body: field count, then length-prefixed values;
+            // the header travels with the first row, the trailer on its own.
+            let mut header = Some(copy::BINARY_HEADER);
+            let mut start = output.rows_start;
+            for &end in &output.row_ends {
+                lines.clear();
+                if let Some(h) = header.take() {
+                    lines.extend_from_slice(h);
+                }
+                lines.extend_from_slice(&output.data[start + 5..end]);
+                msg::copy_data(&mut self.out, &lines);
+                start = end;
+                self.flush_if_large().await?;
+            }
+            lines.clear();
+            if let Some(h) = header.take() {
+                lines.extend_from_slice(h);
+            }
+            lines.extend_from_slice(&(-1i16).to_be_bytes());
+            msg::copy_data(&mut self.out, &lines);
+        } else {
+            if spec.header && spec.csv {
+                let fields: Vec<Option<&[u8]>> = names.iter().map(|n| Some(n.as_bytes())).collect();
+                copy::write_row(spec, &fields, &mut lines);
+                msg::copy_data(&mut self.out, &lines);
+            }
+            let mut start = output.rows_start;
+            for &end in &output.row_ends {
+                let fields = copy::data_row_fields(&output.data[start..end])
+                    .ok_or_else(|| PgError::internal("malformed row in COPY TO"))?;
+                lines.clear();
+                copy::write_row(spec, &fields, &mut lines);
+                msg::copy_data(&mut self.out, &lines);
+                start = end;
+                self.flush_if_large().await?;
+            }
+        }
+        msg::copy_done(&mut self.out);
+        msg::command_complete(&mut self.out, &format!("COPY {}", output.row_ends.len()));
+        Ok(())
+    }
+
+    /// Sends the output buffer once it holds enough to be worth a write.
+    async fn flush_if_large(&mut self) -> PgResult<()> {
+        if self.out.len() >= 64 * 1024 {
+            self.flush().await.map_err(|e| {
+                PgError::fatal(code::CONNECTION_FAILURE, format!("write failed: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
     async fn begin_on(&mut self, mut lease: WriterLease) -> PgResult<()> {
         lease
             .run(&self.cancel, |w| w.control("BEGIN IMMEDIATE", false))
             .await??;
         lease.in_transaction = true;
         self.tx = Tx::Open(lease);
+        self.gucs.begin();
         Ok(())
     }
 
@@ -743,6 +1095,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         // On failure the lease's drop rolls back whatever is still open.
         drop(lease);
+        let changed = self.gucs.end(sql == "COMMIT" && r.is_ok());
+        for (k, v) in &changed {
+            msg::parameter_status(&mut self.out, k, v);
+        }
+        self.sync_settings();
         r
     }
 

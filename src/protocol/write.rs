@@ -198,6 +198,29 @@ impl<'a> DataRowWriter<'a> {
     }
 }
 
+/// CopyInResponse / CopyOutResponse (`G` / `H`), every column in one format.
+pub fn copy_response(out: &mut BytesMut, incoming: bool, binary: bool, columns: usize) {
+    let columns = u16::try_from(columns).unwrap_or(u16::MAX);
+    out.put_u8(if incoming { b'G' } else { b'H' });
+    out.put_i32(4 + 1 + 2 + 2 * i32::from(columns));
+    out.put_u8(u8::from(binary));
+    out.put_u16(columns);
+    for _ in 0..columns {
+        out.put_u16(u16::from(binary));
+    }
+}
+
+pub fn copy_data(out: &mut BytesMut, data: &[u8]) {
+    out.put_u8(b'd');
+    out.put_i32(4 + data.len() as i32);
+    out.put_slice(data);
+}
+
+pub fn copy_done(out: &mut BytesMut) {
+    out.put_u8(b'c');
+    out.put_i32(4);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

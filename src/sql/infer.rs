@@ -47,6 +47,29 @@ pub struct Hints {
     pub scope: Vec<String>,
     pub params: Vec<TypeHint>,
     pub columns: Option<Vec<TypeHint>>,
+    /// The argument type of each `pg_typeof(…)`, in the order [`typeof_calls`]
+    /// numbers them.
+    pub typeof_args: Vec<TypeHint>,
+}
+
+/// Visits the `pg_typeof(x)` calls of a statement in a fixed order (before their
+/// arguments), giving each its argument.
+pub fn typeof_calls(stmt: &Statement, mut f: impl FnMut(&Expr)) {
+    let _ = sqlparser::ast::visit_expressions(stmt, |e| {
+        if let Expr::Function(func) = e {
+            if object_base_name(&func.name) == "pg_typeof" {
+                if let sqlparser::ast::FunctionArguments::List(list) = &func.args {
+                    if let [sqlparser::ast::FunctionArg::Unnamed(
+                        sqlparser::ast::FunctionArgExpr::Expr(arg),
+                    )] = list.args.as_slice()
+                    {
+                        f(arg);
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Last identifier of an object name, lower-cased (PostgreSQL folds unquoted names;
@@ -804,9 +827,12 @@ pub fn collect(stmt: &Statement) -> Hints {
         }
         _ => {}
     }
+    let mut typeof_args = Vec::new();
+    typeof_calls(stmt, |arg| typeof_args.push(c.infer(arg)));
     Hints {
         scope: c.scope,
         params: c.params,
         columns,
+        typeof_args,
     }
 }

@@ -39,10 +39,11 @@ pub enum Kind {
     Rollback,
     /// `ROLLBACK TO SAVEPOINT`: leaves a failed transaction usable again.
     RollbackToSavepoint,
-    /// `SET name = value` (session scope; `SET LOCAL` is treated the same).
+    /// `SET [LOCAL] name = value`; a `LOCAL` setting ends with its transaction.
     Set {
         name: String,
         value: Option<String>,
+        local: bool,
     },
     /// `SHOW name`
     Show {
@@ -54,8 +55,46 @@ pub enum Kind {
     },
     /// `DISCARD ALL`
     DiscardAll,
+    /// `PREPARE name (types) AS statement`: a named statement, like Parse.
+    Prepare {
+        name: String,
+        param_oids: Vec<u32>,
+        query: String,
+    },
+    /// `EXECUTE name (literals)`: the named statement with these parameters.
+    Execute {
+        name: String,
+        params: Vec<Option<String>>,
+    },
+    /// `COPY … FROM STDIN` / `COPY … TO STDOUT`, run by the session.
+    Copy(Box<CopySpec>),
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` (`None`).
+    Deallocate {
+        name: Option<String>,
+    },
     /// A statement that needs no work at all (`SET TRANSACTION …`).
     Noop,
+}
+
+/// A `COPY` between the client and a table or query, in text or CSV format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySpec {
+    /// `FROM STDIN` (into `table`) or `TO STDOUT` (of `query`).
+    pub from_stdin: bool,
+    /// The target table of `COPY … FROM STDIN`, as written.
+    pub table: String,
+    /// The listed columns (none: all of the table's, in order).
+    pub columns: Vec<String>,
+    /// The SELECT (PostgreSQL dialect) whose rows `COPY … TO STDOUT` sends.
+    pub query: String,
+    pub csv: bool,
+    /// PostgreSQL's binary COPY format.
+    pub binary: bool,
+    pub delimiter: u8,
+    pub null: String,
+    pub header: bool,
+    pub quote: u8,
+    pub escape: u8,
 }
 
 /// A change to the side catalog of declared PostgreSQL column types, applied in the
@@ -116,6 +155,9 @@ pub struct Stmt {
     /// Reads the emulated `pg_catalog` / `information_schema`, which must be
     /// current before the statement runs.
     pub system_catalog: bool,
+    /// The argument types of `pg_typeof(…)` calls, which became
+    /// `pg_typeof_hint(k)`: resolved by the worker before the statement runs.
+    pub typeof_args: Vec<TypeHint>,
 }
 
 impl Stmt {
@@ -131,6 +173,7 @@ impl Stmt {
             catalog: None,
             extra_sql: Vec::new(),
             system_catalog: false,
+            typeof_args: Vec::new(),
         }
     }
 
@@ -176,6 +219,7 @@ fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
         return Ok(proxy);
     }
     let mut hints = infer::collect(&stmt);
+    rewrite::number_typeof_calls(&mut stmt, hints.typeof_args.len());
     // Every `$n` counts, even one without a type hint or one the rewrite drops.
     let highest = highest_placeholder(&stmt);
     if hints.params.len() < highest {
@@ -200,6 +244,7 @@ fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
         catalog,
         extra_sql,
         system_catalog,
+        typeof_args: hints.typeof_args,
     })
 }
 

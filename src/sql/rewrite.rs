@@ -32,7 +32,10 @@ pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
         }
         Statement::Set(set) => match set {
             Set::SingleAssignment {
-                variable, values, ..
+                scope,
+                variable,
+                values,
+                ..
             } => {
                 let value = values
                     .iter()
@@ -48,6 +51,7 @@ pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
                     Kind::Set {
                         name: variable.to_string().to_ascii_lowercase(),
                         value,
+                        local: matches!(scope, Some(sqlparser::ast::ContextModifier::Local)),
                     },
                     "SET",
                 )
@@ -56,6 +60,7 @@ pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
                 Kind::Set {
                     name: "timezone".into(),
                     value: Some(setting_value(value)),
+                    local: false,
                 },
                 "SET",
             ),
@@ -63,6 +68,7 @@ pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
                 Kind::Set {
                     name: "client_encoding".into(),
                     value: Some(charset_name.value.clone()),
+                    local: false,
                 },
                 "SET",
             ),
@@ -89,6 +95,61 @@ pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
             },
             "RESET",
         ),
+        Statement::Prepare {
+            name,
+            data_types,
+            statement,
+        } => {
+            let param_oids = data_types
+                .iter()
+                .map(|t| {
+                    pg_type_of(t).map(|t| t.oid()).ok_or_else(|| {
+                        PgError::unsupported(format!("PREPARE with parameter type `{t}`"))
+                    })
+                })
+                .collect::<PgResult<Vec<u32>>>()?;
+            Stmt::proxy(
+                Kind::Prepare {
+                    name: name.value.clone(),
+                    param_oids,
+                    query: statement.to_string(),
+                },
+                "PREPARE",
+            )
+        }
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            immediate: false,
+            ..
+        } => {
+            let params = parameters
+                .iter()
+                .map(execute_argument)
+                .collect::<PgResult<Vec<_>>>()?;
+            Stmt::proxy(
+                Kind::Execute {
+                    name: object_base_name(name),
+                    params,
+                },
+                "EXECUTE",
+            )
+        }
+        Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } => copy_statement(source, *to, target, options, legacy_options)?,
+        Statement::Deallocate { name, .. } => Stmt::proxy(
+            Kind::Deallocate {
+                name: (!name.value.eq_ignore_ascii_case("all") || name.quote_style.is_some())
+                    .then(|| name.value.clone()),
+            },
+            "DEALLOCATE",
+        ),
         Statement::Discard { object_type } => {
             if object_type.to_string().eq_ignore_ascii_case("all") {
                 Stmt::proxy(Kind::DiscardAll, "DISCARD ALL")
@@ -98,6 +159,138 @@ pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
         }
         _ => return Ok(None),
     }))
+}
+
+/// `COPY table|(query) FROM STDIN|TO STDOUT [WITH (…)]`.
+fn copy_statement(
+    source: &sqlparser::ast::CopySource,
+    to: bool,
+    target: &sqlparser::ast::CopyTarget,
+    options: &[sqlparser::ast::CopyOption],
+    legacy: &[sqlparser::ast::CopyLegacyOption],
+) -> PgResult<Stmt> {
+    use sqlparser::ast::{
+        CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
+    };
+    match (to, target) {
+        (false, CopyTarget::Stdin) | (true, CopyTarget::Stdout) => {}
+        _ => {
+            return Err(PgError::unsupported("COPY to or from a file or program")
+                .with_hint("use COPY … FROM STDIN or COPY … TO STDOUT (psql's \\copy)"))
+        }
+    }
+    let mut spec = crate::sql::CopySpec {
+        from_stdin: !to,
+        table: String::new(),
+        columns: Vec::new(),
+        query: String::new(),
+        csv: false,
+        binary: false,
+        delimiter: b'\t',
+        null: "\\N".into(),
+        header: false,
+        quote: b'"',
+        escape: b'"',
+    };
+    let mut delimiter = None;
+    let mut null = None;
+    let byte = |c: char| -> PgResult<u8> {
+        u8::try_from(u32::from(c))
+            .ok()
+            .filter(u8::is_ascii)
+            .ok_or_else(|| PgError::unsupported("a COPY delimiter or quote outside ASCII"))
+    };
+    for o in options {
+        match o {
+            CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                "csv" => spec.csv = true,
+                "text" => spec.csv = false,
+                "binary" => spec.binary = true,
+                other => return Err(PgError::unsupported(format!("COPY format {other}"))),
+            },
+            CopyOption::Delimiter(c) => delimiter = Some(byte(*c)?),
+            CopyOption::Null(n) => null = Some(n.clone()),
+            CopyOption::Header(h) => spec.header = *h,
+            CopyOption::Quote(c) => spec.quote = byte(*c)?,
+            CopyOption::Escape(c) => spec.escape = byte(*c)?,
+            CopyOption::Encoding(e)
+                if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+            other => return Err(PgError::unsupported(format!("COPY option {other}"))),
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Delimiter(c) => delimiter = Some(byte(*c)?),
+            CopyLegacyOption::Null(n) => null = Some(n.clone()),
+            CopyLegacyOption::Csv(csv) => {
+                spec.csv = true;
+                for c in csv {
+                    match c {
+                        CopyLegacyCsvOption::Header => spec.header = true,
+                        CopyLegacyCsvOption::Quote(q) => spec.quote = byte(*q)?,
+                        CopyLegacyCsvOption::Escape(e) => spec.escape = byte(*e)?,
+                        other => return Err(PgError::unsupported(format!("COPY option {other}"))),
+                    }
+                }
+            }
+            CopyLegacyOption::Binary => spec.binary = true,
+            other => return Err(PgError::unsupported(format!("COPY option {other}"))),
+        }
+    }
+    if spec.csv {
+        spec.delimiter = delimiter.unwrap_or(b',');
+        spec.null = null.unwrap_or_default();
+    } else {
+        spec.delimiter = delimiter.unwrap_or(b'\t');
+        spec.null = null.unwrap_or_else(|| "\\N".into());
+    }
+    match source {
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            spec.table = table_name.to_string();
+            spec.columns = columns.iter().map(ToString::to_string).collect();
+            let list = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                spec.columns.join(", ")
+            };
+            spec.query = format!("SELECT {list} FROM {table_name}");
+        }
+        CopySource::Query(q) if to => spec.query = q.to_string(),
+        CopySource::Query(_) => {
+            return Err(PgError::new(
+                crate::error::code::SYNTAX_ERROR,
+                "COPY FROM cannot read into a query",
+            ))
+        }
+    }
+    Ok(Stmt::proxy(Kind::Copy(Box::new(spec)), "COPY"))
+}
+
+/// An argument of `EXECUTE name (…)`: a literal, as the text of a parameter.
+fn execute_argument(e: &Expr) -> PgResult<Option<String>> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Ok(None),
+            Value::Number(n, _) => Ok(Some(n.clone())),
+            Value::Boolean(b) => Ok(Some(b.to_string())),
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: s, .. }) => {
+                Ok(Some(s.clone()))
+            }
+            _ => Err(PgError::unsupported(format!("EXECUTE argument `{e}`"))),
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => Ok(execute_argument(expr)?.map(|v| format!("-{v}"))),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => execute_argument(expr),
+        _ => Err(PgError::unsupported(format!("EXECUTE argument `{e}`"))
+            .with_hint("pass literals; expressions are evaluated by PostgreSQL only")),
+    }
 }
 
 fn setting_value(e: &Expr) -> String {
@@ -123,6 +316,31 @@ pub struct Rewritten {
     pub extra_sql: Vec<String>,
     /// The statement reads the emulated system catalog.
     pub system_catalog: bool,
+}
+
+/// `pg_typeof(x)` → `pg_typeof_hint(k)`, numbered in the order
+/// [`super::infer::typeof_calls`] visits them (`count` of them).
+pub fn number_typeof_calls(stmt: &mut Statement, count: usize) {
+    struct Numberer {
+        next: usize,
+        count: usize,
+    }
+    impl VisitorMut for Numberer {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e {
+                if object_base_name(&f.name) == "pg_typeof" && self.next < self.count {
+                    let k = Expr::Value(Value::Number(self.next.to_string(), false).into());
+                    *e = call("pg_typeof_hint", k);
+                    self.next += 1;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    if count > 0 {
+        let _ = stmt.visit(&mut Numberer { next: 0, count });
+    }
 }
 
 /// Rewrites `stmt` in place into SQLite's dialect.

@@ -349,7 +349,13 @@ fn reg_cast(inner: &Expr, data_type: &DataType) -> Option<PgResult<Expr>> {
         ),
         ("regrole", Some(_)) => Ok(Expr::Value(Value::Number("10".into(), false).into())),
         ("regrole", None) => Ok(call_args("pg_session_user", Vec::new())),
-        ("regproc" | "regprocedure" | "regoper" | "regoperator" | "regconfig", _) => {
+        ("regproc" | "regprocedure" | "regoper" | "regoperator" | "regconfig", Some(s)) => {
+            let name = s.strip_prefix("pg_catalog.").unwrap_or(s);
+            Ok(Expr::Value(
+                Value::SingleQuotedString(name.to_string()).into(),
+            ))
+        }
+        ("regproc" | "regprocedure" | "regoper" | "regoperator" | "regconfig", None) => {
             Ok(inner.clone())
         }
         _ => return None,
@@ -396,6 +402,24 @@ pub fn rewrite_expr(expr: &mut Expr) -> PgResult<Option<bool>> {
                     )))
                 }
             };
+            Ok(Some(false))
+        }
+        // `array[i]`: an element of an array's text (1-based).
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            let mut e = super::rewrite::take(root);
+            for access in access_chain.iter() {
+                match access {
+                    sqlparser::ast::AccessExpr::Subscript(sqlparser::ast::Subscript::Index {
+                        index,
+                    }) => e = call_args("pg_array_element", vec![e, index.clone()]),
+                    _ => {
+                        return Err(PgError::unsupported(
+                            "array slices and field access on the SQLite backend",
+                        ))
+                    }
+                }
+            }
+            *expr = e;
             Ok(Some(false))
         }
         // Catalog queries collate names with the database default: SQLite's BINARY.
@@ -462,6 +486,10 @@ pub fn rewrite_expr(expr: &mut Expr) -> PgResult<Option<bool>> {
                 "pg_get_statisticsobjdef_columns" | "shobj_description" => {
                     Expr::Value(Value::Null.into())
                 }
+                "to_regclass" => parse_query_expr(&format!(
+                    "(SELECT __c.relname FROM pg_class __c WHERE __c.relname = pg_unqualify({}))",
+                    arg(0)
+                ))?,
                 "pg_encoding_to_char" => Expr::Value(Value::SingleQuotedString("UTF8".into()).into()),
                 "pg_get_constraintdef" | "pg_get_viewdef" | "pg_get_triggerdef"
                 | "pg_get_ruledef" => definition(arg(0), a.get(1))?,

@@ -141,7 +141,8 @@ fn classifies_statements() {
             },
             Kind::Set {
                 name: "application_name".into(),
-                value: Some("x".into())
+                value: Some("x".into()),
+                local: false
             },
             Kind::Reset { name: None },
         ]

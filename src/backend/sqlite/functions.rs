@@ -12,14 +12,35 @@ use rusqlite::Connection;
 
 use crate::types::{self, PgType};
 
+/// What statements may read of the session that runs them: `current_user`,
+/// `pg_backend_pid()`, `current_setting(name)`.
+#[derive(Debug)]
+pub struct SessionView {
+    pub user: Arc<str>,
+    pub pid: i32,
+    /// Lower-cased setting name → value; the session replaces it after SET/RESET.
+    pub settings: std::sync::RwLock<std::collections::HashMap<String, String>>,
+}
+
 thread_local! {
     /// The session whose statement this SQLite thread is running: each connection
     /// has its own thread, and runs one statement at a time.
-    static SESSION: std::cell::RefCell<Option<(Arc<str>, i32)>> = const { std::cell::RefCell::new(None) };
+    static SESSION: std::cell::RefCell<Option<Arc<SessionView>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Sets the session seen by `current_user` and `pg_backend_pid()` on this thread.
-pub fn set_session(session: Option<(Arc<str>, i32)>) {
+thread_local! {
+    /// The type names of the running statement's `pg_typeof(…)` arguments.
+    static TYPEOF: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Sets what `pg_typeof_hint(k)` answers for the statement about to run here.
+pub fn set_typeof(names: Vec<String>) {
+    TYPEOF.with(|t| *t.borrow_mut() = names);
+}
+
+/// Sets the session seen by `current_user`, `pg_backend_pid()` and
+/// `current_setting()` on this thread.
+pub fn set_session(session: Option<Arc<SessionView>>) {
     SESSION.with(|s| *s.borrow_mut() = session);
 }
 
@@ -125,15 +146,54 @@ pub fn register(
     let db = database.to_string();
     conn.create_scalar_function("current_database", 0, det, move |_| Ok(db.clone()))?;
     conn.create_scalar_function("current_schema", 0, det, |_| Ok("public"))?;
+    conn.create_scalar_function("current_schemas", 1, det, |ctx| {
+        Ok(if ctx.get::<Option<bool>>(0)?.unwrap_or(false) {
+            "{pg_catalog,public}"
+        } else {
+            "{public}"
+        })
+    })?;
     conn.create_scalar_function("gen_random_uuid", 0, FunctionFlags::SQLITE_UTF8, |_| {
         Ok(uuid::Uuid::new_v4().hyphenated().to_string())
     })?;
     conn.create_scalar_function("pg_session_user", 0, FunctionFlags::SQLITE_UTF8, |_| {
-        Ok(SESSION.with(|s| s.borrow().as_ref().map(|(u, _)| u.to_string())))
+        Ok(SESSION.with(|s| s.borrow().as_ref().map(|v| v.user.to_string())))
     })?;
     conn.create_scalar_function("pg_backend_pid", 0, FunctionFlags::SQLITE_UTF8, |_| {
-        Ok(SESSION.with(|s| s.borrow().as_ref().map(|(_, pid)| *pid)))
+        Ok(SESSION.with(|s| s.borrow().as_ref().map(|v| v.pid)))
     })?;
+    for n in [1, 2] {
+        conn.create_scalar_function(
+            "current_setting",
+            n,
+            FunctionFlags::SQLITE_UTF8,
+            move |ctx| {
+                let name: String = ctx.get(0)?;
+                let missing_ok = n == 2 && ctx.get::<Option<bool>>(1)?.unwrap_or(false);
+                let key = match name.to_ascii_lowercase().as_str() {
+                    "time zone" => "timezone".to_string(),
+                    other => other.to_string(),
+                };
+                let value = SESSION.with(|s| {
+                    s.borrow().as_ref().and_then(|v| {
+                        v.settings
+                            .read()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get(&key)
+                            .cloned()
+                    })
+                });
+                match value {
+                    Some(v) => Ok(Some(v)),
+                    None if missing_ok => Ok(None),
+                    None => Err(user_error(crate::error::PgError::new(
+                        crate::error::code::UNDEFINED_OBJECT,
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    ))),
+                }
+            },
+        )?;
+    }
     register_text_functions(conn)?;
     register_math_functions(conn)?;
     register_datetime_functions(conn)?;
@@ -1433,12 +1493,40 @@ fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
             super::system_catalog::format_type(oid, typmod).unwrap_or_else(|| "???".to_string()),
         ))
     })?;
+    conn.create_scalar_function("pg_typeof_hint", 1, FunctionFlags::SQLITE_UTF8, |ctx| {
+        let k: i64 = ctx.get(0)?;
+        Ok(TYPEOF.with(|t| {
+            usize::try_from(k)
+                .ok()
+                .and_then(|k| t.borrow().get(k).cloned())
+                .unwrap_or_else(|| "unknown".to_string())
+        }))
+    })?;
     conn.create_scalar_function("pg_undefined_relation", 1, det, |ctx| {
         let name: String = ctx.get(0)?;
         Err::<i64, _>(user_error(crate::error::PgError::new(
             crate::error::code::UNDEFINED_TABLE,
             format!("relation \"{name}\" does not exist"),
         )))
+    })?;
+    // `public.t`, `"T"`, `T` → the relation name as stored (`t`, `T`, `t`).
+    conn.create_scalar_function("pg_unqualify", 1, det, |ctx| {
+        let Some(name) = ctx.get::<Option<String>>(0)? else {
+            return Ok(None);
+        };
+        let last = match name.rsplit_once('.') {
+            Some((schema, rel)) if matches!(schema.trim_matches('"'), "public" | "pg_catalog") => {
+                rel
+            }
+            Some(_) => return Ok(None),
+            None => name.as_str(),
+        };
+        Ok(Some(
+            match last.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => last.to_ascii_lowercase(),
+            },
+        ))
     })?;
     conn.create_scalar_function("pg_array_contains", 2, det, |ctx| {
         let (Some(array), Some(needle)) = (value_text(ctx.get_raw(0)), value_text(ctx.get_raw(1)))
@@ -1478,6 +1566,47 @@ fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
         let items = array_elements(&array)
             .ok_or_else(|| invalid(format!("malformed array literal: \"{array}\"")))?;
         Ok(Some(serde_json::Value::from(items).to_string()))
+    })?;
+    conn.create_scalar_function("pg_array_element", 2, det, |ctx| {
+        let (Some(array), Some(i)) = (value_text(ctx.get_raw(0)), ctx.get::<Option<i64>>(1)?)
+        else {
+            return Ok(None);
+        };
+        let items = array_elements(&array)
+            .ok_or_else(|| invalid(format!("malformed array literal: \"{array}\"")))?;
+        Ok(usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| items.get(i).cloned())
+            .flatten())
+    })?;
+    // array_upper / array_length / array_lower of dimension 1; NULL when empty.
+    for (name, lower) in [
+        ("array_upper", false),
+        ("array_length", false),
+        ("array_lower", true),
+    ] {
+        conn.create_scalar_function(name, 2, det, move |ctx| {
+            let Some(array) = value_text(ctx.get_raw(0)) else {
+                return Ok(None);
+            };
+            if ctx.get::<Option<i64>>(1)? != Some(1) {
+                return Ok(None);
+            }
+            let n = array_elements(&array)
+                .ok_or_else(|| invalid(format!("malformed array literal: \"{array}\"")))?
+                .len() as i64;
+            Ok((n > 0).then_some(if lower { 1 } else { n }))
+        })?;
+    }
+    conn.create_scalar_function("cardinality", 1, det, |ctx| {
+        let Some(array) = value_text(ctx.get_raw(0)) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            array_elements(&array)
+                .ok_or_else(|| invalid(format!("malformed array literal: \"{array}\"")))?
+                .len() as i64,
+        ))
     })?;
     conn.create_aggregate_function("pg_array_agg_text", 1, det, ArrayAgg)?;
     conn.create_scalar_function("pg_size_pretty", 1, det, |ctx| {

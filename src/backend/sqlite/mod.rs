@@ -25,6 +25,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+pub use functions::SessionView;
 use queue::JobQueue;
 pub use worker::{ExecArgs, ExecError, ExecOutput, Worker};
 

@@ -497,12 +497,14 @@ pub fn install(conn: &Connection) -> rusqlite::Result<()> {
         let byval = (1..=8).contains(&t.len);
         let row = |oid: i64, name: &str, len: i64, elem: i64, array: i64, cat: &str| {
             format!(
-                "INSERT INTO pg_type VALUES ({oid}, '{name}', 11, 10, {len}, {}, 'b', '{cat}', 0, 1, ',', 0, NULL, {elem}, {array}, '{n}in', '{n}out', '{n}recv', '{n}send', NULL, NULL, NULL, '{}', '{}', 0, 0, -1, 0, {}, NULL, NULL, NULL);",
+                "INSERT INTO pg_type VALUES ({oid}, '{name}', 11, 10, {len}, {}, 'b', '{cat}', 0, 1, ',', 0, NULL, {elem}, {array}, '{input}', '{output}', '{n}recv', '{n}send', NULL, NULL, NULL, '{}', '{}', 0, 0, -1, 0, {}, NULL, NULL, NULL);",
                 byval as i32,
                 if len == 8 { "d" } else { "i" },
                 if len > 0 { "p" } else if name == "numeric" { "m" } else { "x" },
                 if cat == "S" { 100 } else { 0 },
                 n = name.trim_start_matches('_'),
+                input = if elem != 0 { "array_in".to_string() } else { format!("{name}in") },
+                output = if elem != 0 { "array_out".to_string() } else { format!("{name}out") },
             )
         };
         types.push_str(&row(t.oid, t.name, t.len, 0, t.array, t.category));
@@ -531,12 +533,20 @@ fn current_stamp(conn: &Connection) -> rusqlite::Result<String> {
     Ok(format!("{version}:{}", seqs.unwrap_or_default()))
 }
 
-/// Rebuilds the catalog's rows if the schema changed since they were built.
+/// Rebuilds the catalog's rows if the schema changed since they were built; creates
+/// the TEMP tables first if this connection has none (or lost them with a rolled
+/// back transaction that created them).
 pub fn refresh(conn: &Connection) -> rusqlite::Result<()> {
     let stamp = current_stamp(conn)?;
-    let built: Option<String> = conn
-        .query_row("SELECT stamp FROM __unidb_catalog_stamp", [], |r| r.get(0))
-        .ok();
+    let built: Option<String> =
+        match conn.query_row("SELECT stamp FROM __unidb_catalog_stamp", [], |r| r.get(0)) {
+            Ok(s) => Some(s),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(_) => {
+                install(conn)?;
+                None
+            }
+        };
     if built.as_deref() == Some(stamp.as_str()) {
         return Ok(());
     }

@@ -62,8 +62,9 @@ pub struct ExecArgs {
     /// streamed with bounded memory instead of built whole. The bounded channel
     /// makes a slow client slow down the statement rather than grow a buffer.
     pub sink: Option<tokio::sync::mpsc::Sender<BytesMut>>,
-    /// The session's user and pid, for `current_user` and `pg_backend_pid()`.
-    pub session: Option<(Arc<str>, i32)>,
+    /// The session's user, pid and settings, for `current_user`,
+    /// `pg_backend_pid()` and `current_setting()`.
+    pub session: Option<Arc<super::SessionView>>,
 }
 
 /// Encoded rows are handed to the session in pieces of about this size.
@@ -103,8 +104,6 @@ pub struct Worker {
     writer: bool,
     catalog: Catalog,
     catalog_gen: u64,
-    /// Whether the emulated system catalog's TEMP tables exist on this connection.
-    system_catalog: bool,
     /// Descriptions by SQLite SQL; bounded like the prepared-statement cache.
     described: lru::LruCache<String, Arc<Described>>,
 }
@@ -125,7 +124,6 @@ impl Worker {
             writer,
             catalog: Catalog::default(),
             catalog_gen: 0,
-            system_catalog: false,
             described: lru::LruCache::new(DESCRIBED_CACHE),
         }
     }
@@ -153,10 +151,6 @@ impl Worker {
     fn refresh_system_catalog(&mut self, stmt: &Stmt) -> Result<(), ExecError> {
         if !stmt.system_catalog {
             return Ok(());
-        }
-        if !self.system_catalog {
-            super::system_catalog::install(&self.conn)?;
-            self.system_catalog = true;
         }
         super::system_catalog::refresh(&self.conn)?;
         Ok(())
@@ -333,12 +327,72 @@ impl Worker {
         Ok((types, columns))
     }
 
+    /// The columns of `table` in order (`COPY t FROM STDIN` without a column list).
+    pub fn table_columns(&mut self, table: &str) -> Result<Vec<String>, PgError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM pragma_table_info(?1)")
+            .map_err(|e| to_pg(&e))?;
+        let names: Vec<String> = stmt
+            .query_map([table], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| to_pg(&e))?;
+        if names.is_empty() {
+            return Err(PgError::new(
+                code::UNDEFINED_TABLE,
+                format!("relation \"{table}\" does not exist"),
+            ));
+        }
+        Ok(names)
+    }
+
+    /// Inserts rows received by `COPY … FROM STDIN` with the planned INSERT (one
+    /// text parameter per column). Returns the number of rows inserted.
+    pub fn copy_rows(
+        &mut self,
+        plan: &Plan,
+        rows: Vec<Vec<Option<Bytes>>>,
+        binary: bool,
+        session: Option<Arc<super::SessionView>>,
+    ) -> Result<u64, ExecError> {
+        let mut n = 0;
+        for row in rows {
+            let args = ExecArgs {
+                plan: plan.clone(),
+                index: 0,
+                params: row,
+                param_formats: if binary { vec![1] } else { Vec::new() },
+                param_oids: Vec::new(),
+                result_formats: Vec::new(),
+                describe: false,
+                simple: false,
+                chunked: false,
+                sink: None,
+                session: session.clone(),
+            };
+            n += self.execute(&args)?.rows;
+        }
+        Ok(n)
+    }
+
     /// Executes a statement and encodes its results.
     pub fn execute(&mut self, args: &ExecArgs) -> Result<ExecOutput, ExecError> {
         self.refresh()?;
         super::functions::set_session(args.session.clone());
         let stmt = &args.plan[args.index];
         self.refresh_system_catalog(stmt)?;
+        if !stmt.typeof_args.is_empty() {
+            let names = stmt
+                .typeof_args
+                .iter()
+                .map(|h| {
+                    self.resolve(h, &stmt.scope)
+                        .and_then(|t| super::system_catalog::format_type(i64::from(t.oid()), None))
+                        .unwrap_or_else(|| "unknown".to_string())
+                })
+                .collect();
+            super::functions::set_typeof(names);
+        }
         let ddl = stmt.catalog.as_ref();
         if let Some(change) = ddl {
             let record = catalog::should_record(&self.conn, change)?;
