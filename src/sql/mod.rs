@@ -130,6 +130,12 @@ pub enum CatalogChange {
     DropTables {
         tables: Vec<String>,
     },
+    /// `ALTER TABLE … ADD [CONSTRAINT …]`: the table is rebuilt with the constraint
+    /// (SQLite SQL), which SQLite cannot add in place.
+    AddConstraint {
+        table: String,
+        constraint: String,
+    },
 }
 
 /// One planned statement.
@@ -188,14 +194,28 @@ pub type Plan = Arc<Vec<Stmt>>;
 
 /// Parses and plans `sql`.
 pub fn plan(sql: &str) -> PgResult<Vec<Stmt>> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg
-            .strip_prefix("sql parser error: ")
-            .unwrap_or(&msg)
-            .to_string();
-        PgError::new(code::SYNTAX_ERROR, format!("syntax error: {msg}"))
-    })?;
+    let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(s) => s,
+        Err(e) => {
+            // COPY options the parser does not know (`WITH (FREEZE ON)`, as pgbench
+            // sends) are read by a COPY-only parser.
+            if let Some(stmt) = rewrite::parse_copy(sql) {
+                return Ok(vec![stmt?]);
+            }
+            if let Some(stmt) = rewrite::parse_vacuum(sql) {
+                return Ok(vec![stmt]);
+            }
+            let msg = e.to_string();
+            let msg = msg
+                .strip_prefix("sql parser error: ")
+                .unwrap_or(&msg)
+                .to_string();
+            return Err(PgError::new(
+                code::SYNTAX_ERROR,
+                format!("syntax error: {msg}"),
+            ));
+        }
+    };
     statements.into_iter().map(plan_statement).collect()
 }
 
@@ -217,6 +237,11 @@ fn highest_placeholder(stmt: &Statement) -> usize {
 fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
     if let Some(proxy) = rewrite::session_command(&stmt)? {
         return Ok(proxy);
+    }
+    if matches!(stmt, Statement::Vacuum(_) | Statement::Analyze(_)) {
+        if let Some(s) = rewrite::parse_vacuum(&stmt.to_string()) {
+            return Ok(s);
+        }
     }
     let mut hints = infer::collect(&stmt);
     rewrite::number_typeof_calls(&mut stmt, hints.typeof_args.len());

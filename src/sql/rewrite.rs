@@ -161,6 +161,210 @@ pub fn session_command(stmt: &Statement) -> PgResult<Option<Stmt>> {
     }))
 }
 
+/// `COPY table [(columns)] FROM STDIN|TO STDOUT [WITH] (option [value], …)` read
+/// from tokens, for option spellings the SQL parser refuses (`FREEZE ON`). `None`
+/// when the text is not such a COPY.
+pub fn parse_copy(sql: &str) -> Option<PgResult<Stmt>> {
+    use sqlparser::ast::{CopyOption, CopySource, CopyTarget};
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens: Vec<Token> = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .ok()?
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let word = |t: Option<&Token>| match t {
+        Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    let mut i = 0;
+    if word(tokens.first())? != "copy" {
+        return None;
+    }
+    i += 1;
+    // The table name: words separated by periods.
+    let mut name = Vec::new();
+    while let Some(Token::Word(w)) = tokens.get(i) {
+        name.push(Ident {
+            value: w.value.clone(),
+            quote_style: w.quote_style,
+            span: sqlparser::tokenizer::Span::empty(),
+        });
+        i += 1;
+        if tokens.get(i) == Some(&Token::Period) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    if name.is_empty() {
+        return None;
+    }
+    let mut columns = Vec::new();
+    if tokens.get(i) == Some(&Token::LParen) {
+        i += 1;
+        while let Some(t) = tokens.get(i) {
+            match t {
+                Token::Word(w) => columns.push(Ident {
+                    value: w.value.clone(),
+                    quote_style: w.quote_style,
+                    span: sqlparser::tokenizer::Span::empty(),
+                }),
+                Token::Comma => {}
+                Token::RParen => break,
+                _ => return None,
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    let to = match word(tokens.get(i))?.as_str() {
+        "from" => false,
+        "to" => true,
+        _ => return None,
+    };
+    i += 1;
+    let target = match word(tokens.get(i))?.as_str() {
+        "stdin" => CopyTarget::Stdin,
+        "stdout" => CopyTarget::Stdout,
+        _ => return None,
+    };
+    i += 1;
+    if word(tokens.get(i)).as_deref() == Some("with") {
+        i += 1;
+    }
+    let mut options = Vec::new();
+    if tokens.get(i) == Some(&Token::LParen) {
+        i += 1;
+        loop {
+            let key = word(tokens.get(i))?;
+            i += 1;
+            // The option's argument, if any, up to the next comma or `)`.
+            let mut arg: Option<String> = None;
+            while let Some(t) = tokens.get(i) {
+                match t {
+                    Token::Comma | Token::RParen => break,
+                    Token::Word(w) => arg = Some(w.value.clone()),
+                    Token::SingleQuotedString(s) => arg = Some(s.clone()),
+                    Token::Number(n, _) => arg = Some(n.clone()),
+                    _ => return None,
+                }
+                i += 1;
+            }
+            let flag = |a: &Option<String>| {
+                !matches!(
+                    a.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                    Some("off" | "false" | "0")
+                )
+            };
+            let ch = |a: &Option<String>| a.as_deref().and_then(|s| s.chars().next());
+            options.push(match key.as_str() {
+                "format" => CopyOption::Format(Ident::new(arg?)),
+                "freeze" => CopyOption::Freeze(flag(&arg)),
+                "header" => CopyOption::Header(flag(&arg)),
+                "delimiter" => CopyOption::Delimiter(ch(&arg)?),
+                "quote" => CopyOption::Quote(ch(&arg)?),
+                "escape" => CopyOption::Escape(ch(&arg)?),
+                "null" => CopyOption::Null(arg?),
+                "encoding" => CopyOption::Encoding(arg?),
+                _ => return None,
+            });
+            match tokens.get(i) {
+                Some(Token::Comma) => i += 1,
+                Some(Token::RParen) => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    if !matches!(
+        tokens.get(i),
+        None | Some(Token::SemiColon) | Some(Token::EOF)
+    ) {
+        return None;
+    }
+    let source = CopySource::Table {
+        table_name: ObjectName::from(name),
+        columns,
+    };
+    Some(copy_statement(&source, to, &target, &options, &[]))
+}
+
+/// `VACUUM [options] [ANALYZE] [table, …]` and `ANALYZE [table, …]`: SQLite's
+/// `ANALYZE` of the tables when statistics are asked for; space is reclaimed by
+/// SQLite itself (auto-vacuum and checkpoints), so a plain VACUUM does nothing.
+pub fn parse_vacuum(sql: &str) -> Option<Stmt> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens: Vec<Token> = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .ok()?
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon | Token::EOF))
+        .collect();
+    let first = match tokens.first() {
+        Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
+        _ => return None,
+    };
+    if first != "vacuum" && first != "analyze" && first != "analyse" {
+        return None;
+    }
+    let mut analyze = first != "vacuum";
+    let mut tables = Vec::new();
+    let mut depth = 0;
+    for t in &tokens[1..] {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(w) if depth > 0 => {
+                if w.value.eq_ignore_ascii_case("analyze") {
+                    analyze = true;
+                }
+            }
+            Token::Word(w)
+                if w.quote_style.is_none()
+                    && matches!(
+                        w.value.to_ascii_lowercase().as_str(),
+                        "full" | "freeze" | "verbose" | "analyze" | "analyse"
+                    ) =>
+            {
+                if w.value.to_ascii_lowercase().starts_with("analy") {
+                    analyze = true;
+                }
+            }
+            Token::Word(w) => tables.push(Ident {
+                value: w.value.clone(),
+                quote_style: w.quote_style,
+                span: sqlparser::tokenizer::Span::empty(),
+            }),
+            Token::Comma | Token::Period => {}
+            _ => return None,
+        }
+    }
+    let tag = if first == "vacuum" {
+        "VACUUM"
+    } else {
+        "ANALYZE"
+    };
+    if !analyze {
+        return Some(Stmt::proxy(Kind::Noop, tag));
+    }
+    let mut stmt = Stmt::proxy(Kind::Write, tag);
+    let targets: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    stmt.sqlite_sql = if targets.is_empty() {
+        "ANALYZE".to_string()
+    } else {
+        format!("ANALYZE {}", targets[0])
+    };
+    stmt.extra_sql = targets
+        .iter()
+        .skip(1)
+        .map(|t| format!("ANALYZE {t}"))
+        .collect();
+    Some(stmt)
+}
+
 /// `COPY table|(query) FROM STDIN|TO STDOUT [WITH (…)]`.
 fn copy_statement(
     source: &sqlparser::ast::CopySource,
@@ -215,6 +419,8 @@ fn copy_statement(
             CopyOption::Escape(c) => spec.escape = byte(*c)?,
             CopyOption::Encoding(e)
                 if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+            // Loading into a fresh table is already as cheap as it gets here.
+            CopyOption::Freeze(_) => {}
             other => return Err(PgError::unsupported(format!("COPY option {other}"))),
         }
     }
@@ -318,6 +524,20 @@ pub struct Rewritten {
     pub system_catalog: bool,
 }
 
+/// `DROP <type> [IF EXISTS] name` for one name.
+fn stmt_clone_drop(object_type: &ObjectType, if_exists: bool, name: &ObjectName) -> Statement {
+    Statement::Drop {
+        object_type: *object_type,
+        if_exists,
+        names: vec![name.clone()],
+        cascade: false,
+        restrict: false,
+        purge: false,
+        temporary: false,
+        table: None,
+    }
+}
+
 /// `pg_typeof(x)` → `pg_typeof_hint(k)`, numbered in the order
 /// [`super::infer::typeof_calls`] visits them (`count` of them).
 pub fn number_typeof_calls(stmt: &mut Statement, count: usize) {
@@ -392,6 +612,7 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
             // SQLite has one index method.
             ci.using = None;
             ci.concurrently = false;
+            ci.with.clear();
             (Kind::Ddl, "CREATE INDEX", false)
         }
         // CREATE OR REPLACE VIEW → DROP VIEW IF EXISTS, then CREATE VIEW (one statement).
@@ -464,22 +685,31 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
             });
         }
         // TRUNCATE t → DELETE FROM t (SQLite's truncate optimisation applies).
+        // TRUNCATE a, b → DELETE FROM a; DELETE FROM b (SQLite's truncate
+        // optimisation applies), all or nothing.
         Statement::Truncate(t) => {
-            if t.table_names.len() != 1 {
-                return Err(PgError::unsupported(
-                    "TRUNCATE of several tables on the SQLite backend",
-                )
-                .with_hint("truncate one table per statement"));
-            }
             if t.identity.is_some() || t.cascade.is_some() {
                 return Err(PgError::unsupported(
                     "TRUNCATE … RESTART IDENTITY / CASCADE on the SQLite backend",
                 )
                 .with_hint("truncate dependent tables first, without options"));
             }
-            let text = format!("DELETE FROM {}", t.table_names[0].name);
-            *stmt = parse_one(&text)
-                .map_err(|_| PgError::unsupported("TRUNCATE of this table name"))?;
+            let mut deletes = t
+                .table_names
+                .iter()
+                .map(|n| {
+                    parse_one(&format!("DELETE FROM {}", n.name))
+                        .map_err(|_| PgError::unsupported("TRUNCATE of this table name"))
+                })
+                .collect::<PgResult<Vec<Statement>>>()?;
+            if deletes.is_empty() {
+                return Err(PgError::new(
+                    crate::error::code::SYNTAX_ERROR,
+                    "TRUNCATE needs a table",
+                ));
+            }
+            *stmt = deletes.remove(0);
+            extras.extend(deletes);
             (Kind::Write, "TRUNCATE TABLE", false)
         }
         Statement::AlterTable(at) => {
@@ -490,17 +720,34 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
             object_type,
             names,
             cascade,
+            if_exists,
             ..
         } => {
             if *cascade {
                 return Err(PgError::unsupported("DROP … CASCADE on the SQLite backend")
                     .with_hint("drop dependent objects first, then drop without CASCADE"));
             }
+            // DROP TABLE a, b → one statement per name, all or nothing.
+            if names.len() > 1 {
+                let rest: Vec<ObjectName> = names.drain(1..).collect();
+                let all: Vec<String> = std::iter::once(&names[0])
+                    .chain(rest.iter())
+                    .map(object_base_name)
+                    .collect();
+                for n in &rest {
+                    extras.push(stmt_clone_drop(object_type, *if_exists, n));
+                }
+                if *object_type == ObjectType::Table {
+                    catalog = Some(CatalogChange::DropTables { tables: all });
+                }
+            }
             match object_type {
                 ObjectType::Table => {
-                    catalog = Some(CatalogChange::DropTables {
-                        tables: names.iter().map(object_base_name).collect(),
-                    });
+                    if catalog.is_none() {
+                        catalog = Some(CatalogChange::DropTables {
+                            tables: names.iter().map(object_base_name).collect(),
+                        });
+                    }
                     (Kind::Ddl, "DROP TABLE", false)
                 }
                 ObjectType::Index => (Kind::Ddl, "DROP INDEX", false),
@@ -533,6 +780,15 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
     }
     if let Some(e) = rw.error {
         return Err(e);
+    }
+    if let (Some(CatalogChange::AddConstraint { constraint, .. }), Statement::AlterTable(at)) =
+        (&mut catalog, &*stmt)
+    {
+        if let Some(AlterTableOperation::AddConstraint { constraint: c, .. }) =
+            at.operations.first()
+        {
+            *constraint = c.to_string();
+        }
     }
     Ok(Rewritten {
         kind,
@@ -688,6 +944,13 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
         ));
     }
     let table = object_base_name(&ct.name);
+    // Storage parameters (`WITH (fillfactor = 90)`) tune PostgreSQL's heap only.
+    if matches!(
+        ct.table_options,
+        sqlparser::ast::CreateTableOptions::With(_)
+    ) {
+        ct.table_options = sqlparser::ast::CreateTableOptions::None;
+    }
     let mut columns = Vec::with_capacity(ct.columns.len());
     let mut modifiers = Vec::new();
     // Single-column table-level primary key, which a serial column may take over.
@@ -837,6 +1100,11 @@ fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<C
             };
             Some(CatalogChange::RenameTable { from: table, to })
         }
+        // Filled in with the rewritten constraint once expressions are rewritten.
+        AlterTableOperation::AddConstraint { .. } => Some(CatalogChange::AddConstraint {
+            table,
+            constraint: String::new(),
+        }),
         other => {
             return Err(PgError::unsupported(format!(
                 "ALTER TABLE {other} on the SQLite backend"

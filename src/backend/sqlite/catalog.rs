@@ -188,6 +188,7 @@ pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> 
                 params![from, to],
             )?;
         }
+        CatalogChange::AddConstraint { .. } => {}
         CatalogChange::DropTables { tables } => {
             for t in tables {
                 if !table_exists(conn, t)? {

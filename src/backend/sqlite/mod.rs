@@ -11,6 +11,7 @@ mod catalog;
 mod errors;
 mod functions;
 mod queue;
+mod rebuild;
 mod system_catalog;
 mod worker;
 

@@ -15,7 +15,7 @@ use super::Shared;
 use crate::error::{code, PgError};
 use crate::protocol::write as msg;
 use crate::protocol::{Column, DataRowWriter, FieldFormat};
-use crate::sql::{Plan, Stmt, TypeHint};
+use crate::sql::{CatalogChange, Plan, Stmt, TypeHint};
 use crate::types::{self, PgType};
 
 /// Statements whose description a connection keeps (and prepared statements it
@@ -317,7 +317,10 @@ impl Worker {
     ) -> Result<(Vec<PgType>, Vec<Column>), ExecError> {
         self.refresh()?;
         let stmt = &plan[index];
-        if stmt.sqlite_sql.is_empty() {
+        // Nothing to describe for a table rebuild: no rows, no parameters.
+        if stmt.sqlite_sql.is_empty()
+            || matches!(stmt.catalog, Some(CatalogChange::AddConstraint { .. }))
+        {
             return Ok((Vec::new(), Vec::new()));
         }
         self.refresh_system_catalog(stmt)?;
@@ -397,7 +400,14 @@ impl Worker {
         if let Some(change) = ddl {
             let record = catalog::should_record(&self.conn, change)?;
             self.conn.execute_batch("SAVEPOINT unidb_ddl")?;
-            let result = self.execute_inner(stmt, args);
+            let result = match change {
+                CatalogChange::AddConstraint { table, constraint } => {
+                    super::rebuild::add_constraint(&self.conn, table, constraint)
+                        .map(|()| ExecOutput::default())
+                        .map_err(ExecError::from)
+                }
+                _ => self.execute_inner(stmt, args),
+            };
             let result = result.and_then(|out| {
                 if record {
                     catalog::apply(&self.conn, change)?;
