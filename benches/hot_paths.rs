@@ -9,6 +9,18 @@ use unidb::protocol::DataRowWriter;
 use unidb::sql::PlanCache;
 use unidb::types::{encode_binary, encode_text, PgType};
 
+/// A typical mix of the validation platform's statements.
+const MIX: &[&str] = &[
+    "SELECT abalance FROM accounts WHERE aid = $1",
+    "SELECT p.id, p.name, count(v.id) AS videos FROM projects p LEFT JOIN videos v ON v.project_id = p.id AND v.deleted_at IS NULL WHERE p.deleted_at IS NULL GROUP BY p.id, p.name ORDER BY p.name LIMIT 50",
+    "INSERT INTO detection_events (test_session_id, video_id, frame_number, class_label, confidence) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    "UPDATE test_sessions SET status = $1, completed_at = now() WHERE id = $2",
+    "SELECT id, filename FROM videos WHERE filename ILIKE $1 ORDER BY uploaded_at DESC NULLS LAST",
+    "SELECT class_label, count(*) FILTER (WHERE validation_result = 'TP') AS tp, avg(confidence) FROM detection_events WHERE test_session_id = $1 GROUP BY class_label",
+    "WITH recent AS (SELECT * FROM test_sessions WHERE started_at > now() - interval '7 days') SELECT count(*) FROM recent",
+    "SELECT id FROM test_sessions WHERE metrics @> $1::jsonb AND status = ANY(ARRAY['done', 'failed'])",
+];
+
 fn planning(c: &mut Criterion) {
     let cache = PlanCache::new(1000);
     let sql = "SELECT abalance FROM accounts WHERE aid = $1";
@@ -29,6 +41,36 @@ fn planning(c: &mut Criterion) {
             .unwrap()
         })
     });
+    // The same mix cold (parsed and rewritten every time) and warm (cache hits).
+    let planned: Vec<&str> = MIX
+        .iter()
+        .copied()
+        .filter(|s| unidb::sql::plan(s).is_ok())
+        .collect();
+    assert!(planned.len() >= MIX.len() - 1, "the mix plans");
+    c.bench_function("rewrite_mix_cold", |b| {
+        b.iter(|| {
+            for s in &planned {
+                black_box(unidb::sql::plan(black_box(s)).unwrap());
+            }
+        })
+    });
+    let warm = PlanCache::new(1000);
+    for s in &planned {
+        warm.get(s).unwrap();
+    }
+    c.bench_function("rewrite_mix_warm", |b| {
+        b.iter(|| {
+            for s in &planned {
+                black_box(warm.get(black_box(s)).unwrap());
+            }
+        })
+    });
+    assert_eq!(
+        warm.counts().parses,
+        planned.len() as u64,
+        "the warm path never parses"
+    );
 }
 
 fn encoding(c: &mut Criterion) {

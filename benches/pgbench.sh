@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Whole-system benchmark: pgbench against unidb serving a SQLite file and against a
-# throwaway PostgreSQL 15 cluster, in the same run, on the same 100,000-row table.
+# throwaway PostgreSQL 15 cluster, in the same run, each loaded by `pgbench -i -s 10`.
 #
 #   benches/pgbench.sh [seconds-per-run (default 20)] [runs (default 3)]
 #
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-20}
 RUNS=${2:-3}
 PGBIN=/usr/lib/postgresql/15/bin
-ROWS=100000
+SCALE=10
 
 if [ ! -x "$PGBIN/postgres" ] || ! command -v pgbench >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15
@@ -67,34 +67,21 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-LOAD="CREATE TABLE accounts (aid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, abalance INTEGER NOT NULL, filler CHAR(84));
-INSERT INTO accounts (aid, bid, abalance, filler)
-  WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $ROWS)
-  SELECT i, 1 + (i - 1) / 100000, 0, 'x' FROM s;"
+# pgbench's own schema and data (scale 10: 1,000,000 accounts) on both targets.
 for port in "$PG_PORT" "$UNIDB_PORT"; do
-    psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U app -d app -c "$LOAD" >/dev/null
+    pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p "$port" -U app app >/dev/null 2>&1 || {
+        echo "pgbench -i failed on port $port" >&2; exit 1; }
 done
 # Settle PostgreSQL after the load so background work does not land in a run.
-psql -q -h 127.0.0.1 -p "$PG_PORT" -U app -d app -c "ALTER TABLE accounts SET (autovacuum_enabled = false)" \
-    -c "VACUUM ANALYZE accounts" >/dev/null
 psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d app -c "CHECKPOINT" >/dev/null
 sleep 2
 
-cat > "$WORK/select.sql" <<'SQL'
-\set aid random(1, 100000)
-SELECT abalance FROM accounts WHERE aid = :aid;
-SQL
-cat > "$WORK/update.sql" <<'SQL'
-\set aid random(1, 100000)
-\set delta random(-5000, 5000)
-UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid;
-SQL
-
 # run TARGET_PORT SCRIPT PROTOCOL CLIENTS -> prints "tps p99_ms failed"
+# SCRIPT is a pgbench builtin: select-only or tpcb-like.
 run() {
     local port=$1 script=$2 proto=$3 clients=$4 dir
     dir=$(mktemp -d "$WORK/run.XXXXXX")
-    (cd "$dir" && pgbench -n -h 127.0.0.1 -p "$port" -U app -d app -f "$WORK/$script.sql" \
+    (cd "$dir" && pgbench -n -h 127.0.0.1 -p "$port" -U app -d app -b "$script" \
         -c "$clients" -j 2 -T "$DURATION" -M "$proto" -l --sampling-rate=0.05 --log-prefix=tx >"$dir/out" 2>&1) || {
         cat "$dir/out" >&2; echo "0 0 all"; return; }
     local tps failed p99
@@ -107,10 +94,11 @@ run() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "pgbench: $ROWS rows, ${DURATION}s per run, median of $RUNS runs, -j 2"
+echo "pgbench: builtin scripts at scale $SCALE, ${DURATION}s per run, median of $RUNS runs, -j 2"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 printf '%-28s %12s %10s %12s %10s %8s\n' "workload" "unidb tps" "p99 ms" "pg tps" "p99 ms" "ratio"
-for case in "select simple 8" "select extended 8" "update simple 4" "update extended 4"; do
+for case in "select-only simple 8" "select-only extended 8" "select-only prepared 8" \
+    "tpcb-like simple 4" "tpcb-like prepared 4"; do
     set -- $case
     declare -A tps=() p99=() failed=()
     unidb_results=(); pg_results=()

@@ -291,6 +291,7 @@ impl ServerState {
                             n => Some(n),
                         },
                         storage_limit: pg.pool.config.storage_limit,
+                        plans: None,
                     }
                 }
                 Some(Database::Sqlite(db)) => DbGauges {
@@ -299,6 +300,7 @@ impl ServerState {
                     connect_failures: 0,
                     storage_bytes: Some(db.storage_bytes()),
                     storage_limit: db.storage_limit(),
+                    plans: Some(db.plans().counts()),
                 },
                 None => DbGauges::default(),
             })

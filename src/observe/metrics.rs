@@ -34,6 +34,7 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub storage_bytes: IntGaugeVec,
     pub storage_limit: IntGaugeVec,
+    pub plan_cache: IntCounterVec,
     pub integrity_violations: IntCounterVec,
     pub consistency_warnings: IntCounterVec,
     pub health_score: Gauge,
@@ -170,6 +171,11 @@ impl Metrics {
                 "Size of the database on disk.",
                 &["database"],
             ),
+            plan_cache: counter(
+                "unidb_plan_cache_lookups_total",
+                "Statement plans looked up in the rewrite cache (SQLite backend), by result: hit, or parse (a miss, parsed and rewritten).",
+                &["database", "result"],
+            ),
             storage_limit: gauge(
                 "unidb_storage_limit_bytes",
                 "Configured storage limit (0: none).",
@@ -231,6 +237,8 @@ pub struct DbHandles {
     pub pool_wait: Histogram,
     pub clients: IntGauge,
     pub connect_failures: IntCounter,
+    pub plan_hits: IntCounter,
+    pub plan_parses: IntCounter,
 }
 
 impl DbHandles {
@@ -251,6 +259,8 @@ impl DbHandles {
             pool_wait: m.pool_wait.with_label_values(&[database]),
             clients: m.client_connections.with_label_values(&[database]),
             connect_failures: m.connect_failures.with_label_values(&[database]),
+            plan_hits: m.plan_cache.with_label_values(&[database, "hit"]),
+            plan_parses: m.plan_cache.with_label_values(&[database, "parse"]),
         }
     }
 }

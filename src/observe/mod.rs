@@ -157,6 +157,8 @@ pub struct DbGauges {
     pub connect_failures: u64,
     pub storage_bytes: Option<u64>,
     pub storage_limit: Option<u64>,
+    /// Plan cache hits and parses (SQLite backend).
+    pub plans: Option<crate::sql::CacheCounts>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -317,6 +319,16 @@ impl Observer {
                 let cf = &db.handles.connect_failures;
                 if g.connect_failures > cf.get() {
                     cf.inc_by(g.connect_failures - cf.get());
+                }
+                if let Some(p) = g.plans {
+                    for (c, n) in [
+                        (&db.handles.plan_hits, p.hits),
+                        (&db.handles.plan_parses, p.parses),
+                    ] {
+                        if n > c.get() {
+                            c.inc_by(n - c.get());
+                        }
+                    }
                 }
                 if let Some(b) = g.storage_bytes {
                     m.storage_bytes.with_label_values(&[name]).set(b as i64);

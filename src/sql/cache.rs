@@ -2,6 +2,7 @@
 //! database. A repeated statement is parsed once.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::normalize::Normalized;
@@ -12,6 +13,15 @@ use crate::error::PgResult;
 /// lookup and never awaits.
 pub struct PlanCache {
     inner: Mutex<lru::LruCache<Arc<str>, Plan>>,
+    hits: AtomicU64,
+    parses: AtomicU64,
+}
+
+/// Lookups answered from the cache, and statements parsed because they were not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub parses: u64,
 }
 
 impl PlanCache {
@@ -19,14 +29,18 @@ impl PlanCache {
         let cap = NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
         PlanCache {
             inner: Mutex::new(lru::LruCache::new(cap)),
+            hits: AtomicU64::new(0),
+            parses: AtomicU64::new(0),
         }
     }
 
     /// The plan of `sql`, parsed on first use. Errors are not cached.
     pub fn get(&self, sql: &str) -> PgResult<Plan> {
         if let Some(p) = self.lock().get(sql) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p.clone());
         }
+        self.parses.fetch_add(1, Ordering::Relaxed);
         let planned: Plan = Arc::new(plan(sql)?);
         self.lock().put(Arc::from(sql), planned.clone());
         Ok(planned)
@@ -37,8 +51,10 @@ impl PlanCache {
     pub fn get_normalized(&self, n: &Normalized) -> PgResult<Plan> {
         let key = n.key();
         if let Some(p) = self.lock().get(key.as_str()) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p.clone());
         }
+        self.parses.fetch_add(1, Ordering::Relaxed);
         let mut stmts = plan(&n.sql)?;
         for stmt in &mut stmts {
             if stmt.params.len() < n.literals.len() {
@@ -73,6 +89,14 @@ impl PlanCache {
         // A panic while holding this lock cannot leave the LRU inconsistent in a way
         // that matters (worst case a lost entry), so recover from poisoning.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hits and parses since start.
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            hits: self.hits.load(Ordering::Relaxed),
+            parses: self.parses.load(Ordering::Relaxed),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -12,7 +12,7 @@ pub mod normalize;
 mod rewrite;
 mod system;
 
-pub use cache::PlanCache;
+pub use cache::{CacheCounts, PlanCache};
 pub use infer::{object_base_name, TypeHint};
 pub use system::EMPTY_RELATIONS;
 
