@@ -8,6 +8,9 @@ use rusqlite::types::{Value, ValueRef};
 
 use crate::error::{code, PgError, PgResult};
 
+pub mod interval;
+pub use interval::Interval;
+
 /// The PostgreSQL types unidb maps SQLite values to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PgType {
@@ -580,7 +583,16 @@ pub fn encode_binary(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgR
             out.put_u8(1);
             encode_text(PgType::Jsonb, value, out)?;
         }
-        PgType::Interval => return Err(PgError::unsupported("binary output of interval")),
+        PgType::Interval => {
+            let text = match value {
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                _ => return Err(bad_binary(ty)),
+            };
+            let iv = Interval::parse(&text, None)?;
+            out.put_i64(iv.micros);
+            out.put_i32(iv.days);
+            out.put_i32(iv.months);
+        }
         PgType::Text
         | PgType::Varchar
         | PgType::Bpchar
@@ -808,6 +820,7 @@ pub fn decode_text(ty: PgType, s: &str) -> PgResult<Value> {
             let (dt, _) = parse_timestamp(s).ok_or_else(|| invalid_datetime(ty, s))?;
             Value::Text(dt.date().format("%Y-%m-%d").to_string())
         }
+        PgType::Interval => Value::Text(Interval::parse(s, None)?.format()),
         PgType::Uuid => Value::Text(
             uuid::Uuid::parse_str(s.trim())
                 .map_err(|_| invalid_input(ty, s))?
@@ -929,7 +942,15 @@ fn decode_binary(ty: PgType, b: &[u8]) -> PgResult<Value> {
             Some((1, rest)) => Value::Text(String::from_utf8_lossy(rest).into_owned()),
             _ => return Err(bad_binary(ty)),
         },
-        PgType::Interval => return Err(PgError::unsupported("binary input of interval")),
+        PgType::Interval => {
+            let b: [u8; 16] = b.try_into().map_err(|_| bad_binary(ty))?;
+            let iv = Interval {
+                micros: i64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+                days: i32::from_be_bytes(b[8..12].try_into().expect("4 bytes")),
+                months: i32::from_be_bytes(b[12..].try_into().expect("4 bytes")),
+            };
+            Value::Text(iv.format())
+        }
         _ => Value::Text(
             std::str::from_utf8(b)
                 .map_err(|_| bad_binary(ty))?

@@ -279,6 +279,7 @@ impl Collector {
                     .map_or(TypeHint::Unknown, |n| TypeHint::Param(n - 1)),
                 _ => TypeHint::Unknown,
             },
+            Expr::Interval(_) => TypeHint::Known(PgType::Interval),
             Expr::Cast { data_type, .. } => {
                 pg_type_of(data_type).map_or(TypeHint::Unknown, TypeHint::Known)
             }
@@ -363,6 +364,13 @@ impl Collector {
                 | BinaryOperator::Modulo => {
                     let l = self.infer(left);
                     let r = self.infer(right);
+                    let interval = TypeHint::Known(PgType::Interval);
+                    // timestamp ± interval is the timestamp's type.
+                    if matches!(op, BinaryOperator::Plus | BinaryOperator::Minus)
+                        && (l == interval || r == interval)
+                    {
+                        return if l == interval { r } else { l };
+                    }
                     match (&l, &r) {
                         (TypeHint::Known(a), TypeHint::Known(b)) => TypeHint::Known(wider(*a, *b)),
                         (TypeHint::Unknown, _) => r,

@@ -1216,7 +1216,10 @@ impl ExprRewriter {
                     PgType::Uuid => call("pg_uuid", inner),
                     PgType::Bytea => call("pg_bytea", inner),
                     PgType::Json | PgType::Jsonb | PgType::Unknown => Expr::Nested(Box::new(inner)),
-                    PgType::Time | PgType::Interval => {
+                    PgType::Interval => {
+                        call_args("pg_interval", vec![inner, Expr::Value(Value::Null.into())])
+                    }
+                    PgType::Time => {
                         return Err(PgError::unsupported(format!(
                             "cast to {} on the SQLite backend",
                             target.name()
@@ -1322,6 +1325,47 @@ impl ExprRewriter {
             // PostgreSQL's LIKE escapes with a backslash unless told otherwise.
             Expr::Like { escape_char, .. } if escape_char.is_none() => {
                 *escape_char = Some(backslash());
+            }
+            // timestamp ± interval, interval ± interval (intervals are
+            // `pg_interval(…)` calls by now: children are rewritten first).
+            Expr::BinaryOp {
+                left,
+                op: op @ (BinaryOperator::Plus | BinaryOperator::Minus),
+                right,
+            } if is_interval(left) || is_interval(right) => {
+                let sign = if *op == BinaryOperator::Minus {
+                    "-1"
+                } else {
+                    "1"
+                };
+                let sign = Expr::Value(Value::Number(sign.into(), false).into());
+                *expr = match (is_interval(left), is_interval(right)) {
+                    (true, true) => {
+                        call_args("pg_interval_sum", vec![take(left), take(right), sign])
+                    }
+                    (false, true) => {
+                        call_args("pg_interval_add", vec![take(left), take(right), sign])
+                    }
+                    (true, false) if *op == BinaryOperator::Plus => {
+                        call_args("pg_interval_add", vec![take(right), take(left), sign])
+                    }
+                    _ => {
+                        return Err(PgError::new(
+                            crate::error::code::UNDEFINED_FUNCTION,
+                            "operator does not exist: interval - timestamp",
+                        ))
+                    }
+                };
+            }
+            // INTERVAL '7 days', INTERVAL '7' DAY
+            Expr::Interval(iv) => {
+                let unit = match &iv.leading_field {
+                    Some(f) => Expr::Value(
+                        Value::SingleQuotedString(f.to_string().to_ascii_lowercase()).into(),
+                    ),
+                    None => Expr::Value(Value::Null.into()),
+                };
+                *expr = call_args("pg_interval", vec![take(&mut iv.value), unit]);
             }
             Expr::BinaryOp { left, op, right } => {
                 let regex = match op {
@@ -1845,6 +1889,18 @@ fn backslash() -> Box<Expr> {
 }
 
 /// A numeric literal other than zero: no division check needed.
+/// An interval-valued expression, after rewriting: `pg_interval(…)` or a sum of them.
+fn is_interval(e: &Expr) -> bool {
+    match e {
+        Expr::Function(f) => matches!(
+            object_base_name(&f.name).as_str(),
+            "pg_interval" | "pg_interval_sum"
+        ),
+        Expr::Nested(inner) => is_interval(inner),
+        _ => false,
+    }
+}
+
 fn is_nonzero_literal(e: &Expr) -> bool {
     match e {
         Expr::Value(v) => match &v.value {

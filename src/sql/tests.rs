@@ -207,7 +207,19 @@ fn refuses_what_it_cannot_translate() {
     check_err("DROP TABLE t CASCADE", FEATURE_NOT_SUPPORTED);
     check_err("CREATE TABLE t (id SERIAL, x INT)", FEATURE_NOT_SUPPORTED);
     check_err("GRANT SELECT ON t TO bob", FEATURE_NOT_SUPPORTED);
-    check_err("SELECT '1 day'::interval", FEATURE_NOT_SUPPORTED);
+    check_err("SELECT '10:00'::time", FEATURE_NOT_SUPPORTED);
+}
+
+#[test]
+fn intervals_become_calendar_arithmetic() {
+    check(
+        "SELECT now() - INTERVAL '7 days'",
+        "SELECT pg_interval_add((strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00'), pg_interval('7 days', NULL), -1) AS \"?column?\"",
+    );
+    check(
+        "SELECT '1 hour'::interval + INTERVAL '30' MINUTE",
+        "SELECT pg_interval_sum(pg_interval('1 hour', NULL), pg_interval('30', 'minute'), 1) AS \"?column?\"",
+    );
 }
 
 #[test]

@@ -28,6 +28,10 @@ pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
             description TEXT NOT NULL,
             PRIMARY KEY (object_type, object_name, column_name)
         ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS __unidb_constraints (
+            index_name TEXT PRIMARY KEY,
+            kind TEXT NOT NULL
+        ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS __unidb_sequences (
             name TEXT PRIMARY KEY,
             value INTEGER NOT NULL,

@@ -965,6 +965,7 @@ fn to_char(dt: chrono::NaiveDateTime, pattern: &str) -> String {
 }
 
 fn register_datetime_functions(conn: &Connection) -> rusqlite::Result<()> {
+    register_interval_functions(conn)?;
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("date_trunc", 2, det, |ctx| {
         let Some(unit) = text_arg(ctx, 0)? else {
@@ -1625,4 +1626,149 @@ fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
         Ok(Some(format!("{} {unit}", v.round() as i64)))
     })?;
     Ok(())
+}
+
+/// `INTERVAL '…'` and `'…'::interval`: PostgreSQL's text of the interval.
+fn register_interval_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("pg_interval", 2, det, |ctx| {
+        let Some(text) = value_text(ctx.get_raw(0)) else {
+            return Ok(None);
+        };
+        let unit = ctx.get::<Option<String>>(1)?;
+        types::Interval::parse(&text, unit.as_deref())
+            .map(|iv| Some(iv.format()))
+            .map_err(user_error)
+    })?;
+    // timestamp|timestamptz|date ± interval: a timestamp (with time zone if the
+    // operand had one).
+    conn.create_scalar_function("pg_interval_add", 3, det, |ctx| {
+        let (Some(ts), Some(iv)) = (value_text(ctx.get_raw(0)), value_text(ctx.get_raw(1))) else {
+            return Ok(None);
+        };
+        let sign: i64 = ctx.get(2)?;
+        let (dt, with_tz) = types::parse_timestamp(&ts).ok_or_else(|| {
+            user_error(crate::error::PgError::new(
+                crate::error::code::INVALID_DATETIME_FORMAT,
+                format!("invalid input syntax for type timestamp: \"{ts}\""),
+            ))
+        })?;
+        let mut iv = types::Interval::parse(&iv, None).map_err(user_error)?;
+        if sign < 0 {
+            iv = iv.negate();
+        }
+        let out = iv.add_to(dt).map_err(user_error)?;
+        Ok(Some(types::format_timestamp(&out, with_tz)))
+    })?;
+    // interval ± interval
+    conn.create_scalar_function("pg_interval_sum", 3, det, |ctx| {
+        let (Some(a), Some(b)) = (value_text(ctx.get_raw(0)), value_text(ctx.get_raw(1))) else {
+            return Ok(None);
+        };
+        let sign: i64 = ctx.get(2)?;
+        let a = types::Interval::parse(&a, None).map_err(user_error)?;
+        let mut b = types::Interval::parse(&b, None).map_err(user_error)?;
+        if sign < 0 {
+            b = b.negate();
+        }
+        Ok(Some(
+            types::Interval {
+                months: a.months.saturating_add(b.months),
+                days: a.days.saturating_add(b.days),
+                micros: a.micros.saturating_add(b.micros),
+            }
+            .format(),
+        ))
+    })?;
+    // age(a, b) and age(a): the symbolic difference, years and months first.
+    for n in [1, 2] {
+        conn.create_scalar_function("age", n, FunctionFlags::SQLITE_UTF8, move |ctx| {
+            let a = value_text(ctx.get_raw(0));
+            let b = if n == 2 {
+                value_text(ctx.get_raw(1))
+            } else {
+                Some(
+                    chrono::Utc::now()
+                        .date_naive()
+                        .format("%Y-%m-%d")
+                        .to_string(),
+                )
+            };
+            let (Some(a), Some(b)) = (a, b) else {
+                return Ok(None);
+            };
+            let parse = |s: &str| {
+                types::parse_timestamp(s).map(|(d, _)| d).ok_or_else(|| {
+                    user_error(crate::error::PgError::new(
+                        crate::error::code::INVALID_DATETIME_FORMAT,
+                        format!("invalid input syntax for type timestamp: \"{s}\""),
+                    ))
+                })
+            };
+            Ok(Some(age(parse(&a)?, parse(&b)?).format()))
+        })?;
+    }
+    Ok(())
+}
+
+/// PostgreSQL's `age`: the field-by-field difference (years, months, days, time),
+/// negative fields borrowing from the next larger one, a month borrowed as the
+/// length of the earlier date's month.
+fn age(a: chrono::NaiveDateTime, b: chrono::NaiveDateTime) -> types::Interval {
+    use chrono::{Datelike, Timelike};
+    let days_in_month = |d: chrono::NaiveDateTime| -> i64 {
+        let (y, m) = (d.year(), d.month());
+        let next = if m == 12 {
+            chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
+        } else {
+            chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
+        };
+        let first = chrono::NaiveDate::from_ymd_opt(y, m, 1);
+        match (next, first) {
+            (Some(n), Some(f)) => (n - f).num_days(),
+            _ => 30,
+        }
+    };
+    let flip: i64 = if a < b { -1 } else { 1 };
+    let mut micros = flip * (i64::from(a.nanosecond() / 1000) - i64::from(b.nanosecond() / 1000));
+    let mut secs = flip * (i64::from(a.second()) - i64::from(b.second()));
+    let mut mins = flip * (i64::from(a.minute()) - i64::from(b.minute()));
+    let mut hours = flip * (i64::from(a.hour()) - i64::from(b.hour()));
+    let mut days = flip * (i64::from(a.day()) - i64::from(b.day()));
+    let mut months = flip * (i64::from(a.month()) - i64::from(b.month()));
+    let mut years = flip * (i64::from(a.year()) - i64::from(b.year()));
+    while micros < 0 {
+        micros += 1_000_000;
+        secs -= 1;
+    }
+    while secs < 0 {
+        secs += 60;
+        mins -= 1;
+    }
+    while mins < 0 {
+        mins += 60;
+        hours -= 1;
+    }
+    while hours < 0 {
+        hours += 24;
+        days -= 1;
+    }
+    while days < 0 {
+        days += days_in_month(if a < b { a } else { b });
+        months -= 1;
+    }
+    while months < 0 {
+        months += 12;
+        years -= 1;
+    }
+    let iv = types::Interval {
+        months: (years * 12 + months) as i32,
+        days: days as i32,
+        micros: ((hours * 60 + mins) * 60 + secs) * 1_000_000 + micros,
+    };
+    if flip < 0 {
+        iv.negate()
+    } else {
+        iv
+    }
 }

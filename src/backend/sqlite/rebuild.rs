@@ -29,7 +29,13 @@ fn has_primary_key(ct: &sqlparser::ast::CreateTable) -> bool {
         })
 }
 
-/// Adds `constraint` (SQLite SQL of a table constraint) to `table` by rebuilding it.
+/// Adds `constraint` (SQLite SQL of a table constraint) to `table`:
+/// - CHECK and FOREIGN KEY change no stored data: the existing rows are checked and
+///   the table's definition in `sqlite_schema` gains the constraint, as SQLite's
+///   documentation describes for such changes;
+/// - UNIQUE is a unique index, recorded in `__unidb_constraints` as a constraint;
+/// - PRIMARY KEY changes how rows are stored: the table is rebuilt, which is refused
+///   when other tables' foreign keys reference it.
 pub fn add_constraint(conn: &Connection, table: &str, constraint: &str) -> Result<(), PgError> {
     let (name, sql): (String, String) = conn
         .query_row(
@@ -48,11 +54,9 @@ pub fn add_constraint(conn: &Connection, table: &str, constraint: &str) -> Resul
         .and_then(|mut v| v.pop())
     {
         Some(Statement::CreateTable(ct)) => ct,
-        _ => {
-            return Err(PgError::unsupported(format!(
+        _ => return Err(PgError::unsupported(format!(
             "ALTER TABLE … ADD CONSTRAINT on table \"{name}\", whose definition unidb cannot read"
-        )))
-        }
+        ))),
     };
     let added = Parser::new(&SQLiteDialect {})
         .try_with_sql(constraint)
@@ -60,13 +64,135 @@ pub fn add_constraint(conn: &Connection, table: &str, constraint: &str) -> Resul
         .ok()
         .flatten()
         .ok_or_else(|| PgError::unsupported(format!("constraint `{constraint}`")))?;
-    if matches!(added, TableConstraint::PrimaryKey(_)) && has_primary_key(&ct) {
-        return Err(PgError::new(
-            "42P16",
-            format!("multiple primary keys for table \"{name}\" are not allowed"),
-        ));
+    let run = |sql: &str| conn.execute_batch(sql).map_err(|e| to_pg(&e));
+    match &added {
+        TableConstraint::Check(c) => {
+            let bad: i64 = conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM {} WHERE NOT ({})",
+                        quote(&name),
+                        c.expr
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| to_pg(&e))?;
+            if bad > 0 {
+                let label = c
+                    .name
+                    .as_ref()
+                    .map_or("new".to_string(), |n| format!("\"{}\"", n.value));
+                return Err(PgError::new(
+                    code::CHECK_VIOLATION,
+                    format!(
+                        "check constraint {label} of relation \"{name}\" is violated by some row"
+                    ),
+                ));
+            }
+            ct.constraints.push(added);
+            replace_definition(conn, &name, &ct.to_string())
+        }
+        TableConstraint::ForeignKey(_) => {
+            ct.constraints.push(added);
+            replace_definition(conn, &name, &ct.to_string())?;
+            let violations: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_foreign_key_check(?1)",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .map_err(|e| to_pg(&e))?;
+            if violations > 0 {
+                return Err(PgError::new(
+                    code::FOREIGN_KEY_VIOLATION,
+                    format!(
+                        "insert or update on table \"{name}\" violates the new foreign key constraint ({violations} rows)"
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        TableConstraint::Unique(u) => {
+            let columns: Vec<String> = u.columns.iter().map(|c| c.to_string()).collect();
+            let index = match &u.name {
+                Some(n) => n.value.clone(),
+                None => format!(
+                    "{name}_{}_key",
+                    columns
+                        .iter()
+                        .map(|c| c.trim_matches('"').to_string())
+                        .collect::<Vec<_>>()
+                        .join("_")
+                ),
+            };
+            run(&format!(
+                "CREATE UNIQUE INDEX {} ON {} ({})",
+                quote(&index),
+                quote(&name),
+                columns.join(", ")
+            ))?;
+            conn.execute(
+                "INSERT OR REPLACE INTO __unidb_constraints (index_name, kind) VALUES (?1, 'u')",
+                [&index],
+            )
+            .map_err(|e| to_pg(&e))?;
+            Ok(())
+        }
+        TableConstraint::PrimaryKey(_) => {
+            if has_primary_key(&ct) {
+                return Err(PgError::new(
+                    "42P16",
+                    format!("multiple primary keys for table \"{name}\" are not allowed"),
+                ));
+            }
+            let referenced: Option<String> = conn
+                .query_row(
+                    "SELECT m.name FROM sqlite_schema m, pragma_foreign_key_list(m.name) f
+                     WHERE m.type = 'table' AND m.name <> ?1 AND lower(f.\"table\") = lower(?1) LIMIT 1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .ok();
+            if let Some(child) = referenced {
+                return Err(PgError::unsupported(format!(
+                    "ALTER TABLE … ADD PRIMARY KEY on \"{name}\", which \"{child}\" references, on the SQLite backend"
+                ))
+                .with_hint("add the primary key before the tables that reference it, or declare it in CREATE TABLE"));
+            }
+            ct.constraints.push(added);
+            rebuild(conn, &name, &mut ct)
+        }
+        _ => Err(PgError::unsupported(format!("constraint `{constraint}`"))),
     }
-    ct.constraints.push(added);
+}
+
+/// Replaces the table's CREATE statement in `sqlite_schema`; the stored rows are
+/// unchanged, so this is only for changes that do not alter the record format.
+fn replace_definition(conn: &Connection, name: &str, sql: &str) -> Result<(), PgError> {
+    let version: i64 = conn
+        .query_row("PRAGMA schema_version", [], |r| r.get(0))
+        .map_err(|e| to_pg(&e))?;
+    conn.execute_batch("PRAGMA writable_schema = ON")
+        .map_err(|e| to_pg(&e))?;
+    let r = conn.execute(
+        "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = ?2",
+        [sql, name],
+    );
+    conn.execute_batch("PRAGMA writable_schema = OFF")
+        .map_err(|e| to_pg(&e))?;
+    r.map_err(|e| to_pg(&e))?;
+    // Other connections (and this one) reload the schema on their next statement.
+    conn.execute_batch(&format!("PRAGMA schema_version = {}", version + 1))
+        .map_err(|e| to_pg(&e))
+}
+
+/// Rebuilds a table that no other table references with a new definition.
+fn rebuild(
+    conn: &Connection,
+    name: &str,
+    ct: &mut sqlparser::ast::CreateTable,
+) -> Result<(), PgError> {
     let aside = format!("__unidb_rebuild_{name}");
     let columns: Vec<String> = ct.columns.iter().map(|c| c.name.to_string()).collect();
     let columns = columns.join(", ");
@@ -78,24 +204,26 @@ pub fn add_constraint(conn: &Connection, table: &str, constraint: &str) -> Resul
             )
             .map_err(|e| to_pg(&e))?;
         let rows = stmt
-            .query_map([&name], |r| r.get(0))
+            .query_map([name], |r| r.get(0))
             .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
             .map_err(|e| to_pg(&e))?;
         rows
     };
-    ct.name = ObjectName::from(vec![Ident::with_quote('"', name.clone())]);
+    ct.name = ObjectName::from(vec![Ident::with_quote('"', name.to_string())]);
     let run = |sql: &str| conn.execute_batch(sql).map_err(|e| to_pg(&e));
+    // Views naming the table are left as they are (legacy_alter_table), and find
+    // the rebuilt table under the same name.
     run("PRAGMA legacy_alter_table = ON")?;
     let result = (|| {
         run(&format!(
             "ALTER TABLE {} RENAME TO {}",
-            quote(&name),
+            quote(name),
             quote(&aside)
         ))?;
         run(&ct.to_string())?;
         run(&format!(
             "INSERT INTO {} ({columns}) SELECT {columns} FROM {}",
-            quote(&name),
+            quote(name),
             quote(&aside)
         ))?;
         run(&format!("DROP TABLE {}", quote(&aside)))?;
@@ -105,21 +233,5 @@ pub fn add_constraint(conn: &Connection, table: &str, constraint: &str) -> Resul
         Ok(())
     })();
     run("PRAGMA legacy_alter_table = OFF")?;
-    result?;
-    let violations: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM pragma_foreign_key_check(?1)",
-            [&name],
-            |r| r.get(0),
-        )
-        .map_err(|e| to_pg(&e))?;
-    if violations > 0 {
-        return Err(PgError::new(
-            code::FOREIGN_KEY_VIOLATION,
-            format!(
-                "insert or update on table \"{name}\" violates the new foreign key constraint ({violations} rows)"
-            ),
-        ));
-    }
-    Ok(())
+    result
 }

@@ -948,6 +948,13 @@ impl Builder {
                 serial,
             });
         }
+        let unique_constraints: std::collections::HashSet<String> = conn
+            .prepare("SELECT index_name FROM main.__unidb_constraints WHERE kind = 'u'")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get::<_, String>(0))
+                    .and_then(|rows| rows.collect())
+            })
+            .unwrap_or_default();
         // Indexes: those SQLite made for PRIMARY KEY / UNIQUE take the constraint's
         // name, an INTEGER PRIMARY KEY (the rowid) gets the index PostgreSQL has.
         for rel in b.relations.iter_mut().filter(|r| r.kind == 'r') {
@@ -1026,6 +1033,20 @@ impl Builder {
                     rel.constraints
                         .iter()
                         .position(|c| c.kind == kind && c.columns == names)
+                } else if unique_constraints.contains(&iname) {
+                    // A UNIQUE constraint added by ALTER TABLE is this index.
+                    rel.constraints.push(Constraint {
+                        name: iname.clone(),
+                        kind: 'u',
+                        columns: names.clone(),
+                        ref_table: None,
+                        ref_columns: Vec::new(),
+                        on_delete: 'a',
+                        on_update: 'a',
+                        def: format!("UNIQUE ({})", names.join(", ")),
+                        bare_check: false,
+                    });
+                    Some(rel.constraints.len() - 1)
                 } else {
                     None
                 };
