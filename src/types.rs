@@ -37,6 +37,10 @@ pub enum PgType {
     Uuid,
     /// A literal whose type PostgreSQL itself would leave open; served as text.
     Unknown,
+    /// A type's name (`pg_typeof`), served as text.
+    Regtype,
+    /// No value (`pg_advisory_lock`, `pg_sleep`): an empty text.
+    Void,
 }
 
 /// `1 Jan 2000`, PostgreSQL's epoch for binary dates and timestamps.
@@ -59,6 +63,8 @@ impl PgType {
             PgType::Float4 => 700,
             PgType::Float8 => 701,
             PgType::Unknown => 705,
+            PgType::Regtype => 2206,
+            PgType::Void => 2278,
             PgType::Bpchar => 1042,
             PgType::Varchar => 1043,
             PgType::Date => 1082,
@@ -86,6 +92,8 @@ impl PgType {
             700 => PgType::Float4,
             701 => PgType::Float8,
             705 => PgType::Unknown,
+            2206 => PgType::Regtype,
+            2278 => PgType::Void,
             1042 => PgType::Bpchar,
             1043 => PgType::Varchar,
             1082 => PgType::Date,
@@ -125,6 +133,8 @@ impl PgType {
             PgType::Jsonb => "jsonb",
             PgType::Uuid => "uuid",
             PgType::Unknown => "unknown",
+            PgType::Regtype => "regtype",
+            PgType::Void => "void",
         }
     }
 
@@ -598,7 +608,9 @@ pub fn encode_binary(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgR
         | PgType::Bpchar
         | PgType::Name
         | PgType::Json
-        | PgType::Unknown => encode_text(ty, value, out)?,
+        | PgType::Unknown
+        | PgType::Regtype
+        | PgType::Void => encode_text(ty, value, out)?,
     }
     Ok(())
 }

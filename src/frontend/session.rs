@@ -149,6 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             who: Arc::new(crate::backend::sqlite::SessionView {
                 user: Arc::from(user.as_str()),
                 pid,
+                txid: std::sync::atomic::AtomicI64::new(0),
                 settings: std::sync::RwLock::new(HashMap::new()),
             }),
         };
@@ -183,6 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         // Dropping the session drops any writer lease, which rolls back an open
         // transaction before the writer serves another client.
+        self.db.release_advisory_locks(self.pid, false);
         let _ = self.stream.shutdown().await;
     }
 
@@ -402,6 +404,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Tx::Open(l) | Tx::Failed(l) => Tx::Failed(l),
             Tx::Idle => Tx::Idle,
         };
+    }
+
+    /// A transaction (or an autocommitted statement) ended: its transaction-level
+    /// advisory locks are released and the next one gets a new `txid_current()`.
+    fn end_of_transaction(&self) {
+        self.who.txid.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.db.release_advisory_locks(self.pid, true);
     }
 
     /// Publishes the settings to statements (`current_setting()`).
@@ -743,6 +752,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 } else {
                     self.out.extend_from_slice(&output.data);
                     msg::command_complete(&mut self.out, &command_tag(stmt.tag, output.rows));
+                }
+                if matches!(self.tx, Tx::Idle) {
+                    self.end_of_transaction();
                 }
             }
         }
@@ -1096,6 +1108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // On failure the lease's drop rolls back whatever is still open.
         drop(lease);
         let changed = self.gucs.end(sql == "COMMIT" && r.is_ok());
+        self.end_of_transaction();
         for (k, v) in &changed {
             msg::parameter_status(&mut self.out, k, v);
         }

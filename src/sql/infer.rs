@@ -39,6 +39,8 @@ pub enum TypeHint {
         avg: bool,
         arg: Box<TypeHint>,
     },
+    /// `min`/`max`: the argument's type, but text for varchar.
+    TextIfVarchar(Box<TypeHint>),
     Unknown,
 }
 
@@ -438,9 +440,23 @@ impl Collector {
                     "row_number" | "rank" | "dense_rank" | "ntile" => TypeHint::Known(PgType::Int8),
                     "percent_rank" | "cume_dist" => TypeHint::Known(PgType::Float8),
                     "lag" | "lead" | "first_value" | "last_value" | "nth_value" => first_type(),
-                    "min" | "max" | "coalesce" | "abs" => {
-                        first_arg.map_or(TypeHint::Unknown, |a| self.infer(a))
+                    // min/max of varchar are text's (varchar has no aggregates).
+                    "min" | "max" => first_arg.map_or(TypeHint::Unknown, |a| match self.infer(a) {
+                        TypeHint::Known(PgType::Varchar) => TypeHint::Known(PgType::Text),
+                        known @ (TypeHint::Known(_) | TypeHint::Unknown) => known,
+                        other => TypeHint::TextIfVarchar(Box::new(other)),
+                    }),
+                    "coalesce" | "abs" => first_arg.map_or(TypeHint::Unknown, |a| self.infer(a)),
+                    "age" => TypeHint::Known(PgType::Interval),
+                    "pg_typeof" => TypeHint::Known(PgType::Regtype),
+                    "pg_current_xact_id" => TypeHint::Known(PgType::Int8),
+                    "pg_advisory_unlock" | "pg_try_advisory_xact_lock" => {
+                        TypeHint::Known(PgType::Bool)
                     }
+                    "pg_advisory_lock"
+                    | "pg_advisory_xact_lock"
+                    | "pg_advisory_unlock_all"
+                    | "pg_sleep" => TypeHint::Known(PgType::Void),
                     "now"
                     | "current_timestamp"
                     | "transaction_timestamp"
@@ -506,13 +522,23 @@ impl Collector {
     /// Records parameter hints found anywhere in `e`.
     fn walk(&mut self, e: &Expr) {
         match e {
-            Expr::BinaryOp { left, right, .. } => {
+            Expr::BinaryOp { left, op, right } => {
+                // `$1 || x` concatenates text whatever x is.
+                let concat = *op == BinaryOperator::StringConcat;
                 if let Some(p) = placeholder(left) {
-                    let h = self.infer(right);
+                    let h = if concat {
+                        TypeHint::Known(PgType::Text)
+                    } else {
+                        self.infer(right)
+                    };
                     self.set_param(p, h);
                 }
                 if let Some(p) = placeholder(right) {
-                    let h = self.infer(left);
+                    let h = if concat {
+                        TypeHint::Known(PgType::Text)
+                    } else {
+                        self.infer(left)
+                    };
                     self.set_param(p, h);
                 }
                 self.walk(left);
@@ -717,6 +743,13 @@ fn wider(a: PgType, b: PgType) -> PgType {
         Float8 => 6,
         _ => 0,
     };
+    // real combined with an integer is double precision (the integer is cast).
+    if matches!(
+        (a, b),
+        (Float4, Int2 | Int4 | Int8 | Numeric) | (Int2 | Int4 | Int8 | Numeric, Float4)
+    ) {
+        return Float8;
+    }
     if rank(a) == 0 {
         b
     } else if rank(b) == 0 || rank(a) >= rank(b) {

@@ -244,9 +244,9 @@ fn plan_statement(mut stmt: Statement) -> PgResult<Stmt> {
         }
     }
     let mut hints = infer::collect(&stmt);
-    rewrite::number_typeof_calls(&mut stmt, hints.typeof_args.len());
     // Every `$n` counts, even one without a type hint or one the rewrite drops.
     let highest = highest_placeholder(&stmt);
+    rewrite::number_typeof_calls(&mut stmt, hints.typeof_args.len());
     if hints.params.len() < highest {
         hints.params.resize(highest, TypeHint::Unknown);
     }

@@ -551,7 +551,16 @@ pub fn number_typeof_calls(stmt: &mut Statement, count: usize) {
             if let Expr::Function(f) = e {
                 if object_base_name(&f.name) == "pg_typeof" && self.next < self.count {
                     let k = Expr::Value(Value::Number(self.next.to_string(), false).into());
-                    *e = call("pg_typeof_hint", k);
+                    // The argument stays (unused) so that `pg_typeof(count(*))` is
+                    // still an aggregate query.
+                    let arg = match &f.args {
+                        FunctionArguments::List(l) => match l.args.first() {
+                            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(a))) => a.clone(),
+                            _ => Expr::Value(Value::Null.into()),
+                        },
+                        _ => Expr::Value(Value::Null.into()),
+                    };
+                    *e = call_args("pg_typeof_hint", vec![k, arg]);
                     self.next += 1;
                 }
             }
@@ -1215,7 +1224,11 @@ impl ExprRewriter {
                     PgType::Timestamptz => call("pg_timestamptz", inner),
                     PgType::Uuid => call("pg_uuid", inner),
                     PgType::Bytea => call("pg_bytea", inner),
-                    PgType::Json | PgType::Jsonb | PgType::Unknown => Expr::Nested(Box::new(inner)),
+                    PgType::Json
+                    | PgType::Jsonb
+                    | PgType::Unknown
+                    | PgType::Regtype
+                    | PgType::Void => Expr::Nested(Box::new(inner)),
                     PgType::Interval => {
                         call_args("pg_interval", vec![inner, Expr::Value(Value::Null.into())])
                     }

@@ -18,6 +18,9 @@ use crate::types::{self, PgType};
 pub struct SessionView {
     pub user: Arc<str>,
     pub pid: i32,
+    /// `txid_current()` of the running transaction (0: none assigned yet); the
+    /// session clears it when a transaction or autocommit statement ends.
+    pub txid: std::sync::atomic::AtomicI64,
     /// Lower-cased setting name → value; the session replaces it after SET/RESET.
     pub settings: std::sync::RwLock<std::collections::HashMap<String, String>>,
 }
@@ -119,7 +122,9 @@ pub fn register(
     conn: &Connection,
     database: &str,
     cancel: Arc<AtomicBool>,
+    locks: Arc<super::locks::AdvisoryLocks>,
 ) -> rusqlite::Result<()> {
+    register_lock_functions(conn, locks, cancel.clone())?;
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     for (name, ty) in [
         ("pg_bool", PgType::Bool),
@@ -1494,7 +1499,7 @@ fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
             super::system_catalog::format_type(oid, typmod).unwrap_or_else(|| "???".to_string()),
         ))
     })?;
-    conn.create_scalar_function("pg_typeof_hint", 1, FunctionFlags::SQLITE_UTF8, |ctx| {
+    conn.create_scalar_function("pg_typeof_hint", 2, FunctionFlags::SQLITE_UTF8, |ctx| {
         let k: i64 = ctx.get(0)?;
         Ok(TYPEOF.with(|t| {
             usize::try_from(k)
@@ -1771,4 +1776,81 @@ fn age(a: chrono::NaiveDateTime, b: chrono::NaiveDateTime) -> types::Interval {
     } else {
         iv
     }
+}
+
+/// Transaction ids handed out by `txid_current()`, process-wide and increasing.
+static NEXT_TXID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1000);
+
+fn session_pid() -> i32 {
+    SESSION.with(|s| s.borrow().as_ref().map_or(0, |v| v.pid))
+}
+
+/// The lock key of `pg_advisory_lock(bigint)` or `pg_advisory_lock(int, int)`.
+fn lock_key(ctx: &Context<'_>) -> rusqlite::Result<Option<i64>> {
+    if ctx.len() == 2 {
+        let (a, b) = (ctx.get::<Option<i64>>(0)?, ctx.get::<Option<i64>>(1)?);
+        return Ok(match (a, b) {
+            (Some(a), Some(b)) => Some(((a & 0xffff_ffff) << 32) | (b & 0xffff_ffff)),
+            _ => None,
+        });
+    }
+    ctx.get::<Option<i64>>(0)
+}
+
+fn register_lock_functions(
+    conn: &Connection,
+    locks: Arc<super::locks::AdvisoryLocks>,
+    cancel: Arc<AtomicBool>,
+) -> rusqlite::Result<()> {
+    use super::locks::Acquired;
+    let flags = FunctionFlags::SQLITE_UTF8;
+    conn.create_scalar_function("txid_current", 0, flags, |_| {
+        Ok(SESSION.with(|s| match s.borrow().as_ref() {
+            Some(v) => {
+                let cur = v.txid.load(Ordering::Relaxed);
+                if cur != 0 {
+                    return cur;
+                }
+                let id = NEXT_TXID.fetch_add(1, Ordering::Relaxed);
+                v.txid.store(id, Ordering::Relaxed);
+                id
+            }
+            None => NEXT_TXID.fetch_add(1, Ordering::Relaxed),
+        }))
+    })?;
+    for n in [1, 2] {
+        for (name, xact, wait) in [
+            ("pg_advisory_lock", false, true),
+            ("pg_advisory_xact_lock", true, true),
+            ("pg_try_advisory_lock", false, false),
+            ("pg_try_advisory_xact_lock", true, false),
+        ] {
+            let locks = locks.clone();
+            let cancel = cancel.clone();
+            conn.create_scalar_function(name, n, flags, move |ctx| {
+                let Some(key) = lock_key(ctx)? else {
+                    return Ok(Value::Null);
+                };
+                match locks.acquire(key, session_pid(), xact, wait, &cancel) {
+                    Acquired::Yes if wait => Ok(Value::Text(String::new())),
+                    Acquired::Yes => Ok(Value::Integer(1)),
+                    Acquired::Busy => Ok(Value::Integer(0)),
+                    Acquired::Cancelled => Err(user_error(crate::error::PgError::new(
+                        crate::error::code::QUERY_CANCELED,
+                        "canceling statement due to user request",
+                    ))),
+                }
+            })?;
+        }
+        let l = locks.clone();
+        conn.create_scalar_function("pg_advisory_unlock", n, flags, move |ctx| {
+            Ok(lock_key(ctx)?.map(|key| l.release(key, session_pid())))
+        })?;
+    }
+    let l = locks.clone();
+    conn.create_scalar_function("pg_advisory_unlock_all", 0, flags, move |_| {
+        l.release_all(session_pid(), false);
+        Ok(String::new())
+    })?;
+    Ok(())
 }

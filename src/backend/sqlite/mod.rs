@@ -10,6 +10,7 @@
 mod catalog;
 mod errors;
 mod functions;
+mod locks;
 mod queue;
 mod rebuild;
 mod system_catalog;
@@ -39,6 +40,8 @@ type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 /// State shared by the database handle and its worker threads.
 pub struct Shared {
     pub name: String,
+    /// Advisory locks taken by this database's sessions.
+    pub locks: Arc<locks::AdvisoryLocks>,
     /// Bumped after DDL and after the end of a transaction that ran DDL; workers
     /// reload the side catalog and forget cached descriptions when it moves.
     pub schema_gen: AtomicU64,
@@ -70,9 +73,10 @@ impl SqliteDb {
         }
         let shared = Arc::new(Shared {
             name: name.to_string(),
+            locks: Arc::new(locks::AdvisoryLocks::default()),
             schema_gen: AtomicU64::new(1),
         });
-        let writer_conn = open_connection(&config.path, config, name, false)?;
+        let writer_conn = open_connection(&config.path, config, name, false, &shared.locks)?;
         catalog::ensure_table(&writer_conn.0)?;
         let writer_queue = Arc::new(JobQueue::new());
         let reader_queue = Arc::new(JobQueue::new());
@@ -84,7 +88,7 @@ impl SqliteDb {
             writer_queue.clone(),
         )?);
         for i in 0..config.readers {
-            let conn = open_connection(&config.path, config, name, true)?;
+            let conn = open_connection(&config.path, config, name, true, &shared.locks)?;
             let w = Worker::new(conn.0, conn.1, shared.clone(), false);
             threads.push(spawn_worker(
                 format!("{name}-reader-{i}"),
@@ -123,6 +127,12 @@ impl SqliteDb {
     }
 
     /// 1 while a session holds the writer (a write transaction is open), else 0.
+    /// The session `pid` ended (`xact_only`: its transaction ended): its advisory
+    /// locks are released.
+    pub fn release_advisory_locks(&self, pid: i32, xact_only: bool) {
+        self.shared.locks.release_all(pid, xact_only);
+    }
+
     pub fn busy(&self) -> usize {
         1 - self.writer_permit.available_permits().min(1)
     }
@@ -288,6 +298,7 @@ fn open_connection(
     config: &SqliteConfig,
     database: &str,
     read_only: bool,
+    locks: &Arc<locks::AdvisoryLocks>,
 ) -> anyhow::Result<(Connection, Arc<AtomicBool>)> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -319,7 +330,7 @@ fn open_connection(
     ))?;
     conn.set_prepared_statement_cache_capacity(worker::STATEMENT_CACHE);
     let cancel = Arc::new(AtomicBool::new(false));
-    functions::register(&conn, database, cancel.clone())?;
+    functions::register(&conn, database, cancel.clone(), locks.clone())?;
     rusqlite::vtab::series::load_module(&conn)?;
     Ok((conn, cancel))
 }

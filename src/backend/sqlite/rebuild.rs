@@ -54,9 +54,11 @@ pub fn add_constraint(conn: &Connection, table: &str, constraint: &str) -> Resul
         .and_then(|mut v| v.pop())
     {
         Some(Statement::CreateTable(ct)) => ct,
-        _ => return Err(PgError::unsupported(format!(
+        _ => {
+            return Err(PgError::unsupported(format!(
             "ALTER TABLE … ADD CONSTRAINT on table \"{name}\", whose definition unidb cannot read"
-        ))),
+        )))
+        }
     };
     let added = Parser::new(&SQLiteDialect {})
         .try_with_sql(constraint)

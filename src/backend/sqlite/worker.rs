@@ -208,6 +208,10 @@ impl Worker {
                 _ => PgType::Int8,
             }),
             TypeHint::Fallback { hint, default } => self.resolve(hint, scope).or(Some(*default)),
+            TypeHint::TextIfVarchar(hint) => self.resolve(hint, scope).map(|t| match t {
+                PgType::Varchar => PgType::Text,
+                other => other,
+            }),
             TypeHint::Param(_) | TypeHint::Unknown => None,
         }
     }
@@ -389,6 +393,10 @@ impl Worker {
                 .typeof_args
                 .iter()
                 .map(|h| {
+                    let h = match h {
+                        TypeHint::Param(p) => stmt.params.get(*p).unwrap_or(h),
+                        other => other,
+                    };
                     self.resolve(h, &stmt.scope)
                         .and_then(|t| super::system_catalog::format_type(i64::from(t.oid()), None))
                         .unwrap_or_else(|| "unknown".to_string())
