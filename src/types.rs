@@ -1079,6 +1079,22 @@ mod tests {
 
 /// A numeric value printed with `scale` decimals, rounding half away from zero on
 /// the decimal digits (as PostgreSQL stores `numeric(p, s)`); `None` if not a number.
+/// A numeric value rounded to `scale` decimals (half away from zero, on its decimal
+/// digits), as stored in a `numeric(p, s)` column.
+pub fn round_numeric(v: Value, scale: u32) -> Value {
+    let text = match &v {
+        Value::Integer(_) => return v,
+        Value::Real(f) => numeric_with_scale(ValueRef::Real(*f), scale),
+        Value::Text(t) => numeric_with_scale(ValueRef::Text(t.as_bytes()), scale),
+        _ => None,
+    };
+    match text {
+        Some(t) if scale == 0 => t.parse::<i64>().map_or(v, Value::Integer),
+        Some(t) => t.parse::<f64>().map_or(v, Value::Real),
+        None => v,
+    }
+}
+
 pub fn numeric_with_scale(v: ValueRef<'_>, scale: u32) -> Option<String> {
     let text = match v {
         ValueRef::Integer(i) => i.to_string(),

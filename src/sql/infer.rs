@@ -41,6 +41,11 @@ pub enum TypeHint {
     },
     /// `min`/`max`: the argument's type, but text for varchar.
     TextIfVarchar(Box<TypeHint>),
+    /// A numeric printed with `scale` decimals (`x::numeric(10,2)`, `round(x, 2)`).
+    Scaled {
+        hint: Box<TypeHint>,
+        scale: u32,
+    },
     Unknown,
 }
 
@@ -80,6 +85,20 @@ pub fn object_base_name(name: &ObjectName) -> String {
     match name.0.last() {
         Some(ObjectNamePart::Identifier(id)) => id.value.to_ascii_lowercase(),
         _ => name.to_string().to_ascii_lowercase(),
+    }
+}
+
+/// The scale of `numeric(p, s)` (`s`) or `numeric(p)` (0).
+pub fn numeric_scale(dt: &DataType) -> Option<u32> {
+    use sqlparser::ast::ExactNumberInfo;
+    match dt {
+        DataType::Numeric(ExactNumberInfo::PrecisionAndScale(_, s))
+        | DataType::Decimal(ExactNumberInfo::PrecisionAndScale(_, s))
+        | DataType::Dec(ExactNumberInfo::PrecisionAndScale(_, s)) => u32::try_from(*s).ok(),
+        DataType::Numeric(ExactNumberInfo::Precision(_))
+        | DataType::Decimal(ExactNumberInfo::Precision(_))
+        | DataType::Dec(ExactNumberInfo::Precision(_)) => Some(0),
+        _ => None,
     }
 }
 
@@ -282,9 +301,13 @@ impl Collector {
                 _ => TypeHint::Unknown,
             },
             Expr::Interval(_) => TypeHint::Known(PgType::Interval),
-            Expr::Cast { data_type, .. } => {
-                pg_type_of(data_type).map_or(TypeHint::Unknown, TypeHint::Known)
-            }
+            Expr::Cast { data_type, .. } => match numeric_scale(data_type) {
+                Some(scale) => TypeHint::Scaled {
+                    hint: Box::new(TypeHint::Known(PgType::Numeric)),
+                    scale,
+                },
+                None => pg_type_of(data_type).map_or(TypeHint::Unknown, TypeHint::Known),
+            },
             Expr::Nested(inner) => self.infer(inner),
             Expr::UnaryOp { op, expr } => match op {
                 UnaryOperator::Not => TypeHint::Known(PgType::Bool),
@@ -448,6 +471,20 @@ impl Collector {
                     }),
                     "coalesce" | "abs" => first_arg.map_or(TypeHint::Unknown, |a| self.infer(a)),
                     "age" => TypeHint::Known(PgType::Interval),
+                    // round(x, n) is numeric with n decimals.
+                    "round" if args.len() == 2 => match args[1] {
+                        Expr::Value(v) => match &v.value {
+                            sqlparser::ast::Value::Number(n, _) => match n.parse::<u32>() {
+                                Ok(scale) => TypeHint::Scaled {
+                                    hint: Box::new(TypeHint::Known(PgType::Numeric)),
+                                    scale,
+                                },
+                                Err(_) => TypeHint::Known(PgType::Numeric),
+                            },
+                            _ => TypeHint::Known(PgType::Numeric),
+                        },
+                        _ => TypeHint::Known(PgType::Numeric),
+                    },
                     "pg_typeof" => TypeHint::Known(PgType::Regtype),
                     "pg_current_xact_id" => TypeHint::Known(PgType::Int8),
                     "pg_advisory_unlock" | "pg_try_advisory_xact_lock" => {

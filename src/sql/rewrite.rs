@@ -1197,7 +1197,16 @@ impl ExprRewriter {
                     PgType::Int4 | PgType::Oid => call("pg_int4", inner),
                     PgType::Int8 => call("pg_int8", inner),
                     PgType::Float4 | PgType::Float8 => call("pg_float8", inner),
-                    PgType::Numeric => call("pg_numeric", inner),
+                    PgType::Numeric => match super::infer::numeric_scale(data_type) {
+                        Some(scale) => call_args(
+                            "pg_numeric_scale",
+                            vec![
+                                inner,
+                                Expr::Value(Value::Number(scale.to_string(), false).into()),
+                            ],
+                        ),
+                        None => call("pg_numeric", inner),
+                    },
                     PgType::Varchar => match data_type {
                         // An explicit cast to varchar(n) truncates, as in PostgreSQL.
                         DataType::Varchar(Some(

@@ -75,9 +75,14 @@ fn cast_to(ctx: &Context<'_>, ty: PgType) -> rusqlite::Result<Value> {
         ValueRef::Integer(i) if ty.is_integer() => {
             types::decode_text(ty, &i.to_string()).map_err(user_error)
         }
-        ValueRef::Integer(i) if matches!(ty, PgType::Float8 | PgType::Numeric) => {
-            Ok(Value::Integer(i))
-        }
+        ValueRef::Integer(i) if ty == PgType::Float8 => Ok(Value::Integer(i)),
+        // A numeric divides exactly (`count(*)::numeric / n`): kept as a REAL when
+        // that loses nothing.
+        ValueRef::Integer(i) if ty == PgType::Numeric => Ok(if i.unsigned_abs() < (1 << 53) {
+            Value::Real(i as f64)
+        } else {
+            Value::Integer(i)
+        }),
         ValueRef::Real(f) if ty.is_integer() => {
             // PostgreSQL rounds half away from zero when casting to an integer.
             let r = f.round();
@@ -148,6 +153,12 @@ pub fn register(
         rusqlite::version()
     );
     conn.create_scalar_function("version", 0, det, move |_| Ok(version.clone()))?;
+    // x::numeric(p, s): the numeric cast, rounded to s decimals.
+    conn.create_scalar_function("pg_numeric_scale", 2, det, |ctx| {
+        let v = cast_to(ctx, PgType::Numeric)?;
+        let scale: u32 = ctx.get(1)?;
+        Ok(types::round_numeric(v, scale))
+    })?;
     let db = database.to_string();
     conn.create_scalar_function("current_database", 0, det, move |_| Ok(db.clone()))?;
     conn.create_scalar_function("current_schema", 0, det, |_| Ok("public"))?;

@@ -88,6 +88,9 @@ struct Described {
     /// Declared scale of result columns that come straight from a `numeric(p, s)`
     /// column: printed with that many decimals, as PostgreSQL does.
     scales: Vec<Option<u32>>,
+    /// Declared scale of parameters bound to `numeric(p, s)` columns: values are
+    /// rounded to it before they are stored, as PostgreSQL does.
+    param_scales: Vec<Option<u32>>,
     /// Result columns that are a bare `$n`: (column, parameter index).
     param_columns: Vec<(usize, usize)>,
     param_count: usize,
@@ -208,11 +211,33 @@ impl Worker {
                 _ => PgType::Int8,
             }),
             TypeHint::Fallback { hint, default } => self.resolve(hint, scope).or(Some(*default)),
+            TypeHint::Scaled { hint, .. } => self.resolve(hint, scope),
             TypeHint::TextIfVarchar(hint) => self.resolve(hint, scope).map(|t| match t {
                 PgType::Varchar => PgType::Text,
                 other => other,
             }),
             TypeHint::Param(_) | TypeHint::Unknown => None,
+        }
+    }
+
+    /// The display scale a hint implies: a cast or `round` to a scale, or a
+    /// `numeric(p, s)` column (directly, or through sum/min/max).
+    fn hint_scale(&self, hint: &TypeHint, scope: &[String]) -> Option<u32> {
+        match hint {
+            TypeHint::Scaled { scale, .. } => Some(*scale),
+            TypeHint::Column {
+                table: Some(t),
+                column,
+            } => self.catalog.scale(t, column),
+            TypeHint::Column {
+                table: None,
+                column,
+            } => scope.iter().find_map(|t| self.catalog.scale(t, column)),
+            TypeHint::Aggregate { avg: false, arg } | TypeHint::TextIfVarchar(arg) => {
+                self.hint_scale(arg, scope)
+            }
+            TypeHint::Fallback { hint, .. } => self.hint_scale(hint, scope),
+            _ => None,
         }
     }
 
@@ -223,10 +248,20 @@ impl Worker {
             .collect();
         let scales: Vec<Option<u32>> = prepared
             .columns_with_metadata()
-            .map(|meta| match (meta.table_name(), meta.origin_name()) {
+            .enumerate()
+            .map(|(i, meta)| match (meta.table_name(), meta.origin_name()) {
                 (Some(t), Some(c)) => self.catalog.scale(t, c),
-                _ => None,
+                _ => stmt
+                    .columns
+                    .as_ref()
+                    .and_then(|hints| hints.get(i))
+                    .and_then(|h| self.hint_scale(h, &stmt.scope)),
             })
+            .collect();
+        let param_scales: Vec<Option<u32>> = stmt
+            .params
+            .iter()
+            .map(|h| self.hint_scale(h, &stmt.scope))
             .collect();
         let columns = prepared
             .columns_with_metadata()
@@ -282,6 +317,7 @@ impl Worker {
         Described {
             columns,
             scales,
+            param_scales,
             param_columns,
             param_count,
             param_maps,
@@ -475,6 +511,7 @@ impl Worker {
             args,
             columns: &columns,
             scales: &d.scales,
+            param_scales: &d.param_scales,
             types: &types,
         };
         if stmt.extra_sql.is_empty() {
@@ -517,6 +554,7 @@ struct RunOne<'a> {
     args: &'a ExecArgs,
     columns: &'a [Column],
     scales: &'a [Option<u32>],
+    param_scales: &'a [Option<u32>],
     types: &'a [PgType],
 }
 
@@ -539,7 +577,12 @@ impl RunOne<'_> {
                     // Parameter format codes follow the same rule as result codes.
                     let binary =
                         FieldFormat::for_column(&args.param_formats, n - 1) == FieldFormat::Binary;
-                    types::decode_param(self.types[n - 1], binary, raw)?
+                    let ty = self.types[n - 1];
+                    let v = types::decode_param(ty, binary, raw)?;
+                    match (ty, self.param_scales.get(n - 1)) {
+                        (PgType::Numeric, Some(Some(scale))) => types::round_numeric(v, *scale),
+                        _ => v,
+                    }
                 }
             };
             prepared.raw_bind_parameter(i + 1, value)?;
