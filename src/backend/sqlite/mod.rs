@@ -8,6 +8,7 @@
 //! writer serves anyone else.
 
 mod catalog;
+mod copies;
 mod errors;
 mod functions;
 mod queue;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+pub use copies::BackupReport;
 use queue::JobQueue;
 pub use worker::{ExecArgs, ExecError, ExecOutput, Worker};
 
