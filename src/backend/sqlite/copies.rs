@@ -142,6 +142,8 @@ fn backup_blocking(src: &Path, dest: &Path) -> anyhow::Result<BackupReport> {
             .step(-1)
             .map_err(|e| anyhow::anyhow!("backup to {} failed: {e}", dest.display()))?;
     }
+    // The copy is one self-contained file: no WAL beside it.
+    copy.query_row("PRAGMA journal_mode=DELETE", [], |_| Ok(()))?;
     drop(copy);
     let (tables, rows) = verify(dest)?;
     let bytes = std::fs::metadata(dest).map_or(0, |m| m.len());
