@@ -239,7 +239,7 @@ fn main() -> anyhow::Result<()> {
                 let report = unidb::ops::demo::run(&state, &db, &opts, &stdout_progress())
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
-                print!("{}", report.render());
+                emit(&report.render());
                 if !report.matches_expected {
                     anyhow::bail!(
                         "the database's metrics differ from the generator's own count (seed {seed})"
@@ -315,8 +315,16 @@ async fn health(base: &str, raw: bool) -> anyhow::Result<bool> {
     Ok(v["status"] == "critical")
 }
 
+/// Writes to stdout; a closed pipe (`unidb migrate status | head`) is not an error.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 fn stdout_progress() -> migrate::Progress {
-    Arc::new(|line: &str| println!("{line}"))
+    Arc::new(|line: &str| emit(&format!("{line}\n")))
 }
 
 /// Runs `f` on a server state holding the chosen database (and the PostgreSQL
@@ -396,7 +404,7 @@ async fn migrate_command(
     m.lock_wait = lock_wait;
     let r: Result<i32, MigrateError> = match command {
         MigrateCommand::Status => m.status().await.map(|s| {
-            print!("{}", s.render());
+            emit(&s.render());
             0
         }),
         MigrateCommand::Up {
@@ -447,13 +455,12 @@ async fn migrate_command(
                 _ => VersionStyle::Auto,
             };
             m.create(&name, style).map(|(up, down)| {
-                println!("created {}", up.display());
-                println!("created {}", down.display());
+                emit(&format!("created {}\ncreated {}\n", up.display(), down.display()));
                 0
             })
         }
         MigrateCommand::Validate => m.validate().await.map(|r| {
-            print!("{}", r.render());
+            emit(&r.render());
             i32::from(!r.ok())
         }),
         MigrateCommand::Repair { dry_run } => m.repair(dry_run).await.map(|_| 0),

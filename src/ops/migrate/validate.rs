@@ -314,7 +314,7 @@ async fn snapshot(t: &mut Target) -> Result<Vec<String>, String> {
     }
     let rows = t
         .rows(
-            "SELECT 'relation ' || c.relkind || ' ' || c.relname FROM pg_class c \
+            "SELECT 'relation ' || c.relkind::text || ' ' || c.relname FROM pg_class c \
                WHERE c.relnamespace = current_schema()::regnamespace \
              UNION ALL SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' \
                || is_nullable || ' ' || coalesce(column_default, '') FROM information_schema.columns \
