@@ -707,11 +707,12 @@ pub fn default_applied_by() -> String {
     format!("{user}@{host}")
 }
 
-/// `<file>.pre-migrate-<UTC time>` next to the database file.
+/// `<file>.pre-migrate-<UTC time>-<pid>` next to the database file (the pid keeps
+/// two runs started in the same millisecond apart).
 fn backup_path(db: &Path) -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".pre-migrate-{stamp}"));
+    name.push(format!(".pre-migrate-{stamp}-{}", std::process::id()));
     db.with_file_name(name)
 }
 
