@@ -504,3 +504,444 @@ async fn a_failing_migration_leaves_database_and_ledger_as_they_were() {
     assert_eq!(states(&st), vec!["applied"; 3], "{st}");
 }
 
+
+/// Migrations that each sleep a little and log that they ran, so that concurrent
+/// runs overlap.
+fn slow_fixture(n: usize) -> tempfile::TempDir {
+    let mut files = vec![(
+        "0001_log.up.sql".to_string(),
+        "CREATE TABLE applied_log (migration integer NOT NULL);\nINSERT INTO applied_log VALUES (1);\n".to_string(),
+    ), ("0001_log.down.sql".to_string(), "DROP TABLE applied_log;\n".to_string())];
+    for i in 2..=n {
+        files.push((
+            format!("{i:04}_step.up.sql"),
+            format!("CREATE TABLE step_{i} (a integer);\nSELECT pg_sleep(0.15);\nINSERT INTO applied_log VALUES ({i});\n"),
+        ));
+        files.push((
+            format!("{i:04}_step.down.sql"),
+            format!("DROP TABLE step_{i};\nDELETE FROM applied_log WHERE migration = {i};\n"),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    fixture(&refs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_apply_each_migration_once() {
+    let cluster = PgCluster::start("");
+    let files = slow_fixture(6);
+    let dir = tempfile::tempdir().unwrap();
+    let lite = write_config(dir.path(), None, files.path(), "");
+    let pg = write_config(dir.path(), Some(&cluster.app_url()), files.path(), "");
+    for config in [&lite, &pg] {
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                let config = config.clone();
+                tokio::spawn(async move { unidb(&["migrate", "up"], &config).await })
+            })
+            .collect();
+        let mut applied = 0;
+        for r in runs {
+            let o = r.await.unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+            applied += String::from_utf8_lossy(&o.stdout).matches("  done in").count();
+        }
+        assert_eq!(applied, 6, "every migration applied by exactly one run");
+        let st = migrate(config, &["status"]).await;
+        assert_eq!(states(&st), vec!["applied"; 6], "{st}");
+    }
+    let c = rusqlite::Connection::open(dir.path().join("app.db")).unwrap();
+    let log: Vec<i64> = c
+        .prepare("SELECT migration FROM applied_log ORDER BY migration")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(log, vec![1, 2, 3, 4, 5, 6]);
+    let pgc = pg_client(&cluster).await;
+    let log: Vec<i32> = pgc
+        .query("SELECT migration FROM applied_log ORDER BY migration", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(log, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_drift_is_refused_until_repair() {
+    let files = fixture(&[
+        ("0001_a.up.sql", "CREATE TABLE a (x integer);\n"),
+        ("0001_a.down.sql", "DROP TABLE a;\n"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let lite = write_config(dir.path(), None, files.path(), "");
+    migrate(&lite, &["up"]).await;
+    // Line ends converted by a checkout are not an edit.
+    std::fs::write(files.path().join("0001_a.up.sql"), "CREATE TABLE a (x integer);\r\n").unwrap();
+    let st = migrate(&lite, &["status"]).await;
+    assert_eq!(states(&st), vec!["applied"], "{st}");
+
+    std::fs::write(
+        files.path().join("0001_a.up.sql"),
+        "-- reformatted\nCREATE TABLE a (\n    x integer\n);\n",
+    )
+    .unwrap();
+    std::fs::write(files.path().join("0002_b.up.sql"), "CREATE TABLE b (y integer);\n").unwrap();
+    std::fs::write(files.path().join("0002_b.down.sql"), "DROP TABLE b;\n").unwrap();
+    let st = migrate(&lite, &["status"]).await;
+    assert_eq!(states(&st), vec!["checksum drift", "pending"], "{st}");
+    assert!(st.contains("hint: checksum drift"), "{st}");
+    for args in [&["up"][..], &["down"][..], &["redo"][..]] {
+        let err = migrate_fails(&lite, args).await;
+        assert!(err.contains("0001_a: the up file changed after it was applied"), "{err}");
+        assert!(err.contains("unidb migrate repair"), "{err}");
+    }
+    assert_eq!(sqlite_tables(&dir.path().join("app.db")), vec!["a", "unidb_migrations"]);
+    let dry = migrate(&lite, &["repair", "--dry-run"]).await;
+    assert!(dry.contains("would repair 0001_a: checksum"), "{dry}");
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["checksum drift", "pending"]);
+    let fixed = migrate(&lite, &["repair"]).await;
+    assert!(fixed.contains("repaired 0001_a: checksum"), "{fixed}");
+    migrate(&lite, &["up"]).await;
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "applied"]);
+
+    // A file removed after it was applied blocks too; repair forgets it.
+    std::fs::remove_file(files.path().join("0002_b.up.sql")).unwrap();
+    std::fs::remove_file(files.path().join("0002_b.down.sql")).unwrap();
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "missing file"]);
+    let err = migrate_fails(&lite, &["up"]).await;
+    assert!(err.contains("2_b: applied, but its files are missing"), "{err}");
+    migrate(&lite, &["repair"]).await;
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_the_sql_each_backend_would_run_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = write_config(dir.path(), None, &platform(), "");
+    let out = migrate(&lite, &["up", "--to", "20261125090100", "--dry-run"]).await;
+    // The SQLite form after rewriting, with the transaction and the ledger row.
+    for expected in [
+        "-- 20261125090000_create_projects (up, one transaction)",
+        "BEGIN IMMEDIATE;",
+        "CREATE TABLE projects (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,",
+        "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        "CREATE UNIQUE INDEX projects_name_live_key ON projects(name) WHERE deleted_at IS NULL;",
+        "INSERT INTO unidb_migrations (version, name, checksum, execution_ms, success, applied_by) VALUES (20261125090000, 'create_projects',",
+        "CREATE TABLE videos (id INTEGER PRIMARY KEY AUTOINCREMENT, project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE",
+        "COMMIT;",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("bigserial") && !out.contains("timestamptz"), "{out}");
+    assert!(!out.contains("ground_truth_objects"), "--to stops at videos:\n{out}");
+    // Nothing ran: no table, no ledger, no backup.
+    assert!(sqlite_tables(&dir.path().join("app.db")).is_empty());
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["pending"; 5]);
+    let backups = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("pre-migrate"))
+        .count();
+    assert_eq!(backups, 0);
+
+    // The down direction, once applied.
+    migrate(&lite, &["up"]).await;
+    let out = migrate(&lite, &["down", "--steps", "2", "--dry-run"]).await;
+    assert!(out.contains("DROP TABLE detection_events;"), "{out}");
+    assert!(out.contains("DELETE FROM unidb_migrations WHERE version = 20261125090300"), "{out}");
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied"; 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_writes_a_pair_and_down_refuses_without_a_down_file() {
+    let files = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lite = write_config(dir.path(), None, files.path(), "");
+    let out = migrate(&lite, &["create", "add things", "--sequential"]).await;
+    assert!(out.contains("0001_add_things.up.sql") && out.contains("0001_add_things.down.sql"), "{out}");
+    std::fs::write(files.path().join("0001_add_things.up.sql"), "CREATE TABLE things (id bigserial PRIMARY KEY);\n").unwrap();
+    std::fs::write(files.path().join("0001_add_things.down.sql"), "DROP TABLE things;\n").unwrap();
+    let out = migrate(&lite, &["create", "seed_things"]).await;
+    assert!(out.contains("0002_seed_things.up.sql"), "numbered like the others: {out}");
+    // A data migration without a down file.
+    std::fs::write(files.path().join("0002_seed_things.up.sql"), "INSERT INTO things DEFAULT VALUES;\n").unwrap();
+    std::fs::remove_file(files.path().join("0002_seed_things.down.sql")).unwrap();
+    migrate(&lite, &["up"]).await;
+    let st = migrate(&lite, &["status"]).await;
+    assert!(st.contains("| no"), "the status shows the missing down file: {st}");
+    let err = migrate_fails(&lite, &["down", "--to", "0"]).await;
+    assert!(err.contains("0002_seed_things: no down file"), "{err}");
+    assert!(err.contains("nothing was reverted"), "{err}");
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "applied"]);
+    let err = migrate_fails(&lite, &["up", "--to", "7"]).await;
+    assert!(err.contains("--to 7: no migration has this version"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_finds_what_is_wrong_with_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A down file that does not undo its up file.
+    let files = fixture(&[
+        ("0001_a.up.sql", "CREATE TABLE a (x integer);\nCREATE INDEX a_x ON a (x);\n"),
+        ("0001_a.down.sql", "DROP INDEX a_x;\n"),
+    ]);
+    let lite = write_config(dir.path(), None, files.path(), "");
+    let o = unidb(&["migrate", "validate"], &lite).await;
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("0001_a: the down file does not restore the schema"), "{out}");
+    assert!(out.contains("+ table a on a"), "the difference is shown: {out}");
+
+    // Unparsable SQL, transaction control, a statement without a SQLite form, a
+    // bad directive, a stray file name: all reported at once.
+    let files = fixture(&[
+        ("0001_a.up.sql", "CREATE TABLE a (x integer;\n"),
+        ("0001_a.down.sql", "DROP TABLE a;\n"),
+        ("0002_b.up.sql", "BEGIN;\nCREATE TABLE b (y integer);\nCOMMIT;\n"),
+        ("0002_b.down.sql", "DROP TABLE b;\n"),
+        ("0003_c.up.sql", "CREATE TABLE c (z integer);\nLISTEN channel;\n"),
+        ("0003_c.down.sql", "DROP TABLE c;\n"),
+    ]);
+    let lite = write_config(dir.path(), None, files.path(), "");
+    let o = unidb(&["migrate", "validate"], &lite).await;
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("0001_a.up.sql:1: does not parse"), "{out}");
+    assert!(out.contains("must not manage transactions"), "{out}");
+    assert!(out.contains("0003_c.up.sql:2: has no SQLite form"), "{out}");
+    assert!(out.contains("validation FAILED"), "{out}");
+
+    std::fs::write(files.path().join("0004_d.up.sql"), "-- unidb: no-transactions\nSELECT 1;\n").unwrap();
+    std::fs::write(files.path().join("0005.up.sql"), "SELECT 1;\n").unwrap();
+    let o = unidb(&["migrate", "validate"], &lite).await;
+    let out = text(&o);
+    assert!(out.contains("unknown directive `-- unidb: no-transactions`"), "{out}");
+    assert!(out.contains("0005.up.sql: expected <version>_<name>.up.sql"), "{out}");
+
+    // Out of order: a migration older than the newest applied one.
+    let files = fixture(&[
+        ("0002_b.up.sql", "CREATE TABLE b (y integer);\n"),
+        ("0002_b.down.sql", "DROP TABLE b;\n"),
+    ]);
+    let lite = write_config(dir.path(), None, files.path(), "");
+    migrate(&lite, &["up"]).await;
+    std::fs::write(files.path().join("0001_a.up.sql"), "CREATE TABLE a (x integer);\n").unwrap();
+    std::fs::write(files.path().join("0001_a.down.sql"), "DROP TABLE a;\n").unwrap();
+    let st = migrate(&lite, &["status"]).await;
+    assert_eq!(states(&st), vec!["pending (out of order)", "applied"], "{st}");
+    let err = migrate_fails(&lite, &["validate"]).await;
+    assert!(err.contains("0001_a: not applied, but older than the applied 0002_b"), "{err}");
+    let err = migrate_fails(&lite, &["up"]).await;
+    assert!(err.contains("would run out of order"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_is_copied_before_migrating_and_restored_on_failure_when_asked() {
+    let files = fixture(&[
+        (
+            "0001_a.up.sql",
+            "CREATE TABLE a (x integer);\nINSERT INTO a VALUES (1), (2), (3);\n",
+        ),
+        ("0001_a.down.sql", "DROP TABLE a;\n"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let lite = write_config(dir.path(), None, files.path(), "migrate_backup_keep = 2");
+    let db = dir.path().join("app.db");
+    let out = migrate(&lite, &["up"]).await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("backup: "))
+        .unwrap_or_else(|| panic!("no backup line in {out}"));
+    assert!(line.contains("integrity ok"), "{line}");
+    let path = line
+        .strip_prefix("backup: ")
+        .unwrap()
+        .split(" (")
+        .next()
+        .unwrap();
+    assert!(Path::new(path).exists(), "{path}");
+    assert!(path.contains("app.db.pre-migrate-"), "{path}");
+
+    // A run of two migrations whose second fails: with --restore-on-failure the
+    // first is undone too, because the whole file comes back from the copy.
+    std::fs::write(files.path().join("0002_b.up.sql"), "CREATE TABLE b (y integer);\nINSERT INTO b VALUES (1);\n").unwrap();
+    std::fs::write(files.path().join("0002_b.down.sql"), "DROP TABLE b;\n").unwrap();
+    std::fs::write(files.path().join("0003_c.up.sql"), "UPDATE a SET x = x * 10;\nINSERT INTO a VALUES ('not a number');\n").unwrap();
+    std::fs::write(files.path().join("0003_c.down.sql"), "UPDATE a SET x = x / 10;\n").unwrap();
+    let before = sqlite_state(&db, &["a"]);
+    let err = migrate_fails(&lite, &["up", "--restore-on-failure"]).await;
+    assert!(err.contains("0003_c (up) failed at statement 2 of 2"), "{err}");
+    assert!(err.contains("restored from the copy made before this run"), "{err}");
+    assert_eq!(sqlite_state(&db, &["a"]), before, "0002_b was undone as well");
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "pending", "pending"]);
+    // Without it, 0002_b stays applied and only 0003_c rolls back.
+    migrate_fails(&lite, &["up"]).await;
+    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "applied", "pending"]);
+    // Old copies are pruned to migrate_backup_keep.
+    let copies = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".pre-migrate-"))
+        .count();
+    assert_eq!(copies, 2);
+}
+
+async fn wait_connect(port: u16, db: &str) -> tokio_postgres::Client {
+    let url = format!("host=127.0.0.1 port={port} user=app password=app dbname={db}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                return c;
+            }
+            Err(e) if Instant::now() > deadline => panic!("unidb did not start: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_start_and_the_admin_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::pg::free_port();
+    let config = write_config(dir.path(), None, &platform(), "migrate_on_start = true");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"\nadmin_users", &format!("listen = \"127.0.0.1:{port}\"\nadmin_users"));
+    std::fs::write(&config, text).unwrap();
+    let _serve = Serve(
+        std::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let app = wait_connect(port, "app").await;
+    // The schema was there before the first client got in.
+    let n: i64 = app
+        .query_one("SELECT count(*) FROM detection_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let console = wait_connect(port, "unidb").await;
+    let rows = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<Vec<String>> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("").to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let st = rows(console.simple_query("MIGRATE STATUS").await.unwrap());
+    assert_eq!(st.len(), 5);
+    assert!(st.iter().all(|r| r[2] == "applied"), "{st:?}");
+    assert!(st[0][5].ends_with("(migrate_on_start)"), "{st:?}");
+
+    let down = rows(console.simple_query("MIGRATE DOWN app STEPS 2").await.unwrap());
+    assert_eq!(down.len(), 2, "{down:?}");
+    assert_eq!(down[0][0], "20261125090400_create_detection_events");
+    assert_eq!(down[0][1], "down");
+    // The server's own sessions see the change at once.
+    let e = app
+        .query_one("SELECT count(*) FROM detection_events", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42P01");
+    let st = rows(console.simple_query("MIGRATE STATUS app").await.unwrap());
+    assert_eq!(st.iter().filter(|r| r[2] == "pending").count(), 2);
+
+    let dry = rows(console.simple_query("MIGRATE UP DRY RUN").await.unwrap());
+    assert!(dry.is_empty(), "a dry run applies nothing");
+    let up = rows(console.simple_query("MIGRATE UP").await.unwrap());
+    assert_eq!(up.len(), 2, "{up:?}");
+    assert!(up.iter().all(|r| r[1] == "up"));
+    let st = rows(console.simple_query("MIGRATE STATUS").await.unwrap());
+    assert!(st.iter().all(|r| r[2] == "applied"), "{st:?}");
+    assert!(st[4][5].contains("app (admin console)"), "{st:?}");
+    let ty = app
+        .query_one("SELECT metrics FROM test_sessions WHERE false", &[])
+        .await;
+    assert!(ty.is_err(), "no row, but the table is back");
+    let stmt = app.prepare("SELECT metrics FROM test_sessions").await.unwrap();
+    assert_eq!(stmt.columns()[0].type_(), &tokio_postgres::types::Type::JSONB);
+
+    let e = console
+        .simple_query("MIGRATE UP nosuchdb")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "3D000");
+    let e = console.simple_query("MIGRATE SIDEWAYS").await.unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42601");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_identical_metrics_on_sqlite_and_postgres() {
+    let cluster = PgCluster::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let lite = write_config(dir.path(), None, &platform(), "");
+    let pg = write_config(dir.path(), Some(&cluster.app_url()), &platform(), "");
+    let args = [
+        "demo", "--seed", "11", "--projects", "3", "--videos", "3", "--frames", "60",
+    ];
+    let mut tables = Vec::new();
+    for config in [&lite, &pg] {
+        // Without the schema the demo says what to do.
+        let o = unidb(&args, config).await;
+        assert!(!o.status.success());
+        assert!(text(&o).contains("run `unidb migrate up` first, or pass --migrate"), "{}", text(&o));
+        let mut with = args.to_vec();
+        with.push("--migrate");
+        let o = unidb(&with, config).await;
+        assert!(o.status.success(), "{}", text(&o));
+        // A second run replaces the first: same output.
+        let o = unidb(&args, config).await;
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let table: String = out
+            .lines()
+            .skip_while(|l| !l.contains("class_label"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(table.lines().count() >= 4, "{out}");
+        tables.push(table);
+    }
+    assert_eq!(tables[0], tables[1], "SQLite (left) and PostgreSQL (right) differ");
+    // And both are what the generator knows to be true.
+    let data = unidb::ops::demo::generate(&unidb::ops::demo::DemoOptions {
+        seed: 11,
+        projects: 3,
+        videos_per_project: 3,
+        frames_per_video: 60,
+    });
+    let expected = unidb::ops::table::render(&unidb::ops::demo::COLUMNS, &data.expected());
+    assert_eq!(tables[0], expected.trim_end());
+    assert!(tables[0].contains(" all "), "{}", tables[0]);
+    // Soft-deleted rows are in the database but not in the metrics.
+    let pgc = pg_client(&cluster).await;
+    let deleted: i64 = pgc
+        .query_one("SELECT count(*) FROM videos WHERE deleted_at IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(deleted >= 1);
+}
