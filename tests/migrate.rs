@@ -945,3 +945,156 @@ async fn demo_prints_identical_metrics_on_sqlite_and_postgres() {
         .get(0);
     assert!(deleted >= 1);
 }
+
+fn pgbench_result(out: &Output) -> (u64, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pgbench: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let processed: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in {stdout}"));
+    let failed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .unwrap_or_else(|| panic!("no failure count in {stdout}"))
+        .to_string();
+    (processed, failed)
+}
+
+/// Expand/contract on PostgreSQL while pgbench runs through unidb: add a column
+/// with a default, backfill it, switch the application to it, drop the old column.
+/// A report holding a lock on the table makes the first DDL time out
+/// (`migrate_lock_timeout`) and retry instead of stalling the traffic behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expand_contract_under_load_without_failed_transactions() {
+    let cluster = PgCluster::start("");
+    let files = fixture(&[
+        (
+            "0001_items.up.sql",
+            "CREATE TABLE items (id bigserial PRIMARY KEY, qty integer NOT NULL DEFAULT 0, legacy_code text NOT NULL);\n\
+             INSERT INTO items (legacy_code) SELECT 'L' || g FROM generate_series(1, 1000) AS g;\n",
+        ),
+        ("0001_items.down.sql", "DROP TABLE items;\n"),
+        // Expand: a new column with a default is a catalog-only change.
+        (
+            "0002_add_code.up.sql",
+            "ALTER TABLE items ADD COLUMN code text NOT NULL DEFAULT '';\n",
+        ),
+        ("0002_add_code.down.sql", "ALTER TABLE items DROP COLUMN code;\n"),
+        // Data migration: backfill.
+        (
+            "0003_backfill_code.up.sql",
+            "UPDATE items SET code = legacy_code WHERE code = '';\n",
+        ),
+        ("0003_backfill_code.down.sql", "UPDATE items SET code = '';\n"),
+        // Contract, once the application reads the new column only.
+        (
+            "0004_drop_legacy_code.up.sql",
+            "ALTER TABLE items DROP COLUMN legacy_code;\n",
+        ),
+        (
+            "0004_drop_legacy_code.down.sql",
+            "ALTER TABLE items ADD COLUMN legacy_code text NOT NULL DEFAULT '';\nUPDATE items SET legacy_code = code;\n",
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        Some(&cluster.app_url()),
+        files.path(),
+        "migrate_lock_timeout = \"200ms\"\nmigrate_lock_retries = 10",
+    );
+    migrate(&config, &["up", "--to", "1"]).await;
+    let proxy = common::pg::pooler(&cluster.app_url(), "pool_size = 8").await;
+    let port = proxy.addr.port();
+    let old_app = dir.path().join("old.sql");
+    std::fs::write(
+        &old_app,
+        "\\set id random(1, 1000)\nUPDATE items SET qty = qty + 1 WHERE id = :id;\nSELECT legacy_code FROM items WHERE id = :id;\n",
+    )
+    .unwrap();
+    let new_app = dir.path().join("new.sql");
+    std::fs::write(
+        &new_app,
+        "\\set id random(1, 1000)\nUPDATE items SET qty = qty + 1 WHERE id = :id;\nSELECT code FROM items WHERE id = :id;\n",
+    )
+    .unwrap();
+    let bench = |script: &Path, seconds: &str| {
+        let script = script.to_path_buf();
+        let seconds = seconds.to_string();
+        tokio::task::spawn_blocking(move || {
+            common::pgbench(
+                port,
+                &["-n", "-c", "4", "-j", "2", "-T", &seconds, "-f", script.to_str().unwrap()],
+            )
+            .wait_with_output()
+            .unwrap()
+        })
+    };
+
+    // Phase 1: the old application runs while the column is added and backfilled.
+    let load = bench(&old_app, "5");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A long report holds a lock on the table for a while.
+    let report = pg_client(&cluster).await;
+    report
+        .batch_execute("BEGIN; SELECT count(*) FROM items")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        report.batch_execute("COMMIT").await.unwrap();
+    });
+    let started = Instant::now();
+    let out = migrate(&config, &["up", "--to", "3"]).await;
+    release.await.unwrap();
+    assert!(
+        out.contains("canceling statement due to lock timeout (55P03)") && out.contains("retrying"),
+        "the blocked DDL gave up and retried:\n{out}"
+    );
+    assert!(out.contains("2 migration(s) done"), "{out}");
+    assert!(started.elapsed() >= Duration::from_millis(1000), "it waited for the report");
+    let (processed, failed) = pgbench_result(&load.await.unwrap());
+    assert!(processed > 100, "{processed}");
+    assert!(failed.starts_with("0 "), "failed transactions: {failed}");
+
+    // Phase 2: the new application runs while the old column is dropped.
+    let load = bench(&new_app, "4");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let out = migrate(&config, &["up"]).await;
+    assert!(out.contains("applying 0004_drop_legacy_code"), "{out}");
+    let (processed, failed) = pgbench_result(&load.await.unwrap());
+    assert!(processed > 100, "{processed}");
+    assert!(failed.starts_with("0 "), "failed transactions: {failed}");
+
+    let c = pg_client(&cluster).await;
+    let columns: Vec<String> = c
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'items' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(columns, vec!["id", "qty", "code"]);
+    let backfilled: i64 = c
+        .query_one("SELECT count(*) FROM items WHERE code LIKE 'L%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(backfilled, 1000);
+    let updates: i64 = c
+        .query_one("SELECT sum(qty)::bigint FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(updates > 200, "the load really ran: {updates}");
+    proxy.stop().await;
+}
