@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use unidb::config::{Config, LogFormat};
-use unidb::ops::migrate::{self, DownOptions, DownTo, MigrateError, Migrator, UpOptions, VersionStyle};
+use unidb::ops::migrate::{
+    self, DownOptions, DownTo, MigrateError, Migrator, UpOptions, VersionStyle,
+};
 
 #[derive(Parser)]
 #[command(
@@ -339,24 +341,36 @@ where
     init_logging(config.log.format, "warn");
     let db = match &target.database {
         Some(d) => d.clone(),
-        None if config.databases.len() == 1 => config.databases.keys().next().cloned().unwrap_or_default(),
+        None if config.databases.len() == 1 => {
+            config.databases.keys().next().cloned().unwrap_or_default()
+        }
         None => anyhow::bail!(
             "{} configures several databases ({}); choose one with --database",
             target.config.display(),
-            config.databases.keys().cloned().collect::<Vec<_>>().join(", ")
+            config
+                .databases
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let Some(chosen) = config.databases.get(&db).cloned() else {
         anyhow::bail!(
             "{} has no database `{db}` (configured: {})",
             target.config.display(),
-            config.databases.keys().cloned().collect::<Vec<_>>().join(", ")
+            config
+                .databases
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     };
     let keep: Vec<String> = match &chosen {
-        unidb::config::DatabaseConfig::Sqlite(s) => {
-            std::iter::once(db.clone()).chain(s.validate_postgres.clone()).collect()
-        }
+        unidb::config::DatabaseConfig::Sqlite(s) => std::iter::once(db.clone())
+            .chain(s.validate_postgres.clone())
+            .collect(),
         unidb::config::DatabaseConfig::Postgres(_) => vec![db.clone()],
     };
     config.databases.retain(|k, _| keep.contains(k));
@@ -455,7 +469,11 @@ async fn migrate_command(
                 _ => VersionStyle::Auto,
             };
             m.create(&name, style).map(|(up, down)| {
-                emit(&format!("created {}\ncreated {}\n", up.display(), down.display()));
+                emit(&format!(
+                    "created {}\ncreated {}\n",
+                    up.display(),
+                    down.display()
+                ));
                 0
             })
         }
@@ -479,8 +497,10 @@ async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
                 s.shutdown(Duration::from_secs(5)).await;
             }
         }
-        anyhow::bail!("migrate_on_start: {e}
-unidb did not start: the schema is not what the application expects");
+        anyhow::bail!(
+            "migrate_on_start: {e}
+unidb did not start: the schema is not what the application expects"
+        );
     }
     spawn_reload_on_sighup(state.clone());
     let listener = tokio::net::TcpListener::bind(listen)

@@ -57,14 +57,21 @@ migrations = "{}"
 "#,
         migrations.display()
     );
-    let path = dir.join(if pg_url.is_some() { "pg.toml" } else { "sqlite.toml" });
+    let path = dir.join(if pg_url.is_some() {
+        "pg.toml"
+    } else {
+        "sqlite.toml"
+    });
     std::fs::write(&path, text).unwrap();
     path
 }
 
 async fn unidb(args: &[&str], config: &Path) -> Output {
     let mut c = tokio::process::Command::new(BIN);
-    c.args(args).arg("--config").arg(config).env("RUST_LOG", "warn");
+    c.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn");
     c.output().await.expect("run unidb")
 }
 
@@ -205,7 +212,11 @@ async fn pg_state(c: &tokio_postgres::Client) -> Vec<String> {
     {
         s.push(r.get(0));
     }
-    for r in c.query("SELECT id::text || a FROM t ORDER BY id", &[]).await.unwrap() {
+    for r in c
+        .query("SELECT id::text || a FROM t ORDER BY id", &[])
+        .await
+        .unwrap()
+    {
         s.push(r.get(0));
     }
     s
@@ -296,8 +307,14 @@ async fn platform_schema_up_down_to_zero_and_up_again_with_the_same_status_on_bo
     // The shipped set validates on a scratch SQLite database and a scratch schema
     // on PostgreSQL, and leaves no scratch schema behind.
     let v = migrate(&pg, &["validate"]).await;
-    assert!(v.contains("scratch SQLite: 5 migration(s) up, down, up again"), "{v}");
-    assert!(v.contains("scratch schema on PostgreSQL app: 5 migration(s)"), "{v}");
+    assert!(
+        v.contains("scratch SQLite: 5 migration(s) up, down, up again"),
+        "{v}"
+    );
+    assert!(
+        v.contains("scratch schema on PostgreSQL app: 5 migration(s)"),
+        "{v}"
+    );
     assert!(v.contains("validation passed"), "{v}");
     let schemas: i64 = pgc
         .query_one(
@@ -414,8 +431,14 @@ migrations = "{}"
         }
         seen.push((columns, constraints));
     }
-    assert_eq!(seen[1].0, seen[0].0, "columns differ (left: SQLite, right: PostgreSQL)");
-    assert_eq!(seen[1].1, seen[0].1, "constraints differ (left: SQLite, right: PostgreSQL)");
+    assert_eq!(
+        seen[1].0, seen[0].0,
+        "columns differ (left: SQLite, right: PostgreSQL)"
+    );
+    assert_eq!(
+        seen[1].1, seen[0].1,
+        "constraints differ (left: SQLite, right: PostgreSQL)"
+    );
     server.stop().await;
 }
 
@@ -444,7 +467,10 @@ async fn a_failing_migration_leaves_database_and_ledger_as_they_were() {
     migrate(&lite, &["up", "--to", "0001"]).await;
     let before = sqlite_state(&db, &["t"]);
     let err = migrate_fails(&lite, &["up"]).await;
-    assert!(err.contains("migration 0002_broken (up) failed at statement 3 of 3"), "{err}");
+    assert!(
+        err.contains("migration 0002_broken (up) failed at statement 3 of 3"),
+        "{err}"
+    );
     assert!(err.contains("line 4"), "{err}");
     assert!(err.contains("SQLSTATE 42P01"), "{err}");
     assert!(err.contains("rolled back"), "{err}");
@@ -468,13 +494,21 @@ async fn a_failing_migration_leaves_database_and_ledger_as_they_were() {
         "-- unidb: no-transaction\nCREATE INDEX CONCURRENTLY t_a_idx ON t (a);\n",
     )
     .unwrap();
-    std::fs::write(files.path().join("0003_index.down.sql"), "-- unidb: no-transaction\nDROP INDEX CONCURRENTLY t_a_idx;\n").unwrap();
+    std::fs::write(
+        files.path().join("0003_index.down.sql"),
+        "-- unidb: no-transaction\nDROP INDEX CONCURRENTLY t_a_idx;\n",
+    )
+    .unwrap();
     std::fs::write(
         files.path().join("0004_bad_index.up.sql"),
         "-- unidb: no-transaction\nCREATE INDEX CONCURRENTLY t_b_idx ON t (b);\n",
     )
     .unwrap();
-    std::fs::write(files.path().join("0004_bad_index.down.sql"), "DROP INDEX t_b_idx;\n").unwrap();
+    std::fs::write(
+        files.path().join("0004_bad_index.down.sql"),
+        "DROP INDEX t_b_idx;\n",
+    )
+    .unwrap();
     let err = migrate_fails(&pg, &["up"]).await;
     assert!(err.contains("0004_bad_index (up) failed"), "{err}");
     assert!(err.contains("ran outside a transaction"), "{err}");
@@ -490,7 +524,10 @@ async fn a_failing_migration_leaves_database_and_ledger_as_they_were() {
         .get(0);
     assert!(valid, "the concurrent index was built");
     let refused = migrate_fails(&pg, &["up"]).await;
-    assert!(refused.contains("refusing to run") && refused.contains("did not finish"), "{refused}");
+    assert!(
+        refused.contains("refusing to run") && refused.contains("did not finish"),
+        "{refused}"
+    );
     assert!(refused.contains("unidb migrate repair"), "{refused}");
     std::fs::write(
         files.path().join("0004_bad_index.up.sql"),
@@ -498,12 +535,14 @@ async fn a_failing_migration_leaves_database_and_ledger_as_they_were() {
     )
     .unwrap();
     let repaired = migrate(&pg, &["repair"]).await;
-    assert!(repaired.contains("0004_bad_index: failed mark removed"), "{repaired}");
+    assert!(
+        repaired.contains("0004_bad_index: failed mark removed"),
+        "{repaired}"
+    );
     migrate(&pg, &["up"]).await;
     let st = migrate(&pg, &["status"]).await;
     assert_eq!(states(&st), vec!["applied"; 3], "{st}");
 }
-
 
 /// Migrations that each sleep a little and log that they ran, so that concurrent
 /// runs overlap.
@@ -522,7 +561,10 @@ fn slow_fixture(n: usize) -> tempfile::TempDir {
             format!("DROP TABLE step_{i};\nDELETE FROM applied_log WHERE migration = {i};\n"),
         ));
     }
-    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     fixture(&refs)
 }
 
@@ -544,7 +586,9 @@ async fn concurrent_runs_apply_each_migration_once() {
         for r in runs {
             let o = r.await.unwrap();
             assert!(o.status.success(), "{}", text(&o));
-            applied += String::from_utf8_lossy(&o.stdout).matches("  done in").count();
+            applied += String::from_utf8_lossy(&o.stdout)
+                .matches("  done in")
+                .count();
         }
         assert_eq!(applied, 6, "every migration applied by exactly one run");
         let st = migrate(config, &["status"]).await;
@@ -580,7 +624,11 @@ async fn checksum_drift_is_refused_until_repair() {
     let lite = write_config(dir.path(), None, files.path(), "");
     migrate(&lite, &["up"]).await;
     // Line ends converted by a checkout are not an edit.
-    std::fs::write(files.path().join("0001_a.up.sql"), "CREATE TABLE a (x integer);\r\n").unwrap();
+    std::fs::write(
+        files.path().join("0001_a.up.sql"),
+        "CREATE TABLE a (x integer);\r\n",
+    )
+    .unwrap();
     let st = migrate(&lite, &["status"]).await;
     assert_eq!(states(&st), vec!["applied"], "{st}");
 
@@ -589,31 +637,53 @@ async fn checksum_drift_is_refused_until_repair() {
         "-- reformatted\nCREATE TABLE a (\n    x integer\n);\n",
     )
     .unwrap();
-    std::fs::write(files.path().join("0002_b.up.sql"), "CREATE TABLE b (y integer);\n").unwrap();
+    std::fs::write(
+        files.path().join("0002_b.up.sql"),
+        "CREATE TABLE b (y integer);\n",
+    )
+    .unwrap();
     std::fs::write(files.path().join("0002_b.down.sql"), "DROP TABLE b;\n").unwrap();
     let st = migrate(&lite, &["status"]).await;
     assert_eq!(states(&st), vec!["checksum drift", "pending"], "{st}");
     assert!(st.contains("hint: checksum drift"), "{st}");
     for args in [&["up"][..], &["down"][..], &["redo"][..]] {
         let err = migrate_fails(&lite, args).await;
-        assert!(err.contains("0001_a: the up file changed after it was applied"), "{err}");
+        assert!(
+            err.contains("0001_a: the up file changed after it was applied"),
+            "{err}"
+        );
         assert!(err.contains("unidb migrate repair"), "{err}");
     }
-    assert_eq!(sqlite_tables(&dir.path().join("app.db")), vec!["a", "unidb_migrations"]);
+    assert_eq!(
+        sqlite_tables(&dir.path().join("app.db")),
+        vec!["a", "unidb_migrations"]
+    );
     let dry = migrate(&lite, &["repair", "--dry-run"]).await;
     assert!(dry.contains("would repair 0001_a: checksum"), "{dry}");
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["checksum drift", "pending"]);
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["checksum drift", "pending"]
+    );
     let fixed = migrate(&lite, &["repair"]).await;
     assert!(fixed.contains("repaired 0001_a: checksum"), "{fixed}");
     migrate(&lite, &["up"]).await;
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "applied"]);
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["applied", "applied"]
+    );
 
     // A file removed after it was applied blocks too; repair forgets it.
     std::fs::remove_file(files.path().join("0002_b.up.sql")).unwrap();
     std::fs::remove_file(files.path().join("0002_b.down.sql")).unwrap();
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "missing file"]);
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["applied", "missing file"]
+    );
     let err = migrate_fails(&lite, &["up"]).await;
-    assert!(err.contains("2_b: applied, but its files are missing"), "{err}");
+    assert!(
+        err.contains("2_b: applied, but its files are missing"),
+        "{err}"
+    );
     migrate(&lite, &["repair"]).await;
     assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied"]);
 }
@@ -636,14 +706,29 @@ async fn dry_run_prints_the_sql_each_backend_would_run_and_changes_nothing() {
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
-    assert!(!out.contains("bigserial") && !out.contains("timestamptz"), "{out}");
-    assert!(!out.contains("ground_truth_objects"), "--to stops at videos:\n{out}");
+    assert!(
+        !out.contains("bigserial") && !out.contains("timestamptz"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("ground_truth_objects"),
+        "--to stops at videos:\n{out}"
+    );
     // Nothing ran: no table, no ledger, no backup.
     assert!(sqlite_tables(&dir.path().join("app.db")).is_empty());
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["pending"; 5]);
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["pending"; 5]
+    );
     let backups = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("pre-migrate"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("pre-migrate")
+        })
         .count();
     assert_eq!(backups, 0);
 
@@ -651,8 +736,14 @@ async fn dry_run_prints_the_sql_each_backend_would_run_and_changes_nothing() {
     migrate(&lite, &["up"]).await;
     let out = migrate(&lite, &["down", "--steps", "2", "--dry-run"]).await;
     assert!(out.contains("DROP TABLE detection_events;"), "{out}");
-    assert!(out.contains("DELETE FROM unidb_migrations WHERE version = 20261125090300"), "{out}");
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied"; 5]);
+    assert!(
+        out.contains("DELETE FROM unidb_migrations WHERE version = 20261125090300"),
+        "{out}"
+    );
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["applied"; 5]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -661,23 +752,50 @@ async fn create_writes_a_pair_and_down_refuses_without_a_down_file() {
     let dir = tempfile::tempdir().unwrap();
     let lite = write_config(dir.path(), None, files.path(), "");
     let out = migrate(&lite, &["create", "add things", "--sequential"]).await;
-    assert!(out.contains("0001_add_things.up.sql") && out.contains("0001_add_things.down.sql"), "{out}");
-    std::fs::write(files.path().join("0001_add_things.up.sql"), "CREATE TABLE things (id bigserial PRIMARY KEY);\n").unwrap();
-    std::fs::write(files.path().join("0001_add_things.down.sql"), "DROP TABLE things;\n").unwrap();
+    assert!(
+        out.contains("0001_add_things.up.sql") && out.contains("0001_add_things.down.sql"),
+        "{out}"
+    );
+    std::fs::write(
+        files.path().join("0001_add_things.up.sql"),
+        "CREATE TABLE things (id bigserial PRIMARY KEY);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        files.path().join("0001_add_things.down.sql"),
+        "DROP TABLE things;\n",
+    )
+    .unwrap();
     let out = migrate(&lite, &["create", "seed_things"]).await;
-    assert!(out.contains("0002_seed_things.up.sql"), "numbered like the others: {out}");
+    assert!(
+        out.contains("0002_seed_things.up.sql"),
+        "numbered like the others: {out}"
+    );
     // A data migration without a down file.
-    std::fs::write(files.path().join("0002_seed_things.up.sql"), "INSERT INTO things DEFAULT VALUES;\n").unwrap();
+    std::fs::write(
+        files.path().join("0002_seed_things.up.sql"),
+        "INSERT INTO things DEFAULT VALUES;\n",
+    )
+    .unwrap();
     std::fs::remove_file(files.path().join("0002_seed_things.down.sql")).unwrap();
     migrate(&lite, &["up"]).await;
     let st = migrate(&lite, &["status"]).await;
-    assert!(st.contains("| no"), "the status shows the missing down file: {st}");
+    assert!(
+        st.contains("| no"),
+        "the status shows the missing down file: {st}"
+    );
     let err = migrate_fails(&lite, &["down", "--to", "0"]).await;
     assert!(err.contains("0002_seed_things: no down file"), "{err}");
     assert!(err.contains("nothing was reverted"), "{err}");
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "applied"]);
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["applied", "applied"]
+    );
     let err = migrate_fails(&lite, &["up", "--to", "7"]).await;
-    assert!(err.contains("--to 7: no migration has this version"), "{err}");
+    assert!(
+        err.contains("--to 7: no migration has this version"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,24 +803,39 @@ async fn validate_finds_what_is_wrong_with_the_files() {
     let dir = tempfile::tempdir().unwrap();
     // A down file that does not undo its up file.
     let files = fixture(&[
-        ("0001_a.up.sql", "CREATE TABLE a (x integer);\nCREATE INDEX a_x ON a (x);\n"),
+        (
+            "0001_a.up.sql",
+            "CREATE TABLE a (x integer);\nCREATE INDEX a_x ON a (x);\n",
+        ),
         ("0001_a.down.sql", "DROP INDEX a_x;\n"),
     ]);
     let lite = write_config(dir.path(), None, files.path(), "");
     let o = unidb(&["migrate", "validate"], &lite).await;
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
-    assert!(out.contains("0001_a: the down file does not restore the schema"), "{out}");
-    assert!(out.contains("+ table a on a"), "the difference is shown: {out}");
+    assert!(
+        out.contains("0001_a: the down file does not restore the schema"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ table a on a"),
+        "the difference is shown: {out}"
+    );
 
     // Unparsable SQL, transaction control, a statement without a SQLite form, a
     // bad directive, a stray file name: all reported at once.
     let files = fixture(&[
         ("0001_a.up.sql", "CREATE TABLE a (x integer;\n"),
         ("0001_a.down.sql", "DROP TABLE a;\n"),
-        ("0002_b.up.sql", "BEGIN;\nCREATE TABLE b (y integer);\nCOMMIT;\n"),
+        (
+            "0002_b.up.sql",
+            "BEGIN;\nCREATE TABLE b (y integer);\nCOMMIT;\n",
+        ),
         ("0002_b.down.sql", "DROP TABLE b;\n"),
-        ("0003_c.up.sql", "CREATE TABLE c (z integer);\nLISTEN channel;\n"),
+        (
+            "0003_c.up.sql",
+            "CREATE TABLE c (z integer);\nLISTEN channel;\n",
+        ),
         ("0003_c.down.sql", "DROP TABLE c;\n"),
     ]);
     let lite = write_config(dir.path(), None, files.path(), "");
@@ -714,12 +847,22 @@ async fn validate_finds_what_is_wrong_with_the_files() {
     assert!(out.contains("0003_c.up.sql:2: has no SQLite form"), "{out}");
     assert!(out.contains("validation FAILED"), "{out}");
 
-    std::fs::write(files.path().join("0004_d.up.sql"), "-- unidb: no-transactions\nSELECT 1;\n").unwrap();
+    std::fs::write(
+        files.path().join("0004_d.up.sql"),
+        "-- unidb: no-transactions\nSELECT 1;\n",
+    )
+    .unwrap();
     std::fs::write(files.path().join("0005.up.sql"), "SELECT 1;\n").unwrap();
     let o = unidb(&["migrate", "validate"], &lite).await;
     let out = text(&o);
-    assert!(out.contains("unknown directive `-- unidb: no-transactions`"), "{out}");
-    assert!(out.contains("0005.up.sql: expected <version>_<name>.up.sql"), "{out}");
+    assert!(
+        out.contains("unknown directive `-- unidb: no-transactions`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0005.up.sql: expected <version>_<name>.up.sql"),
+        "{out}"
+    );
 
     // Out of order: a migration older than the newest applied one.
     let files = fixture(&[
@@ -728,12 +871,23 @@ async fn validate_finds_what_is_wrong_with_the_files() {
     ]);
     let lite = write_config(dir.path(), None, files.path(), "");
     migrate(&lite, &["up"]).await;
-    std::fs::write(files.path().join("0001_a.up.sql"), "CREATE TABLE a (x integer);\n").unwrap();
+    std::fs::write(
+        files.path().join("0001_a.up.sql"),
+        "CREATE TABLE a (x integer);\n",
+    )
+    .unwrap();
     std::fs::write(files.path().join("0001_a.down.sql"), "DROP TABLE a;\n").unwrap();
     let st = migrate(&lite, &["status"]).await;
-    assert_eq!(states(&st), vec!["pending (out of order)", "applied"], "{st}");
+    assert_eq!(
+        states(&st),
+        vec!["pending (out of order)", "applied"],
+        "{st}"
+    );
     let err = migrate_fails(&lite, &["validate"]).await;
-    assert!(err.contains("0001_a: not applied, but older than the applied 0002_b"), "{err}");
+    assert!(
+        err.contains("0001_a: not applied, but older than the applied 0002_b"),
+        "{err}"
+    );
     let err = migrate_fails(&lite, &["up"]).await;
     assert!(err.contains("would run out of order"), "{err}");
 }
@@ -767,19 +921,47 @@ async fn sqlite_is_copied_before_migrating_and_restored_on_failure_when_asked() 
 
     // A run of two migrations whose second fails: with --restore-on-failure the
     // first is undone too, because the whole file comes back from the copy.
-    std::fs::write(files.path().join("0002_b.up.sql"), "CREATE TABLE b (y integer);\nINSERT INTO b VALUES (1);\n").unwrap();
+    std::fs::write(
+        files.path().join("0002_b.up.sql"),
+        "CREATE TABLE b (y integer);\nINSERT INTO b VALUES (1);\n",
+    )
+    .unwrap();
     std::fs::write(files.path().join("0002_b.down.sql"), "DROP TABLE b;\n").unwrap();
-    std::fs::write(files.path().join("0003_c.up.sql"), "UPDATE a SET x = x * 10;\nINSERT INTO a VALUES ('not a number');\n").unwrap();
-    std::fs::write(files.path().join("0003_c.down.sql"), "UPDATE a SET x = x / 10;\n").unwrap();
+    std::fs::write(
+        files.path().join("0003_c.up.sql"),
+        "UPDATE a SET x = x * 10;\nINSERT INTO a VALUES ('not a number');\n",
+    )
+    .unwrap();
+    std::fs::write(
+        files.path().join("0003_c.down.sql"),
+        "UPDATE a SET x = x / 10;\n",
+    )
+    .unwrap();
     let before = sqlite_state(&db, &["a"]);
     let err = migrate_fails(&lite, &["up", "--restore-on-failure"]).await;
-    assert!(err.contains("0003_c (up) failed at statement 2 of 2"), "{err}");
-    assert!(err.contains("restored from the copy made before this run"), "{err}");
-    assert_eq!(sqlite_state(&db, &["a"]), before, "0002_b was undone as well");
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "pending", "pending"]);
+    assert!(
+        err.contains("0003_c (up) failed at statement 2 of 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("restored from the copy made before this run"),
+        "{err}"
+    );
+    assert_eq!(
+        sqlite_state(&db, &["a"]),
+        before,
+        "0002_b was undone as well"
+    );
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["applied", "pending", "pending"]
+    );
     // Without it, 0002_b stays applied and only 0003_c rolls back.
     migrate_fails(&lite, &["up"]).await;
-    assert_eq!(states(&migrate(&lite, &["status"]).await), vec!["applied", "applied", "pending"]);
+    assert_eq!(
+        states(&migrate(&lite, &["status"]).await),
+        vec!["applied", "applied", "pending"]
+    );
     // Old copies are pruned to migrate_backup_keep.
     let copies = std::fs::read_dir(dir.path())
         .unwrap()
@@ -818,9 +1000,10 @@ async fn migrate_on_start_and_the_admin_console() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::pg::free_port();
     let config = write_config(dir.path(), None, &platform(), "migrate_on_start = true");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("listen = \"127.0.0.1:0\"\nadmin_users", &format!("listen = \"127.0.0.1:{port}\"\nadmin_users"));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"\nadmin_users",
+        &format!("listen = \"127.0.0.1:{port}\"\nadmin_users"),
+    );
     std::fs::write(&config, text).unwrap();
     let _serve = Serve(
         std::process::Command::new(BIN)
@@ -857,7 +1040,12 @@ async fn migrate_on_start_and_the_admin_console() {
     assert!(st.iter().all(|r| r[2] == "applied"), "{st:?}");
     assert!(st[0][5].ends_with("(migrate_on_start)"), "{st:?}");
 
-    let down = rows(console.simple_query("MIGRATE DOWN app STEPS 2").await.unwrap());
+    let down = rows(
+        console
+            .simple_query("MIGRATE DOWN app STEPS 2")
+            .await
+            .unwrap(),
+    );
     assert_eq!(down.len(), 2, "{down:?}");
     assert_eq!(down[0][0], "20261125090400_create_detection_events");
     assert_eq!(down[0][1], "down");
@@ -882,8 +1070,14 @@ async fn migrate_on_start_and_the_admin_console() {
         .query_one("SELECT metrics FROM test_sessions WHERE false", &[])
         .await;
     assert!(ty.is_err(), "no row, but the table is back");
-    let stmt = app.prepare("SELECT metrics FROM test_sessions").await.unwrap();
-    assert_eq!(stmt.columns()[0].type_(), &tokio_postgres::types::Type::JSONB);
+    let stmt = app
+        .prepare("SELECT metrics FROM test_sessions")
+        .await
+        .unwrap();
+    assert_eq!(
+        stmt.columns()[0].type_(),
+        &tokio_postgres::types::Type::JSONB
+    );
 
     let e = console
         .simple_query("MIGRATE UP nosuchdb")
@@ -901,14 +1095,26 @@ async fn demo_prints_identical_metrics_on_sqlite_and_postgres() {
     let lite = write_config(dir.path(), None, &platform(), "");
     let pg = write_config(dir.path(), Some(&cluster.app_url()), &platform(), "");
     let args = [
-        "demo", "--seed", "11", "--projects", "3", "--videos", "3", "--frames", "60",
+        "demo",
+        "--seed",
+        "11",
+        "--projects",
+        "3",
+        "--videos",
+        "3",
+        "--frames",
+        "60",
     ];
     let mut tables = Vec::new();
     for config in [&lite, &pg] {
         // Without the schema the demo says what to do.
         let o = unidb(&args, config).await;
         assert!(!o.status.success());
-        assert!(text(&o).contains("run `unidb migrate up` first, or pass --migrate"), "{}", text(&o));
+        assert!(
+            text(&o).contains("run `unidb migrate up` first, or pass --migrate"),
+            "{}",
+            text(&o)
+        );
         let mut with = args.to_vec();
         with.push("--migrate");
         let o = unidb(&with, config).await;
@@ -925,7 +1131,10 @@ async fn demo_prints_identical_metrics_on_sqlite_and_postgres() {
         assert!(table.lines().count() >= 4, "{out}");
         tables.push(table);
     }
-    assert_eq!(tables[0], tables[1], "SQLite (left) and PostgreSQL (right) differ");
+    assert_eq!(
+        tables[0], tables[1],
+        "SQLite (left) and PostgreSQL (right) differ"
+    );
     // And both are what the generator knows to be true.
     let data = unidb::ops::demo::generate(&unidb::ops::demo::DemoOptions {
         seed: 11,
@@ -939,7 +1148,10 @@ async fn demo_prints_identical_metrics_on_sqlite_and_postgres() {
     // Soft-deleted rows are in the database but not in the metrics.
     let pgc = pg_client(&cluster).await;
     let deleted: i64 = pgc
-        .query_one("SELECT count(*) FROM videos WHERE deleted_at IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM videos WHERE deleted_at IS NOT NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -1030,7 +1242,17 @@ async fn expand_contract_under_load_without_failed_transactions() {
         tokio::task::spawn_blocking(move || {
             common::pgbench(
                 port,
-                &["-n", "-c", "4", "-j", "2", "-T", &seconds, "-f", script.to_str().unwrap()],
+                &[
+                    "-n",
+                    "-c",
+                    "4",
+                    "-j",
+                    "2",
+                    "-T",
+                    &seconds,
+                    "-f",
+                    script.to_str().unwrap(),
+                ],
             )
             .wait_with_output()
             .unwrap()
@@ -1058,7 +1280,10 @@ async fn expand_contract_under_load_without_failed_transactions() {
         "the blocked DDL gave up and retried:\n{out}"
     );
     assert!(out.contains("2 migration(s) done"), "{out}");
-    assert!(started.elapsed() >= Duration::from_millis(1000), "it waited for the report");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it waited for the report"
+    );
     let (processed, failed) = pgbench_result(&load.await.unwrap());
     assert!(processed > 100, "{processed}");
     assert!(failed.starts_with("0 "), "failed transactions: {failed}");

@@ -24,7 +24,8 @@ use crate::ops::migrate::{
 use crate::protocol::write as msg;
 use crate::server::ServerState;
 
-pub const USAGE: &str = "MIGRATE STATUS|UP|DOWN|REDO|VALIDATE|REPAIR|CREATE [db] [TO version] [STEPS n] [DRY RUN]";
+pub const USAGE: &str =
+    "MIGRATE STATUS|UP|DOWN|REDO|VALIDATE|REPAIR|CREATE [db] [TO version] [STEPS n] [DRY RUN]";
 
 /// The parsed arguments of one `MIGRATE` command.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -47,7 +48,9 @@ fn parse_args(words: &[&str], create: bool) -> Result<Args, PgError> {
         let w = words[i];
         match w.to_ascii_uppercase().as_str() {
             "TO" => {
-                let v = words.get(i + 1).ok_or_else(|| usage("TO needs a version"))?;
+                let v = words
+                    .get(i + 1)
+                    .ok_or_else(|| usage("TO needs a version"))?;
                 a.to = Some(
                     v.parse()
                         .map_err(|_| usage(&format!("TO {v}: a version is a number")))?,
@@ -55,14 +58,20 @@ fn parse_args(words: &[&str], create: bool) -> Result<Args, PgError> {
                 i += 2;
             }
             "STEPS" => {
-                let v = words.get(i + 1).ok_or_else(|| usage("STEPS needs a number"))?;
+                let v = words
+                    .get(i + 1)
+                    .ok_or_else(|| usage("STEPS needs a number"))?;
                 a.steps = Some(
                     v.parse()
                         .map_err(|_| usage(&format!("STEPS {v}: not a number")))?,
                 );
                 i += 2;
             }
-            "DRY" if words.get(i + 1).is_some_and(|n| n.eq_ignore_ascii_case("RUN")) => {
+            "DRY"
+                if words
+                    .get(i + 1)
+                    .is_some_and(|n| n.eq_ignore_ascii_case("RUN")) =>
+            {
                 a.dry_run = true;
                 i += 2;
             }
@@ -124,7 +133,9 @@ pub async fn run(
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = lines.clone();
     let progress: Progress = Arc::new(move |line: &str| {
-        sink.lock().unwrap_or_else(|e| e.into_inner()).push(line.to_string());
+        sink.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.to_string());
     });
     let m = Migrator::new(state.clone(), &db, progress)
         .map_err(to_pg)?
@@ -168,9 +179,7 @@ async fn command(m: &Migrator, sub: &str, a: &Args) -> Result<Table, PgError> {
                 .map_err(to_pg)?;
             Ok(done_table(&r))
         }
-        "REDO" => Ok(done_table(
-            &m.redo(a.dry_run, false).await.map_err(to_pg)?,
-        )),
+        "REDO" => Ok(done_table(&m.redo(a.dry_run, false).await.map_err(to_pg)?)),
         "REPAIR" => {
             let changes = m.repair(a.dry_run).await.map_err(to_pg)?;
             let mut t = Table::new(&[("change", T)]);
@@ -200,7 +209,10 @@ async fn command(m: &Migrator, sub: &str, a: &Args) -> Result<Table, PgError> {
             Ok(t)
         }
         "CREATE" => {
-            let name = a.name.as_deref().ok_or_else(|| usage("CREATE needs a name"))?;
+            let name = a
+                .name
+                .as_deref()
+                .ok_or_else(|| usage("CREATE needs a name"))?;
             let (up, down) = m.create(name, VersionStyle::Auto).map_err(to_pg)?;
             let mut t = Table::new(&[("file", T)]);
             t.push(vec![s(up.display())]);
@@ -223,7 +235,11 @@ fn status_table(st: &Status) -> Table {
     ];
     let mut t = Table::new(&COLUMNS);
     for row in st.rows() {
-        t.push(row.into_iter().map(|v| Some(v).filter(|v| !v.is_empty())).collect());
+        t.push(
+            row.into_iter()
+                .map(|v| Some(v).filter(|v| !v.is_empty()))
+                .collect(),
+        );
     }
     t
 }
@@ -268,7 +284,11 @@ fn known_code(c: &str) -> &'static str {
         code::INSUFFICIENT_PRIVILEGE,
         code::UNDEFINED_OBJECT,
     ];
-    CODES.iter().find(|k| **k == c).copied().unwrap_or(code::INTERNAL_ERROR)
+    CODES
+        .iter()
+        .find(|k| **k == c)
+        .copied()
+        .unwrap_or(code::INTERNAL_ERROR)
 }
 
 #[cfg(test)]
@@ -294,7 +314,10 @@ mod tests {
             }
         );
         let c = parse_args(&["app", "add_codec"], true).unwrap();
-        assert_eq!((c.database.as_deref(), c.name.as_deref()), (Some("app"), Some("add_codec")));
+        assert_eq!(
+            (c.database.as_deref(), c.name.as_deref()),
+            (Some("app"), Some("add_codec"))
+        );
         let c = parse_args(&["add_codec"], true).unwrap();
         assert_eq!((c.database, c.name.as_deref()), (None, Some("add_codec")));
         assert!(parse_args(&["TO"], false).is_err());

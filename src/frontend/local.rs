@@ -44,10 +44,7 @@ pub async fn connect(
     let mut params = BTreeMap::new();
     params.insert("user".to_string(), user.to_string());
     params.insert("database".to_string(), database.to_string());
-    params.insert(
-        "application_name".to_string(),
-        application_name.to_string(),
-    );
+    params.insert("application_name".to_string(), application_name.to_string());
     let greeting = {
         let mut out = BytesMut::new();
         crate::protocol::write::authentication(

@@ -559,7 +559,8 @@ async fn run_on(
                 d.bbox.w,
                 d.bbox.h,
                 d.verdict.as_str(),
-                d.ground_truth.map_or("NULL".to_string(), |g| gt_ids[g].to_string())
+                d.ground_truth
+                    .map_or("NULL".to_string(), |g| gt_ids[g].to_string())
             );
         }
         t.execute(&sql).await?;

@@ -15,9 +15,8 @@ pub fn render(columns: &[&str], rows: &[Vec<String>]) -> String {
         .map(|i| {
             !rows.is_empty()
                 && rows.iter().all(|r| {
-                    r.get(i).is_some_and(|v| {
-                        v.is_empty() || v.parse::<f64>().is_ok()
-                    })
+                    r.get(i)
+                        .is_some_and(|v| v.is_empty() || v.parse::<f64>().is_ok())
                 })
         })
         .collect();
@@ -50,7 +49,12 @@ pub fn render(columns: &[&str], rows: &[Vec<String>]) -> String {
         let mut line = String::new();
         for (i, w) in widths.iter().enumerate() {
             line.push_str(if i == 0 { " " } else { " | " });
-            cell(&mut line, row.get(i).map_or("", String::as_str), *w, numeric[i]);
+            cell(
+                &mut line,
+                row.get(i).map_or("", String::as_str),
+                *w,
+                numeric[i],
+            );
         }
         out.push_str(line.trim_end());
         out.push('\n');

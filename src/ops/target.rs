@@ -65,7 +65,9 @@ impl Target {
                     .map_err(|e| format!("database {database}: {e}"))?;
                 Ok(t)
             }
-            _ => Err(format!("database {database}: backend and configuration disagree")),
+            _ => Err(format!(
+                "database {database}: backend and configuration disagree"
+            )),
         }
     }
 

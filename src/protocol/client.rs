@@ -65,7 +65,7 @@ impl fmt::Display for ServerError {
 pub enum ClientError {
     /// The server answered with an error; the connection is usable.
     #[error("{0}")]
-    Server(ServerError),
+    Server(Box<ServerError>),
     /// The connection failed or the server closed it.
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
@@ -129,7 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
                     return match error {
-                        Some(e) => Err(ClientError::Server(e)),
+                        Some(e) => Err(ClientError::Server(Box::new(e))),
                         None => Ok(()),
                     };
                 }
@@ -147,12 +147,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// error ends the query (the server skips the rest) and is returned.
     pub async fn query(&mut self, sql: &str) -> Result<Vec<ResultSet>, ClientError> {
         if sql.as_bytes().contains(&0) {
-            return Err(ClientError::Server(ServerError {
+            return Err(ClientError::Server(Box::new(ServerError {
                 severity: "ERROR".into(),
                 code: "22021".into(),
                 message: "the statement text contains a NUL byte".into(),
                 ..ServerError::default()
-            }));
+            })));
         }
         self.notices.clear();
         let mut out = BytesMut::with_capacity(sql.len() + 6);
@@ -192,7 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
                     return match error {
-                        Some(e) => Err(ClientError::Server(e)),
+                        Some(e) => Err(ClientError::Server(Box::new(e))),
                         None => Ok(results),
                     };
                 }
@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(r[0].rows, vec![vec![Some("x".to_string()), None]]);
         assert_eq!(r[0].tag, "SELECT 1");
 
-        let mut answer = msg(b'E', b"SERROR\0C42P01\0Mrelation \"t\" does not exist\0P15\0\0");
+        let mut answer = msg(
+            b'E',
+            b"SERROR\0C42P01\0Mrelation \"t\" does not exist\0P15\0\0",
+        );
         answer.extend(msg(b'Z', b"E"));
         let (r, _) = run(answer, "SELECT * FROM t").await;
         match r {

@@ -33,7 +33,9 @@ pub struct Runner<'a> {
 /// What happened to one migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Done { ms: u64 },
+    Done {
+        ms: u64,
+    },
     /// Another run applied (or reverted) it while this one waited for the lock.
     AlreadyDone,
 }
@@ -51,11 +53,17 @@ enum AttemptError {
 
 impl Runner<'_> {
     /// Runs `m`'s file for `direction`.
-    pub async fn run(&mut self, m: &Migration, direction: Direction) -> Result<Outcome, MigrateError> {
+    pub async fn run(
+        &mut self,
+        m: &Migration,
+        direction: Direction,
+    ) -> Result<Outcome, MigrateError> {
         let file = file_of(m, direction)?;
-        let statements = parse(m, file)?;
+        let statements = parse(file)?;
         if file.directives.no_transaction {
-            return self.run_outside_transaction(m, direction, file, &statements).await;
+            return self
+                .run_outside_transaction(m, direction, file, &statements)
+                .await;
         }
         let mut attempt = 0u32;
         loop {
@@ -86,7 +94,15 @@ impl Runner<'_> {
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    return Err(failure(m, direction, file, &statements, index, &error, false));
+                    return Err(failure(
+                        m,
+                        direction,
+                        file,
+                        &statements,
+                        index,
+                        &error,
+                        false,
+                    ));
                 }
             }
         }
@@ -101,7 +117,9 @@ impl Runner<'_> {
         statements: &[Statement],
         started: Instant,
     ) -> Result<(), AttemptError> {
-        self.begin().await.map_err(|error| AttemptError::Statement { index: None, error })?;
+        self.begin()
+            .await
+            .map_err(|error| AttemptError::Statement { index: None, error })?;
         let r = self.body(m, direction, file, statements, started).await;
         match r {
             Ok(()) => match self.target.execute("COMMIT").await {
@@ -130,7 +148,9 @@ impl Runner<'_> {
         if self.applied_by.is_some() {
             // Inside the transaction (on SQLite: holding the write lock) the ledger
             // is authoritative: a concurrent run may have got here first.
-            let present = ledger::has(self.target, m.version).await.map_err(ledger_err)?;
+            let present = ledger::has(self.target, m.version)
+                .await
+                .map_err(ledger_err)?;
             if present == (direction == Direction::Up) {
                 return Err(AttemptError::AlreadyDone);
             }
@@ -147,7 +167,10 @@ impl Runner<'_> {
             self.target
                 .execute(&s.sql)
                 .await
-                .map_err(|error| AttemptError::Statement { index: Some(i), error })?;
+                .map_err(|error| AttemptError::Statement {
+                    index: Some(i),
+                    error,
+                })?;
             self.notices();
         }
         if let Some(by) = &self.applied_by {
@@ -168,7 +191,9 @@ impl Runner<'_> {
             match self.target.execute("BEGIN").await {
                 Err(e) if e.code() == Some("55P03") && Instant::now() < deadline => {
                     if !told {
-                        (self.out)("  waiting for the database's write lock (another writer holds it)");
+                        (self.out)(
+                            "  waiting for the database's write lock (another writer holds it)",
+                        );
                         told = true;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -274,24 +299,30 @@ impl Runner<'_> {
 fn file_of(m: &Migration, direction: Direction) -> Result<&SqlFile, MigrateError> {
     match direction {
         Direction::Up => Ok(&m.up),
-        Direction::Down => m.down.as_ref().ok_or_else(|| {
-            MigrateError::Refused {
-                problems: vec![format!("{} has no down file ({}_{}.down.sql)", m.id(), m.version_text, m.name)],
-                hints: vec!["write the down file, or leave this migration applied".into()],
-            }
+        Direction::Down => m.down.as_ref().ok_or_else(|| MigrateError::Refused {
+            problems: vec![format!(
+                "{} has no down file ({}_{}.down.sql)",
+                m.id(),
+                m.version_text,
+                m.name
+            )],
+            hints: vec!["write the down file, or leave this migration applied".into()],
         }),
     }
 }
 
 /// The statements of a file; transaction control inside a file is refused.
-pub fn parse(m: &Migration, file: &SqlFile) -> Result<Vec<Statement>, MigrateError> {
+pub fn parse(file: &SqlFile) -> Result<Vec<Statement>, MigrateError> {
     let statements = source::statements(&file.text).map_err(|e| {
         MigrateError::Source(source::SourceProblems(vec![format!(
             "{}: {e}",
             file.path.display()
         )]))
     })?;
-    if let Some(s) = statements.iter().find(|s| source::is_transaction_control(&s.sql)) {
+    if let Some(s) = statements
+        .iter()
+        .find(|s| source::is_transaction_control(&s.sql))
+    {
         return Err(MigrateError::Source(source::SourceProblems(vec![format!(
             "{}: line {}: `{}`: a migration must not manage transactions; each runs in one \
              transaction of its own (or none, with `-- unidb: no-transaction` in its header)",
@@ -300,7 +331,6 @@ pub fn parse(m: &Migration, file: &SqlFile) -> Result<Vec<Statement>, MigrateErr
             excerpt(&s.sql, 40)
         )])));
     }
-    let _ = m;
     Ok(statements)
 }
 
@@ -362,7 +392,7 @@ pub fn dry_run(
     applied_by: &str,
 ) -> Result<String, MigrateError> {
     let file = file_of(m, direction)?;
-    let statements = parse(m, file)?;
+    let statements = parse(file)?;
     let mut out = format!(
         "-- {} ({}, {})\n",
         m.id(),
@@ -449,7 +479,10 @@ fn sqlite_form(m: &Migration, sql: &str) -> Result<String, MigrateError> {
     let mut out = String::new();
     for stmt in plan.iter() {
         if stmt.sqlite_sql.is_empty() {
-            out.push_str(&format!("-- answered by unidb itself: {}\n", excerpt(sql, 200)));
+            out.push_str(&format!(
+                "-- answered by unidb itself: {}\n",
+                excerpt(sql, 200)
+            ));
             continue;
         }
         out.push_str(&stmt.sqlite_sql);

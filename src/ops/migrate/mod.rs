@@ -100,7 +100,11 @@ fn refused(problems: &[String], hints: &[String]) -> String {
 }
 
 fn failed(f: &Failure) -> String {
-    let mut s = format!("migration {} ({}) failed", f.migration, f.direction.as_str());
+    let mut s = format!(
+        "migration {} ({}) failed",
+        f.migration,
+        f.direction.as_str()
+    );
     if f.statement > 0 {
         s.push_str(&format!(
             " at statement {} of {} ({}, line {}):\n    {}",
@@ -195,7 +199,11 @@ pub struct Migrator {
 impl Migrator {
     /// Commands on `database` of the running (or CLI-built) server state, with the
     /// migrations directory from its config.
-    pub fn new(state: Arc<ServerState>, database: &str, out: Progress) -> Result<Migrator, MigrateError> {
+    pub fn new(
+        state: Arc<ServerState>,
+        database: &str,
+        out: Progress,
+    ) -> Result<Migrator, MigrateError> {
         let config = state.config.databases.get(database).ok_or_else(|| {
             MigrateError::Database(format!(
                 "database `{database}` is not configured (configured: {})",
@@ -273,10 +281,16 @@ impl Migrator {
     }
 
     /// Reverts the newest applied migration and applies it again.
-    pub async fn redo(&self, dry_run: bool, restore_on_failure: bool) -> Result<RunReport, MigrateError> {
+    pub async fn redo(
+        &self,
+        dry_run: bool,
+        restore_on_failure: bool,
+    ) -> Result<RunReport, MigrateError> {
         let files = source::load(&self.dir)?;
         let mut t = self.open_locked().await?;
-        let r = self.redo_locked(&mut t, &files, dry_run, restore_on_failure).await;
+        let r = self
+            .redo_locked(&mut t, &files, dry_run, restore_on_failure)
+            .await;
         self.release(t).await;
         r
     }
@@ -298,7 +312,11 @@ impl Migrator {
     }
 
     /// Writes a new pair of files and returns their paths.
-    pub fn create(&self, name: &str, style: VersionStyle) -> Result<(PathBuf, PathBuf), MigrateError> {
+    pub fn create(
+        &self,
+        name: &str,
+        style: VersionStyle,
+    ) -> Result<(PathBuf, PathBuf), MigrateError> {
         source::create(&self.dir, name, style, chrono::Utc::now())
             .map_err(|e| MigrateError::Source(SourceProblems(vec![e])))
     }
@@ -333,7 +351,14 @@ impl Migrator {
                 .rows(&format!("SELECT pg_try_advisory_lock({ADVISORY_KEY})"))
                 .await
                 .map_err(|e| self.db_error(t, e))?;
-            if rows.first().and_then(|r| r.first()).cloned().flatten().as_deref() == Some("t") {
+            if rows
+                .first()
+                .and_then(|r| r.first())
+                .cloned()
+                .flatten()
+                .as_deref()
+                == Some("t")
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -386,7 +411,12 @@ impl Migrator {
     }
 
     /// Reads the ledger (creating it unless `dry_run`) and returns the status.
-    async fn current(&self, t: &mut Target, files: &[Migration], dry_run: bool) -> Result<Status, MigrateError> {
+    async fn current(
+        &self,
+        t: &mut Target,
+        files: &[Migration],
+        dry_run: bool,
+    ) -> Result<Status, MigrateError> {
         if !dry_run {
             ledger::ensure(t).await.map_err(|e| self.db_error(t, e))?;
         }
@@ -405,13 +435,21 @@ impl Migrator {
         })
     }
 
-    async fn newest_applied(&self, t: &mut Target, files: &[Migration], dry_run: bool) -> Result<i64, MigrateError> {
+    async fn newest_applied(
+        &self,
+        t: &mut Target,
+        files: &[Migration],
+        dry_run: bool,
+    ) -> Result<i64, MigrateError> {
         let status = self.current(t, files, dry_run).await?;
         let newest = status.applied_newest_first().next().map(|e| e.version);
         newest.ok_or_else(|| MigrateError::Refused {
-                problems: vec![format!("database {} has no applied migration to redo", self.database)],
-                hints: vec![],
-            })
+            problems: vec![format!(
+                "database {} has no applied migration to redo",
+                self.database
+            )],
+            hints: vec![],
+        })
     }
 
     async fn redo_locked(
@@ -432,7 +470,13 @@ impl Migrator {
             // The up half, as it would run after the down half.
             let m = files.iter().find(|m| m.version == newest);
             if let Some(m) = m {
-                self.say(&apply::dry_run(m, Direction::Up, t.backend, self.lock_timeout(), &self.applied_by)?);
+                self.say(&apply::dry_run(
+                    m,
+                    Direction::Up,
+                    t.backend,
+                    self.lock_timeout(),
+                    &self.applied_by,
+                )?);
             }
             return Ok(report);
         }
@@ -447,7 +491,12 @@ impl Migrator {
         Ok(report)
     }
 
-    async fn up_locked(&self, t: &mut Target, files: &[Migration], opts: &UpOptions) -> Result<RunReport, MigrateError> {
+    async fn up_locked(
+        &self,
+        t: &mut Target,
+        files: &[Migration],
+        opts: &UpOptions,
+    ) -> Result<RunReport, MigrateError> {
         let status = self.current(t, files, opts.dry_run).await?;
         Self::refuse_if_blocked(&status, true)?;
         if let Some(to) = opts.to {
@@ -481,7 +530,13 @@ impl Migrator {
             ));
             self.say(&apply::ledger_ddl(t.backend)?);
             for m in &pending {
-                self.say(&apply::dry_run(m, Direction::Up, t.backend, self.lock_timeout(), &self.applied_by)?);
+                self.say(&apply::dry_run(
+                    m,
+                    Direction::Up,
+                    t.backend,
+                    self.lock_timeout(),
+                    &self.applied_by,
+                )?);
             }
             return Ok(RunReport::default());
         }
@@ -491,11 +546,17 @@ impl Migrator {
             t.describe,
             pending.len()
         ));
-        let list: Vec<(&Migration, Direction)> = pending.into_iter().map(|m| (m, Direction::Up)).collect();
+        let list: Vec<(&Migration, Direction)> =
+            pending.into_iter().map(|m| (m, Direction::Up)).collect();
         self.run_list(t, &list, opts.restore_on_failure).await
     }
 
-    async fn down_locked(&self, t: &mut Target, files: &[Migration], opts: &DownOptions) -> Result<RunReport, MigrateError> {
+    async fn down_locked(
+        &self,
+        t: &mut Target,
+        files: &[Migration],
+        opts: &DownOptions,
+    ) -> Result<RunReport, MigrateError> {
         let status = self.current(t, files, opts.dry_run).await?;
         Self::refuse_if_blocked(&status, false)?;
         let applied: Vec<i64> = status.applied_newest_first().map(|e| e.version).collect();
@@ -504,7 +565,9 @@ impl Migrator {
             DownTo::Version(v) => {
                 if v != 0 && !applied.contains(&v) && !files.iter().any(|m| m.version == v) {
                     return Err(MigrateError::Refused {
-                        problems: vec![format!("--to {v}: no migration has this version (0 reverts all)")],
+                        problems: vec![format!(
+                            "--to {v}: no migration has this version (0 reverts all)"
+                        )],
                         hints: vec!["`unidb migrate status` lists the versions".into()],
                     });
                 }
@@ -512,7 +575,10 @@ impl Migrator {
             }
         };
         if chosen.is_empty() {
-            self.say(&format!("database {} ({}): nothing to revert", self.database, t.describe));
+            self.say(&format!(
+                "database {} ({}): nothing to revert",
+                self.database, t.describe
+            ));
             return Ok(RunReport::default());
         }
         let mut list = Vec::new();
@@ -539,7 +605,13 @@ impl Migrator {
             ));
             self.say(&apply::ledger_ddl(t.backend)?);
             for (m, d) in &list {
-                self.say(&apply::dry_run(m, *d, t.backend, self.lock_timeout(), &self.applied_by)?);
+                self.say(&apply::dry_run(
+                    m,
+                    *d,
+                    t.backend,
+                    self.lock_timeout(),
+                    &self.applied_by,
+                )?);
             }
             return Ok(RunReport::default());
         }
@@ -572,7 +644,10 @@ impl Migrator {
         };
         if restore_on_failure && report.backup.is_none() {
             return Err(MigrateError::Refused {
-                problems: vec!["--restore-on-failure needs the pre-migration copy, but migrate_backup = false".into()],
+                problems: vec![
+                    "--restore-on-failure needs the pre-migration copy, but migrate_backup = false"
+                        .into(),
+                ],
                 hints: vec![],
             });
         }
@@ -584,7 +659,10 @@ impl Migrator {
                 Direction::Down => "reverting",
             };
             self.say(&format!("{verb} {} ...", m.id()));
-            let outcome = self.runner(t, Some(applied_by.clone())).run(m, *direction).await;
+            let outcome = self
+                .runner(t, Some(applied_by.clone()))
+                .run(m, *direction)
+                .await;
             match outcome {
                 Ok(Outcome::Done { ms }) => {
                     self.say(&format!("  done in {ms} ms"));
@@ -594,8 +672,14 @@ impl Migrator {
                     self.say("  already done by another migration run; skipped");
                 }
                 Err(MigrateError::Failed(mut f)) => {
-                    if let (true, Some(copy), Some(db)) = (restore_on_failure, &report.backup, &t.sqlite) {
-                        self.say(&format!("restoring {} from {}", db.path().display(), copy.display()));
+                    if let (true, Some(copy), Some(db)) =
+                        (restore_on_failure, &report.backup, &t.sqlite)
+                    {
+                        self.say(&format!(
+                            "restoring {} from {}",
+                            db.path().display(),
+                            copy.display()
+                        ));
                         db.restore_from(copy).await.map_err(|e| {
                             MigrateError::Database(format!(
                                 "{}\nrestoring from {} failed too: {e:#}",
@@ -645,7 +729,12 @@ impl Migrator {
         Ok(Some(r.path))
     }
 
-    async fn repair_locked(&self, t: &mut Target, files: &[Migration], dry_run: bool) -> Result<Vec<String>, MigrateError> {
+    async fn repair_locked(
+        &self,
+        t: &mut Target,
+        files: &[Migration],
+        dry_run: bool,
+    ) -> Result<Vec<String>, MigrateError> {
         let status = self.current(t, files, dry_run).await?;
         let mut changes = Vec::new();
         for e in &status.entries {
@@ -679,7 +768,14 @@ impl Migrator {
             if !dry_run {
                 t.execute(&sql).await.map_err(|err| self.db_error(t, err))?;
             }
-            self.say(&format!("{}{what}", if dry_run { "would repair " } else { "repaired " }));
+            self.say(&format!(
+                "{}{what}",
+                if dry_run {
+                    "would repair "
+                } else {
+                    "repaired "
+                }
+            ));
             changes.push(what);
         }
         if changes.is_empty() {
@@ -768,10 +864,8 @@ pub async fn on_start(state: &Arc<ServerState>) -> Result<(), MigrateError> {
         let out: Progress = Arc::new(move |line: &str| {
             tracing::info!(database = %db, "migrate: {line}");
         });
-        let m = Migrator::new(state.clone(), name, out)?.with_applied_by(&format!(
-            "{} (migrate_on_start)",
-            default_applied_by()
-        ));
+        let m = Migrator::new(state.clone(), name, out)?
+            .with_applied_by(&format!("{} (migrate_on_start)", default_applied_by()));
         m.up(&UpOptions::default()).await?;
     }
     Ok(())

@@ -354,9 +354,9 @@ pub fn is_transaction_control(sql: &str) -> bool {
         _ => Some(Keyword::NoKeyword),
     });
     match words.next() {
-        Some(Keyword::BEGIN | Keyword::COMMIT | Keyword::ROLLBACK | Keyword::END | Keyword::ABORT) => {
-            true
-        }
+        Some(
+            Keyword::BEGIN | Keyword::COMMIT | Keyword::ROLLBACK | Keyword::END | Keyword::ABORT,
+        ) => true,
         Some(Keyword::START) => words.next() == Some(Keyword::TRANSACTION),
         _ => false,
     }
@@ -501,10 +501,13 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(split("SELECT 'é'; SELECT \"q;\" FROM t"), vec![
-            ("SELECT 'é'".to_string(), 1),
-            ("SELECT \"q;\" FROM t".to_string(), 1)
-        ]);
+        assert_eq!(
+            split("SELECT 'é'; SELECT \"q;\" FROM t"),
+            vec![
+                ("SELECT 'é'".to_string(), 1),
+                ("SELECT \"q;\" FROM t".to_string(), 1)
+            ]
+        );
         assert!(split("-- nothing\n;;\n").is_empty());
         assert!(statements("SELECT 'unterminated").is_err());
     }
@@ -514,7 +517,10 @@ mod tests {
         let lf = "CREATE TABLE t (a int);\nDROP TABLE t;\n";
         let crlf = "\u{feff}CREATE TABLE t (a int);\r\nDROP TABLE t;\r\n";
         assert_eq!(checksum(lf), checksum(crlf));
-        assert_ne!(checksum(lf), checksum("CREATE TABLE t (a bigint);\nDROP TABLE t;\n"));
+        assert_ne!(
+            checksum(lf),
+            checksum("CREATE TABLE t (a bigint);\nDROP TABLE t;\n")
+        );
         assert_eq!(checksum(lf).len(), 64);
         assert_eq!(
             split(crlf.strip_prefix('\u{feff}').unwrap()),
@@ -531,7 +537,9 @@ mod tests {
         assert!(d.no_transaction);
         assert_eq!(d.lock_timeout, Some(Duration::from_secs(10)));
         assert_eq!(directives("SELECT 1;").unwrap(), Directives::default());
-        assert!(directives("-- unidb: no-transactions\n").unwrap_err().contains("unknown directive"));
+        assert!(directives("-- unidb: no-transactions\n")
+            .unwrap_err()
+            .contains("unknown directive"));
         assert!(directives("SELECT 1;\n-- unidb: no-transaction\n")
             .unwrap_err()
             .contains("before the first statement"));
@@ -542,23 +550,44 @@ mod tests {
     fn file_names() {
         assert_eq!(
             parse_file_name("20261125090000_create_projects.up.sql").unwrap(),
-            ("20261125090000".into(), "create_projects".into(), Direction::Up)
+            (
+                "20261125090000".into(),
+                "create_projects".into(),
+                Direction::Up
+            )
         );
         assert_eq!(
             parse_file_name("0002_add-index.down.sql").unwrap(),
             ("0002".into(), "add-index".into(), Direction::Down)
         );
-        for bad in ["init.up.sql", "v1_init.up.sql", "0001_.up.sql", "0001_init.sql", "0001_in it.up.sql"] {
+        for bad in [
+            "init.up.sql",
+            "v1_init.up.sql",
+            "0001_.up.sql",
+            "0001_init.sql",
+            "0001_in it.up.sql",
+        ] {
             assert!(parse_file_name(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn transaction_control_is_recognised() {
-        for s in ["BEGIN", "commit", "ROLLBACK", "START TRANSACTION", "END", "  begin isolation level serializable"] {
+        for s in [
+            "BEGIN",
+            "commit",
+            "ROLLBACK",
+            "START TRANSACTION",
+            "END",
+            "  begin isolation level serializable",
+        ] {
             assert!(is_transaction_control(s), "{s}");
         }
-        for s in ["CREATE TABLE begin_x (a int)", "SELECT 1", "INSERT INTO t VALUES (1)"] {
+        for s in [
+            "CREATE TABLE begin_x (a int)",
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+        ] {
             assert!(!is_transaction_control(s), "{s}");
         }
     }
@@ -592,11 +621,19 @@ mod tests {
             .unwrap()
             .with_timezone(&chrono::Utc);
         let (up, down) = create(dir.path(), "Add videos-codec", VersionStyle::Auto, now).unwrap();
-        assert!(up.ends_with("20261125093000_add_videos_codec.up.sql"), "{}", up.display());
+        assert!(
+            up.ends_with("20261125093000_add_videos_codec.up.sql"),
+            "{}",
+            up.display()
+        );
         assert!(down.ends_with("20261125093000_add_videos_codec.down.sql"));
         // Same second: the next version still sorts after it.
         let (up2, _) = create(dir.path(), "second", VersionStyle::Auto, now).unwrap();
-        assert!(up2.ends_with("20261125093001_second.up.sql"), "{}", up2.display());
+        assert!(
+            up2.ends_with("20261125093001_second.up.sql"),
+            "{}",
+            up2.display()
+        );
         assert!(create(dir.path(), "bad/name", VersionStyle::Auto, now).is_err());
 
         let seq = tempfile::tempdir().unwrap();

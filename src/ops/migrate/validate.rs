@@ -109,15 +109,16 @@ pub(super) async fn run(m: &Migrator) -> Result<ValidateReport, MigrateError> {
     }
 
     // 3. A scratch schema on PostgreSQL.
-    let pg: Option<(String, PostgresConfig)> = match m.config() {
-        DatabaseConfig::Postgres(p) => Some((m.database.clone(), p.clone())),
-        DatabaseConfig::Sqlite(s) => s.validate_postgres.as_ref().and_then(|name| {
-            match m.state.config.databases.get(name) {
-                Some(DatabaseConfig::Postgres(p)) => Some((name.clone(), p.clone())),
-                _ => None,
-            }
-        }),
-    };
+    let pg: Option<(String, PostgresConfig)> =
+        match m.config() {
+            DatabaseConfig::Postgres(p) => Some((m.database.clone(), p.clone())),
+            DatabaseConfig::Sqlite(s) => s.validate_postgres.as_ref().and_then(|name| {
+                match m.state.config.databases.get(name) {
+                    Some(DatabaseConfig::Postgres(p)) => Some((name.clone(), p.clone())),
+                    _ => None,
+                }
+            }),
+        };
     if let Some((name, config)) = pg {
         m.say(&format!(
             "dry run in a scratch schema on PostgreSQL database {name} ..."
@@ -137,13 +138,12 @@ fn check_files(files: &[Migration], report: &mut ValidateReport) {
     let mut statements = 0;
     for m in files {
         if m.down.is_none() {
-            report.warnings.push(format!(
-                "{}: no down file; it cannot be reverted",
-                m.id()
-            ));
+            report
+                .warnings
+                .push(format!("{}: no down file; it cannot be reverted", m.id()));
         }
         for file in std::iter::once(&m.up).chain(m.down.as_ref()) {
-            let list = match apply::parse(m, file) {
+            let list = match apply::parse(file) {
                 Ok(l) => l,
                 Err(e) => {
                     report.errors.push(e.to_string());
@@ -170,12 +170,19 @@ fn check_files(files: &[Migration], report: &mut ValidateReport) {
     }
     report.passed.push(format!(
         "{} file(s), {statements} statement(s) parse and have a SQLite form",
-        files.iter().map(|m| 1 + usize::from(m.down.is_some())).sum::<usize>()
+        files
+            .iter()
+            .map(|m| 1 + usize::from(m.down.is_some()))
+            .sum::<usize>()
     ));
 }
 
 /// Order and checksums against the database's ledger.
-async fn check_ledger(m: &Migrator, files: &[Migration], report: &mut ValidateReport) -> Option<Status> {
+async fn check_ledger(
+    m: &Migrator,
+    files: &[Migration],
+    report: &mut ValidateReport,
+) -> Option<Status> {
     let mut t = match m.connect().await {
         Ok(t) => t,
         Err(e) => {
@@ -360,7 +367,10 @@ impl ScratchDir {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).map_err(|e| {
-            MigrateError::Database(format!("cannot create scratch directory {}: {e}", dir.display()))
+            MigrateError::Database(format!(
+                "cannot create scratch directory {}: {e}",
+                dir.display()
+            ))
         })?;
         Ok(ScratchDir(dir))
     }
@@ -385,7 +395,10 @@ async fn scratch_sqlite(
             .map_err(|e| format!("{e:#}"))?;
     }
     let mut table = toml::Table::new();
-    table.insert("path".into(), toml::Value::String(path.display().to_string()));
+    table.insert(
+        "path".into(),
+        toml::Value::String(path.display().to_string()),
+    );
     table.insert("readers".into(), toml::Value::Integer(1));
     table.insert("migrate_backup".into(), toml::Value::Boolean(false));
     let sqlite: crate::config::SqliteConfig = toml::Value::Table(table)
@@ -437,9 +450,9 @@ async fn scratch_postgres(
                 .execute(&format!("DROP SCHEMA {} CASCADE", ident(&schema)))
                 .await
             {
-                report
-                    .warnings
-                    .push(format!("{label}: could not drop scratch schema {schema}: {e}"));
+                report.warnings.push(format!(
+                    "{label}: could not drop scratch schema {schema}: {e}"
+                ));
             }
         }
         Err(e) => report
