@@ -50,7 +50,7 @@ pub struct Target {
 
 impl Target {
     /// The connection migrations run on: an in-process session on SQLite, a direct
-    /// connection (time zone UTC) on PostgreSQL.
+    /// connection on PostgreSQL (time zone UTC, `application_name` 'unidb migrate').
     pub async fn for_migrations(
         state: &Arc<ServerState>,
         database: &str,
@@ -60,7 +60,7 @@ impl Target {
             (Database::Sqlite(db), _) => Self::local(state, database, user, Some(db)).await,
             (Database::Postgres(_), DatabaseConfig::Postgres(pg)) => {
                 let mut t = Self::direct(database, pg).await?;
-                t.execute("SET TimeZone = 'UTC'")
+                t.execute("SET TimeZone = 'UTC'; SET application_name = 'unidb migrate'")
                     .await
                     .map_err(|e| format!("database {database}: {e}"))?;
                 Ok(t)

@@ -246,3 +246,85 @@ impl Status {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::migrate::source::{Directives, SqlFile};
+
+    fn file(text: &str) -> SqlFile {
+        SqlFile {
+            path: "x.sql".into(),
+            text: text.into(),
+            checksum: crate::ops::migrate::source::checksum(text),
+            directives: Directives::default(),
+        }
+    }
+
+    fn migration(version: i64, name: &str, text: &str) -> Migration {
+        Migration {
+            version,
+            version_text: format!("{version:04}"),
+            name: name.into(),
+            up: file(text),
+            down: Some(file("SELECT 1;")),
+        }
+    }
+
+    fn row(m: &Migration, success: bool) -> Row {
+        Row {
+            version: m.version,
+            name: m.name.clone(),
+            checksum: m.up.checksum.clone(),
+            applied_at: "2026-11-25 09:00:00.123+00".into(),
+            execution_ms: 3,
+            success,
+            applied_by: "me@host".into(),
+        }
+    }
+
+    #[test]
+    fn states_from_files_and_ledger() {
+        let a = migration(1, "a", "CREATE TABLE a (x int);");
+        let b = migration(2, "b", "CREATE TABLE b (x int);");
+        let c = migration(3, "c", "CREATE TABLE c (x int);");
+        let d = migration(4, "d", "CREATE TABLE d (x int);");
+        let mut drifted = row(&b, true);
+        drifted.checksum = "0".repeat(64);
+        let gone = Row {
+            version: 5,
+            name: "gone".into(),
+            ..row(&a, true)
+        };
+        // a applied, b drifted, c pending but older than the applied d... and a row
+        // without files.
+        let files = [a.clone(), b.clone(), c.clone(), d.clone()];
+        let rows = [row(&a, true), drifted, row(&d, true), gone];
+        let st = Status::new("app", "sqlite app.db", &files, &rows);
+        let states: Vec<State> = st.entries.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            [
+                State::Applied,
+                State::ChecksumDrift,
+                State::OutOfOrder,
+                State::Applied,
+                State::MissingFile
+            ]
+        );
+        assert_eq!(st.blocking(true).len(), 3);
+        assert_eq!(st.blocking(false).len(), 2, "out of order blocks up only");
+        assert_eq!(st.hints().len(), 3);
+        assert_eq!(st.applied_newest_first().next().unwrap().version, 5);
+        let text = st.render();
+        assert!(text.starts_with("database app (sqlite app.db): 2 applied, 1 pending, 1 checksum drift, 1 missing file"), "{text}");
+        assert!(text.contains("2026-11-25 09:00:00 |"), "{text}");
+
+        let failed = Status::new("app", "x", &[a.clone()], &[row(&a, false)]);
+        assert_eq!(failed.entries[0].state, State::Failed);
+        assert!(failed.blocking(false)[0].contains("did not finish"));
+        let fresh = Status::new("app", "x", &[a, b], &[]);
+        assert_eq!(fresh.pending().count(), 2);
+        assert!(fresh.blocking(true).is_empty());
+    }
+}
