@@ -337,6 +337,20 @@ where
     F: FnOnce(Arc<unidb::server::ServerState>, String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<i32>>,
 {
+    match open_and_run(target, f) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
+fn open_and_run<F, Fut>(target: &TargetArgs, f: F) -> anyhow::Result<i32>
+where
+    F: FnOnce(Arc<unidb::server::ServerState>, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i32>>,
+{
     let mut config = Config::load(&target.config)?;
     init_logging(config.log.format, "warn");
     let db = match &target.database {

@@ -1060,7 +1060,14 @@ async fn migrate_on_start_and_the_admin_console() {
 
     let dry = rows(console.simple_query("MIGRATE UP DRY RUN").await.unwrap());
     assert!(dry.is_empty(), "a dry run applies nothing");
-    let up = rows(console.simple_query("MIGRATE UP").await.unwrap());
+    // Pause traffic, migrate, resume: PAUSE holds clients, not the migration.
+    console.simple_query("PAUSE app").await.unwrap();
+    let up = tokio::time::timeout(Duration::from_secs(20), console.simple_query("MIGRATE UP"))
+        .await
+        .expect("MIGRATE UP is not held by PAUSE")
+        .unwrap();
+    console.simple_query("RESUME app").await.unwrap();
+    let up = rows(up);
     assert_eq!(up.len(), 2, "{up:?}");
     assert!(up.iter().all(|r| r[1] == "up"));
     let st = rows(console.simple_query("MIGRATE STATUS").await.unwrap());

@@ -18,12 +18,22 @@ use crate::server::{ClientInfo, Database, ServerState};
 /// Buffer of the in-memory stream in each direction.
 const PIPE: usize = 256 * 1024;
 
+/// How an in-process session treats `PAUSE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paused {
+    /// Waits like any client (the demo).
+    Wait,
+    /// Runs anyway (migrations, so that PAUSE, MIGRATE UP, RESUME works).
+    Exempt,
+}
+
 /// Opens a session on `database` as `user` and returns a client at ReadyForQuery.
 pub async fn connect(
     state: &Arc<ServerState>,
     database: &str,
     user: &str,
     application_name: &str,
+    paused: Paused,
 ) -> Result<Client<DuplexStream>, ClientError> {
     let db = state.databases.get(database).cloned().ok_or_else(|| {
         ClientError::Protocol(format!(
@@ -69,6 +79,10 @@ pub async fn connect(
                 st.clone(),
                 greeting,
             );
+            let session = match paused {
+                Paused::Wait => session,
+                Paused::Exempt => session.exempt_from_pause(),
+            };
             tokio::spawn(async move {
                 session.run().await;
                 st.cancels.unregister(pid);

@@ -11,6 +11,7 @@ use tokio::io::DuplexStream;
 use crate::backend::postgres::Stream;
 use crate::backend::sqlite::SqliteDb;
 use crate::config::{DatabaseConfig, PostgresConfig};
+use crate::frontend::local::Paused;
 use crate::protocol::client::{Client, ClientError, ResultSet};
 use crate::server::{Database, ServerState};
 
@@ -57,7 +58,9 @@ impl Target {
         user: &str,
     ) -> Result<Target, String> {
         match database_of(state, database)? {
-            (Database::Sqlite(db), _) => Self::local(state, database, user, Some(db)).await,
+            (Database::Sqlite(db), _) => {
+                Self::local(state, database, user, Some(db), Paused::Exempt).await
+            }
             (Database::Postgres(_), DatabaseConfig::Postgres(pg)) => {
                 let mut t = Self::direct(database, pg).await?;
                 t.execute("SET TimeZone = 'UTC'; SET application_name = 'unidb migrate'")
@@ -82,7 +85,7 @@ impl Target {
             (Database::Sqlite(db), _) => Some(db),
             _ => None,
         };
-        Self::local(state, database, user, sqlite).await
+        Self::local(state, database, user, sqlite, Paused::Wait).await
     }
 
     async fn local(
@@ -90,6 +93,7 @@ impl Target {
         database: &str,
         user: &str,
         sqlite: Option<Arc<SqliteDb>>,
+        paused: Paused,
     ) -> Result<Target, String> {
         let (_, config) = database_of(state, database)?;
         let describe = describe(config);
@@ -97,7 +101,7 @@ impl Target {
             DatabaseConfig::Postgres(p) => Some(p.clone()),
             DatabaseConfig::Sqlite(_) => None,
         };
-        let client = crate::frontend::local::connect(state, database, user, "unidb")
+        let client = crate::frontend::local::connect(state, database, user, "unidb", paused)
             .await
             .map_err(|e| format!("database {database} ({describe}): {e}"))?;
         Ok(Target {
