@@ -320,7 +320,7 @@ mod tests {
         assert!(text.starts_with("database app (sqlite app.db): 2 applied, 1 pending, 1 checksum drift, 1 missing file"), "{text}");
         assert!(text.contains("2026-11-25 09:00:00 |"), "{text}");
 
-        let failed = Status::new("app", "x", &[a.clone()], &[row(&a, false)]);
+        let failed = Status::new("app", "x", std::slice::from_ref(&a), &[row(&a, false)]);
         assert_eq!(failed.entries[0].state, State::Failed);
         assert!(failed.blocking(false)[0].contains("did not finish"));
         let fresh = Status::new("app", "x", &[a, b], &[]);
