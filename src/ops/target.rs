@@ -42,8 +42,6 @@ pub struct Target {
     pub backend: Backend,
     /// The SQLite database itself (backups, restore, schema listing).
     pub sqlite: Option<Arc<SqliteDb>>,
-    /// The PostgreSQL database's configuration (scratch connections).
-    pub postgres: Option<PostgresConfig>,
     /// `sqlite data/app.db`, `postgres db.internal:5432/app`: for messages.
     pub describe: String,
     conn: Conn,
@@ -97,10 +95,6 @@ impl Target {
     ) -> Result<Target, String> {
         let (_, config) = database_of(state, database)?;
         let describe = describe(config);
-        let postgres = match config {
-            DatabaseConfig::Postgres(p) => Some(p.clone()),
-            DatabaseConfig::Sqlite(_) => None,
-        };
         let client = crate::frontend::local::connect(state, database, user, "unidb", paused)
             .await
             .map_err(|e| format!("database {database} ({describe}): {e}"))?;
@@ -112,7 +106,6 @@ impl Target {
                 Backend::Postgres
             },
             sqlite,
-            postgres,
             describe,
             conn: Conn::Local(client),
         })
@@ -128,7 +121,6 @@ impl Target {
             database: database.to_string(),
             backend: Backend::Postgres,
             sqlite: None,
-            postgres: Some(config.clone()),
             describe,
             conn: Conn::Direct(client),
         })
