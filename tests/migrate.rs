@@ -1073,10 +1073,7 @@ async fn migrate_on_start_and_the_admin_console() {
     let st = rows(console.simple_query("MIGRATE STATUS").await.unwrap());
     assert!(st.iter().all(|r| r[2] == "applied"), "{st:?}");
     assert!(st[4][5].contains("app (admin console)"), "{st:?}");
-    let ty = app
-        .query_one("SELECT metrics FROM test_sessions WHERE false", &[])
-        .await;
-    assert!(ty.is_err(), "no row, but the table is back");
+    // The table is back, with its PostgreSQL types.
     let stmt = app
         .prepare("SELECT metrics FROM test_sessions")
         .await
