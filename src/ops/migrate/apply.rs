@@ -358,6 +358,7 @@ fn failure(
         error: error.to_string(),
         code: error.code().map(str::to_string),
         no_transaction: file.directives.no_transaction,
+        connection_lost: !matches!(error, ClientError::Server(_)),
         partial,
         restored_from: None,
     }))

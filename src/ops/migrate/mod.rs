@@ -57,6 +57,8 @@ pub struct Failure {
     pub error: String,
     pub code: Option<String>,
     pub no_transaction: bool,
+    /// The connection failed instead of the database answering with an error.
+    pub connection_lost: bool,
     /// Part of a no-transaction migration took effect; its ledger row says failed.
     pub partial: bool,
     /// The pre-migration copy the database was restored from (`--restore-on-failure`).
@@ -127,6 +129,11 @@ fn failed(f: &Failure) -> String {
             f.statement.saturating_sub(1),
             f.statement.max(1)
         ));
+    } else if f.connection_lost {
+        s.push_str(
+            "\nThe connection was lost: the migration was rolled back unless its COMMIT had already \
+             reached the database; `unidb migrate status` shows which.",
+        );
     } else {
         s.push_str(
             "\nThe migration was rolled back: the database and the ledger are as they were before it.",
