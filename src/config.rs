@@ -274,6 +274,24 @@ pub enum DatabaseConfig {
     Postgres(PostgresConfig),
 }
 
+impl DatabaseConfig {
+    /// The directory of this database's migration files.
+    pub fn migrations(&self) -> &Path {
+        match self {
+            DatabaseConfig::Sqlite(s) => &s.migrations,
+            DatabaseConfig::Postgres(p) => &p.migrations,
+        }
+    }
+
+    /// Whether `serve` applies pending migrations before accepting clients.
+    pub fn migrate_on_start(&self) -> bool {
+        match self {
+            DatabaseConfig::Sqlite(s) => s.migrate_on_start,
+            DatabaseConfig::Postgres(p) => p.migrate_on_start,
+        }
+    }
+}
+
 /// A database served by relaying to an upstream PostgreSQL through a pool of
 /// server connections.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -330,6 +348,34 @@ pub struct PostgresConfig {
     /// alert fires: bytes, or a string such as "20GB" or "512MiB".
     #[serde(default, with = "byte_size")]
     pub storage_limit: Option<u64>,
+    /// Directory of this database's migration files (relative to the working
+    /// directory).
+    #[serde(default = "default_migrations")]
+    pub migrations: PathBuf,
+    /// Apply pending migrations when `serve` starts, before accepting clients.
+    #[serde(default)]
+    pub migrate_on_start: bool,
+    /// `lock_timeout` of each migration's transaction: a DDL statement that waits
+    /// longer for its lock (behind a long transaction) fails instead of stalling the
+    /// statements queued behind it, and the migration is retried.
+    #[serde(default = "default_migrate_lock_timeout", with = "humantime_serde")]
+    pub migrate_lock_timeout: Duration,
+    /// Retries of a migration that failed on `migrate_lock_timeout`.
+    #[serde(default = "default_migrate_lock_retries")]
+    pub migrate_lock_retries: u32,
+}
+
+fn default_migrations() -> PathBuf {
+    PathBuf::from("migrations")
+}
+fn default_migrate_lock_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_migrate_lock_retries() -> u32 {
+    5
+}
+fn default_migrate_backup_keep() -> usize {
+    5
 }
 
 fn default_pool_size() -> usize {
@@ -581,6 +627,23 @@ pub struct SqliteConfig {
     /// fires: bytes, or a string such as "2GB" or "512MiB".
     #[serde(default, with = "byte_size")]
     pub storage_limit: Option<u64>,
+    /// Directory of this database's migration files (relative to the working
+    /// directory).
+    #[serde(default = "default_migrations")]
+    pub migrations: PathBuf,
+    /// Apply pending migrations when `serve` starts, before accepting clients.
+    #[serde(default)]
+    pub migrate_on_start: bool,
+    /// Before migrations change the file, copy it next to itself
+    /// (`<file>.<UTC time>.pre-migrate`) and verify the copy.
+    #[serde(default = "default_true")]
+    pub migrate_backup: bool,
+    /// Pre-migration copies kept per database file; older ones are deleted.
+    #[serde(default = "default_migrate_backup_keep")]
+    pub migrate_backup_keep: usize,
+    /// A `backend = "postgres"` database of this config on which `migrate validate`
+    /// also dry-runs the migrations, in a scratch schema it drops afterwards.
+    pub validate_postgres: Option<String>,
 }
 
 fn default_readers() -> usize {
@@ -726,6 +789,20 @@ impl Config {
                             format!("databases.{name}.statement_cache"),
                             "must be at least 1",
                         ));
+                    }
+                    if s.migrate_backup_keep == 0 {
+                        return Err(invalid(
+                            format!("databases.{name}.migrate_backup_keep"),
+                            "must be at least 1",
+                        ));
+                    }
+                    if let Some(other) = &s.validate_postgres {
+                        if !matches!(self.databases.get(other), Some(DatabaseConfig::Postgres(_))) {
+                            return Err(invalid(
+                                format!("databases.{name}.validate_postgres"),
+                                &format!("`{other}` is not a backend = \"postgres\" database of this config"),
+                            ));
+                        }
                     }
                 }
             }

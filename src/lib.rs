@@ -9,6 +9,7 @@ pub mod error;
 pub mod frontend;
 pub mod http;
 pub mod observe;
+pub mod ops;
 pub mod protocol;
 pub mod server;
 pub mod sql;

@@ -2,8 +2,10 @@
 //! `[server] admin_users`. PgBouncer's commands with PgBouncer's column names
 //! where they exist (`SHOW POOLS`, `STATS`, `CLIENTS`, `SERVERS`, `DATABASES`,
 //! `CONFIG`), unidb's own (`SHOW QUERIES`, `ALERTS`, `HEALTH`), and `RELOAD`,
-//! `PAUSE [db]`, `RESUME [db]`, `RESET STATS`. Simple query protocol only, as
-//! PgBouncer's console.
+//! `PAUSE [db]`, `RESUME [db]`, `RESET STATS`, and `MIGRATE …` (see `migrate`).
+//! Simple query protocol only, as PgBouncer's console.
+
+mod migrate;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -112,7 +114,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
             Frontend::Query(q) => {
                 let mut shutdown = state.shutdown.clone();
                 let r = tokio::select! {
-                    r = run(&state, &q.query, &mut out) => r,
+                    r = run(&state, &q.query, pid, &mut out) => r,
                     _ = shutdown.wait_for(|s| *s) => Err(PgError::fatal(code::ADMIN_SHUTDOWN, "unidb is shutting down")),
                 };
                 if let Err(e) = r {
@@ -161,7 +163,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
 
 /// Runs one console command line (several commands separated by `;` are run
 /// in order).
-async fn run(state: &Arc<ServerState>, text: &str, out: &mut BytesMut) -> Result<(), PgError> {
+async fn run(
+    state: &Arc<ServerState>,
+    text: &str,
+    pid: i32,
+    out: &mut BytesMut,
+) -> Result<(), PgError> {
     let commands: Vec<&str> = text
         .split(';')
         .map(str::trim)
@@ -172,12 +179,17 @@ async fn run(state: &Arc<ServerState>, text: &str, out: &mut BytesMut) -> Result
         return Ok(());
     }
     for c in commands {
-        command(state, c, out).await?;
+        command(state, c, pid, out).await?;
     }
     Ok(())
 }
 
-async fn command(state: &Arc<ServerState>, text: &str, out: &mut BytesMut) -> Result<(), PgError> {
+async fn command(
+    state: &Arc<ServerState>,
+    text: &str,
+    pid: i32,
+    out: &mut BytesMut,
+) -> Result<(), PgError> {
     let words: Vec<String> = text
         .split_whitespace()
         .map(str::to_ascii_uppercase)
@@ -203,7 +215,8 @@ async fn command(state: &Arc<ServerState>, text: &str, out: &mut BytesMut) -> Re
             msg::notice(
                 out,
                 "Console usage: SHOW POOLS|STATS|CLIENTS|SERVERS|DATABASES|CONFIG|QUERIES|ALERTS|HEALTH|VERSION; \
-                 RELOAD; PAUSE [db]; RESUME [db]; RESET STATS",
+                 RELOAD; PAUSE [db]; RESUME [db]; RESET STATS; \
+                 MIGRATE STATUS|UP|DOWN|REDO|VALIDATE|REPAIR|CREATE [db] [TO version] [STEPS n] [DRY RUN]",
             );
             msg::command_complete(out, "SHOW");
         }
@@ -240,6 +253,16 @@ async fn command(state: &Arc<ServerState>, text: &str, out: &mut BytesMut) -> Re
             msg::command_complete(out, "RESUME");
         }
         ["SET", ..] => msg::command_complete(out, "SET"),
+        ["MIGRATE", ..] => {
+            let who = state
+                .cancels
+                .clients()
+                .into_iter()
+                .find(|(p, _, _)| *p == pid)
+                .map_or_else(|| "admin".to_string(), |(_, info, _)| info.user);
+            let words: Vec<&str> = text.split_whitespace().skip(1).collect();
+            migrate::run(state, &words, &who, out).await?;
+        }
         _ => {
             return Err(PgError::new(
                 code::SYNTAX_ERROR,

@@ -157,6 +157,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         session
     }
 
+    /// A session that `PAUSE` does not hold (unidb's own migrations: an operator
+    /// pauses traffic, migrates, resumes).
+    pub fn exempt_from_pause(mut self) -> Self {
+        self.pause = Arc::new(Pause::default());
+        self
+    }
+
     fn status(&self) -> TransactionStatus {
         match self.tx {
             Tx::Idle => TransactionStatus::Idle,

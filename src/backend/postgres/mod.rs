@@ -11,11 +11,12 @@ mod relay;
 
 use std::sync::Arc;
 
-pub use conn::{ConnectError, ServerConn};
+pub use conn::{ConnectError, ServerConn, Stream};
 pub use pool::{Pool, PoolStats};
 pub use relay::{cancel_upstream, serve};
 
 use crate::config::PostgresConfig;
+use crate::protocol::client::Client;
 
 /// A PostgreSQL-backed database.
 pub struct PostgresDb {
@@ -33,4 +34,15 @@ impl PostgresDb {
     pub fn start(&self) {
         tokio::spawn(self.pool.clone().maintain());
     }
+}
+
+/// A connection of unidb's own to the upstream, outside the pool (migrations and
+/// their validation): session state such as an advisory lock or `search_path` stays
+/// on it, and a long statement holds no pool slot. TLS and authentication as the
+/// pool's connections.
+pub async fn connect_direct(config: &PostgresConfig) -> anyhow::Result<Client<Stream>> {
+    let up = config.upstream().map_err(|e| anyhow::anyhow!(e))?;
+    let tls = conn::tls_connector(&up)?;
+    let (server, _params) = conn::connect(&up, tls.as_ref(), config.connect_timeout).await?;
+    Ok(Client::new(server.stream, server.buf))
 }

@@ -8,6 +8,7 @@
 //! writer serves anyone else.
 
 mod catalog;
+mod copies;
 mod errors;
 mod functions;
 mod locks;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+pub use copies::BackupReport;
 pub use functions::SessionView;
 use queue::JobQueue;
 pub use worker::{ExecArgs, ExecError, ExecOutput, Worker};

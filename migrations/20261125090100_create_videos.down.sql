@@ -1,0 +1,3 @@
+DROP INDEX videos_status_live_idx;
+DROP INDEX videos_project_live_idx;
+DROP TABLE videos;

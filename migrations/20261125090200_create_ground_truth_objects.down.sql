@@ -1,0 +1,3 @@
+DROP INDEX ground_truth_objects_class_idx;
+DROP INDEX ground_truth_objects_video_frame_idx;
+DROP TABLE ground_truth_objects;

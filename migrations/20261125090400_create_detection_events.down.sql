@@ -1,0 +1,4 @@
+DROP INDEX detection_events_ground_truth_idx;
+DROP INDEX detection_events_video_frame_idx;
+DROP INDEX detection_events_session_class_idx;
+DROP TABLE detection_events;
