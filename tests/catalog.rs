@@ -184,3 +184,39 @@ async fn information_schema_matches_postgresql() {
     assert_eq!(common::sqlstate(&e), "42P01", "{e:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_by_another_process_are_seen() {
+    let server = TestServer::start().await;
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE flags (id int PRIMARY KEY); INSERT INTO flags VALUES (1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one("SELECT * FROM flags", &[]).await.unwrap().len(),
+        1
+    );
+    // Another process (here a plain SQLite connection, as `unidb migrate` or the
+    // sqlite3 shell would) adds a boolean column and records its type.
+    let other = rusqlite::Connection::open(server.dir.path().join("app.db")).unwrap();
+    other
+        .execute_batch(
+            "ALTER TABLE flags ADD COLUMN on_call INTEGER DEFAULT 1;
+             INSERT INTO __unidb_columns (table_name, column_name, ordinal, pg_type)
+             VALUES ('flags', 'on_call', 1, 'bool');",
+        )
+        .unwrap();
+    drop(other);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let rows = c.simple_query("SELECT * FROM flags").await.unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a row");
+    assert_eq!(row.len(), 2);
+    assert_eq!(row.get(1), Some("t"), "the new column is read as a boolean");
+    server.stop().await;
+}

@@ -67,6 +67,9 @@ pub struct ExecArgs {
     pub session: Option<Arc<super::SessionView>>,
 }
 
+/// How often a worker looks for schema changes made by other processes.
+const SCHEMA_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Encoded rows are handed to the session in pieces of about this size.
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -107,6 +110,9 @@ pub struct Worker {
     writer: bool,
     catalog: Catalog,
     catalog_gen: u64,
+    /// The schema cookie last seen, and when it was looked at.
+    schema_version: i64,
+    schema_checked: std::time::Instant,
     /// Descriptions by SQLite SQL; bounded like the prepared-statement cache.
     described: lru::LruCache<String, Arc<Described>>,
 }
@@ -127,6 +133,8 @@ impl Worker {
             writer,
             catalog: Catalog::default(),
             catalog_gen: 0,
+            schema_version: 0,
+            schema_checked: std::time::Instant::now(),
             described: lru::LruCache::new(DESCRIBED_CACHE),
         }
     }
@@ -141,7 +149,22 @@ impl Worker {
 
     fn refresh(&mut self) -> Result<(), ExecError> {
         let gen = self.shared.schema_gen.load(Ordering::Acquire);
-        if gen != self.catalog_gen {
+        // Another process (`unidb migrate`, the sqlite3 shell) may change the
+        // schema too: its cookie is looked at once a second at most.
+        let now = std::time::Instant::now();
+        let mut foreign = false;
+        if now.duration_since(self.schema_checked) >= SCHEMA_CHECK {
+            self.schema_checked = now;
+            let version: i64 = self
+                .conn
+                .query_row("PRAGMA schema_version", [], |r| r.get(0))
+                .unwrap_or(self.schema_version);
+            foreign = version != self.schema_version;
+            self.schema_version = version;
+        }
+        if gen != self.catalog_gen || foreign {
+            // Cached statements were prepared against the old schema (`*` expanded).
+            self.conn.flush_prepared_statement_cache();
             self.catalog = Catalog::load(&self.conn)?;
             self.described.clear();
             self.catalog_gen = gen;
