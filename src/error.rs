@@ -18,6 +18,9 @@ pub mod code {
     pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
+    pub const CARDINALITY_VIOLATION: &str = "21000";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
     pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
@@ -79,6 +82,9 @@ pub mod code {
             PROGRAM_LIMIT_EXCEEDED,
             UNDEFINED_TABLE,
             UNDEFINED_OBJECT,
+            CARDINALITY_VIOLATION,
+            STRING_DATA_RIGHT_TRUNCATION,
+            DEPENDENT_OBJECTS_STILL_EXIST,
         ];
         ALL.iter()
             .find(|c| **c == s)

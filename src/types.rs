@@ -41,6 +41,89 @@ pub enum PgType {
     Regtype,
     /// No value (`pg_advisory_lock`, `pg_sleep`): an empty text.
     Void,
+    /// An array of the element type with this OID, held as PostgreSQL's text form
+    /// (`{1,2,3}`), as `array_agg` builds it.
+    Array(u32),
+}
+
+/// (element OID, array OID) of the array types unidb produces.
+const ARRAY_OIDS: &[(u32, u32)] = &[
+    (16, 1000),
+    (17, 1001),
+    (19, 1003),
+    (20, 1016),
+    (21, 1005),
+    (23, 1007),
+    (25, 1009),
+    (26, 1028),
+    (114, 199),
+    (700, 1021),
+    (701, 1022),
+    (1042, 1014),
+    (1043, 1015),
+    (1082, 1182),
+    (1083, 1183),
+    (1114, 1115),
+    (1184, 1185),
+    (1186, 1187),
+    (1700, 1231),
+    (2950, 2951),
+    (3802, 3807),
+];
+
+/// The elements of an array in PostgreSQL's text form (`{a,"b c",NULL}`) or as a
+/// JSON array (how array columns are stored on this backend).
+pub fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
+    let t = text.trim();
+    if t.starts_with('[') {
+        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+        return Some(
+            v.as_array()?
+                .iter()
+                .map(|e| match e {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })
+                .collect(),
+        );
+    }
+    let inner = t.strip_prefix('{')?.strip_suffix('}')?;
+    let mut out = Vec::new();
+    if inner.is_empty() {
+        return Some(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => item.extend(chars.next()),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c == ',' {
+                break;
+            }
+            item.push(c);
+            chars.next();
+        }
+        out.push(if !quoted && item == "NULL" {
+            None
+        } else {
+            Some(item)
+        });
+        if chars.next().is_none() {
+            break;
+        }
+    }
+    Some(out)
 }
 
 /// `1 Jan 2000`, PostgreSQL's epoch for binary dates and timestamps.
@@ -65,6 +148,10 @@ impl PgType {
             PgType::Unknown => 705,
             PgType::Regtype => 2206,
             PgType::Void => 2278,
+            PgType::Array(elem) => ARRAY_OIDS
+                .iter()
+                .find(|(e, _)| *e == elem)
+                .map_or(1009, |(_, a)| *a),
             PgType::Bpchar => 1042,
             PgType::Varchar => 1043,
             PgType::Date => 1082,
@@ -94,6 +181,12 @@ impl PgType {
             705 => PgType::Unknown,
             2206 => PgType::Regtype,
             2278 => PgType::Void,
+            oid if ARRAY_OIDS.iter().any(|(_, a)| *a == oid) => PgType::Array(
+                ARRAY_OIDS
+                    .iter()
+                    .find(|(_, a)| *a == oid)
+                    .map_or(25, |(e, _)| *e),
+            ),
             1042 => PgType::Bpchar,
             1043 => PgType::Varchar,
             1082 => PgType::Date,
@@ -135,6 +228,7 @@ impl PgType {
             PgType::Unknown => "unknown",
             PgType::Regtype => "regtype",
             PgType::Void => "void",
+            PgType::Array(_) => "anyarray",
         }
     }
 
@@ -611,6 +705,42 @@ pub fn encode_binary(ty: PgType, value: ValueRef<'_>, out: &mut BytesMut) -> PgR
         | PgType::Unknown
         | PgType::Regtype
         | PgType::Void => encode_text(ty, value, out)?,
+        PgType::Array(elem) => {
+            let text = match value {
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                _ => return Err(bad_binary(ty)),
+            };
+            let items = array_elements(&text).ok_or_else(|| bad_binary(ty))?;
+            let elem_ty = PgType::from_oid(elem).unwrap_or(PgType::Text);
+            // ndim, has-nulls flag, element type, then length and lower bound.
+            out.put_i32(i32::from(!items.is_empty()));
+            out.put_i32(i32::from(items.iter().any(Option::is_none)));
+            out.put_u32(elem);
+            if !items.is_empty() {
+                out.put_i32(items.len() as i32);
+                out.put_i32(1);
+            }
+            for item in &items {
+                match item {
+                    None => out.put_i32(-1),
+                    Some(v) => {
+                        let at = out.len();
+                        out.put_i32(0);
+                        let stored = decode_text(elem_ty, v)?;
+                        let r = match &stored {
+                            Value::Integer(i) => ValueRef::Integer(*i),
+                            Value::Real(f) => ValueRef::Real(*f),
+                            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+                            Value::Blob(b) => ValueRef::Blob(b),
+                            Value::Null => ValueRef::Null,
+                        };
+                        encode_binary(elem_ty, r, out)?;
+                        let len = (out.len() - at - 4) as i32;
+                        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

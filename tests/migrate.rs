@@ -697,7 +697,8 @@ async fn dry_run_prints_the_sql_each_backend_would_run_and_changes_nothing() {
     for expected in [
         "-- 20261125090000_create_projects (up, one transaction)",
         "BEGIN IMMEDIATE;",
-        "CREATE TABLE projects (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,",
+        // varchar(n) keeps its length as a CHECK that reports 22001.
+        "CREATE TABLE projects (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL CONSTRAINT \"__unidb_len_varchar_",
         "strftime('%Y-%m-%d %H:%M:%f', 'now')",
         "CREATE UNIQUE INDEX projects_name_live_key ON projects(name) WHERE deleted_at IS NULL;",
         "INSERT INTO unidb_migrations (version, name, checksum, execution_ms, success, applied_by) VALUES (20261125090000, 'create_projects',",

@@ -41,6 +41,16 @@ pub enum TypeHint {
     },
     /// `min`/`max`: the argument's type, but text for varchar.
     TextIfVarchar(Box<TypeHint>),
+    /// A column of a UNION: the widest of its branches' types.
+    Widest(Vec<TypeHint>),
+    /// `a - b` of two columns: an interval for timestamps, days for dates, else the
+    /// wider numeric type.
+    Difference(Box<TypeHint>, Box<TypeHint>),
+    /// `array_agg(x)`: an array of x's type.
+    ArrayOf(Box<TypeHint>),
+    /// `a + b` of two columns: date/timestamp/time plus an interval keeps the
+    /// date-time type (a date becomes a timestamp), else the wider numeric type.
+    Sum(Box<TypeHint>, Box<TypeHint>),
     /// A numeric printed with `scale` decimals (`x::numeric(10,2)`, `round(x, 2)`).
     Scaled {
         hint: Box<TypeHint>,
@@ -202,9 +212,17 @@ impl Collector {
                         FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(self.infer(e)),
                         _ => None,
                     })
-                    .fold(PgType::Int4, |acc, t| match t {
-                        TypeHint::Known(t) => wider(acc, t),
-                        _ => acc,
+                    .fold(PgType::Int4, |acc, t| match (acc, t) {
+                        // A series of timestamps (an interval step).
+                        (PgType::Timestamptz, _) | (_, TypeHint::Known(PgType::Timestamptz)) => {
+                            PgType::Timestamptz
+                        }
+                        (
+                            _,
+                            TypeHint::Known(PgType::Date | PgType::Timestamp | PgType::Interval),
+                        ) => PgType::Timestamp,
+                        (acc, TypeHint::Known(t)) => wider(acc, t),
+                        (acc, _) => acc,
                     });
                 let qual = alias.as_ref().map(|a| a.name.value.to_ascii_lowercase());
                 self.known_columns.push((qual, column, ty));
@@ -225,6 +243,16 @@ impl Collector {
                 .as_ref()
                 .map(|a| a.name.value.to_ascii_lowercase())
                 .unwrap_or_else(|| table.clone());
+            // A CTE under an alias: its known columns under the alias too.
+            if key != table {
+                let aliased: Vec<_> = self
+                    .known_columns
+                    .iter()
+                    .filter(|(q, _, _)| q.as_deref() == Some(table.as_str()))
+                    .map(|(_, c, t)| (Some(key.clone()), c.clone(), *t))
+                    .collect();
+                self.known_columns.extend(aliased);
+            }
             self.aliases.push((key, table.clone()));
             if !self.scope.contains(&table) {
                 self.scope.push(table);
@@ -345,7 +373,18 @@ impl Collector {
                 TypeHint::Known(PgType::Float4 | PgType::Float8) => TypeHint::Known(PgType::Float8),
                 _ => TypeHint::Known(PgType::Numeric),
             },
-            Expr::Extract { .. } => TypeHint::Known(PgType::Numeric),
+            // extract(epoch|second …) has six decimals in PostgreSQL 15.
+            Expr::Extract { field, .. } => {
+                let f = field.to_string().to_ascii_lowercase();
+                if f == "epoch" || f == "second" {
+                    TypeHint::Scaled {
+                        hint: Box::new(TypeHint::Known(PgType::Numeric)),
+                        scale: 6,
+                    }
+                } else {
+                    TypeHint::Known(PgType::Numeric)
+                }
+            }
             Expr::TypedString(ts) => {
                 pg_type_of(&ts.data_type).map_or(TypeHint::Unknown, TypeHint::Known)
             }
@@ -359,6 +398,11 @@ impl Collector {
                 | BinaryOperator::GtEq
                 | BinaryOperator::And
                 | BinaryOperator::Or => TypeHint::Known(PgType::Bool),
+                BinaryOperator::StringConcat
+                    if json_literal(left).is_some() || json_literal(right).is_some() =>
+                {
+                    TypeHint::Known(PgType::Jsonb)
+                }
                 BinaryOperator::StringConcat => TypeHint::Known(PgType::Text),
                 BinaryOperator::PGRegexMatch
                 | BinaryOperator::PGRegexIMatch
@@ -390,11 +434,58 @@ impl Collector {
                     let l = self.infer(left);
                     let r = self.infer(right);
                     let interval = TypeHint::Known(PgType::Interval);
+                    let known = |h: &TypeHint| match h {
+                        TypeHint::Known(t) => Some(*t),
+                        _ => None,
+                    };
+                    use PgType::*;
+                    match (known(&l), op, known(&r)) {
+                        (Some(Date), BinaryOperator::Minus, Some(Date)) => {
+                            return TypeHint::Known(Int4)
+                        }
+                        (
+                            Some(Date),
+                            BinaryOperator::Plus | BinaryOperator::Minus,
+                            Some(Int2 | Int4 | Int8),
+                        )
+                        | (Some(Int2 | Int4 | Int8), BinaryOperator::Plus, Some(Date)) => {
+                            return TypeHint::Known(Date)
+                        }
+                        (
+                            Some(Timestamp | Timestamptz),
+                            BinaryOperator::Minus,
+                            Some(Timestamp | Timestamptz),
+                        )
+                        | (Some(Interval), BinaryOperator::Multiply | BinaryOperator::Divide, _)
+                        | (_, BinaryOperator::Multiply, Some(Interval)) => {
+                            return TypeHint::Known(Interval)
+                        }
+                        // date + interval is a timestamp.
+                        (
+                            Some(Date),
+                            BinaryOperator::Plus | BinaryOperator::Minus,
+                            Some(Interval),
+                        )
+                        | (Some(Interval), BinaryOperator::Plus, Some(Date)) => {
+                            return TypeHint::Known(Timestamp)
+                        }
+                        _ => {}
+                    }
                     // timestamp ± interval is the timestamp's type.
                     if matches!(op, BinaryOperator::Plus | BinaryOperator::Minus)
                         && (l == interval || r == interval)
                     {
                         return if l == interval { r } else { l };
+                    }
+                    if matches!(l, TypeHint::Column { .. }) && matches!(r, TypeHint::Column { .. })
+                    {
+                        match op {
+                            BinaryOperator::Minus => {
+                                return TypeHint::Difference(Box::new(l), Box::new(r))
+                            }
+                            BinaryOperator::Plus => return TypeHint::Sum(Box::new(l), Box::new(r)),
+                            _ => {}
+                        }
                     }
                     match (&l, &r) {
                         (TypeHint::Known(a), TypeHint::Known(b)) => TypeHint::Known(wider(*a, *b)),
@@ -471,6 +562,11 @@ impl Collector {
                     }),
                     "coalesce" | "abs" => first_arg.map_or(TypeHint::Unknown, |a| self.infer(a)),
                     "age" => TypeHint::Known(PgType::Interval),
+                    "array_agg" => match first_arg.map(|a| self.infer(a)) {
+                        Some(TypeHint::Known(t)) => TypeHint::Known(PgType::Array(t.oid())),
+                        Some(h) => TypeHint::ArrayOf(Box::new(h)),
+                        None => TypeHint::Unknown,
+                    },
                     // round(x, n) is numeric with n decimals.
                     "round" if args.len() == 2 => match args[1] {
                         Expr::Value(v) => match &v.value {
@@ -559,14 +655,39 @@ impl Collector {
     /// Records parameter hints found anywhere in `e`.
     fn walk(&mut self, e: &Expr) {
         match e {
+            Expr::BinaryOp {
+                left,
+                op:
+                    BinaryOperator::Arrow
+                    | BinaryOperator::LongArrow
+                    | BinaryOperator::HashArrow
+                    | BinaryOperator::HashLongArrow,
+                right,
+            } => {
+                // `doc -> $1`: a key or an index, as the parameter itself says.
+                self.walk(left);
+                self.walk(right);
+            }
             Expr::BinaryOp { left, op, right } => {
                 // `$1 || x` concatenates text whatever x is.
                 let concat = *op == BinaryOperator::StringConcat;
+                // Next to a date or an interval in arithmetic, a parameter is a
+                // number (days, a factor), not another date.
+                let arith = matches!(
+                    op,
+                    BinaryOperator::Plus | BinaryOperator::Minus | BinaryOperator::Multiply
+                );
+                let other = |h: TypeHint| match h {
+                    TypeHint::Known(PgType::Date | PgType::Interval) if arith => {
+                        TypeHint::Known(PgType::Int4)
+                    }
+                    h => h,
+                };
                 if let Some(p) = placeholder(left) {
                     let h = if concat {
                         TypeHint::Known(PgType::Text)
                     } else {
-                        self.infer(right)
+                        other(self.infer(right))
                     };
                     self.set_param(p, h);
                 }
@@ -574,7 +695,7 @@ impl Collector {
                     let h = if concat {
                         TypeHint::Known(PgType::Text)
                     } else {
-                        self.infer(left)
+                        other(self.infer(left))
                     };
                     self.set_param(p, h);
                 }
@@ -669,7 +790,17 @@ impl Collector {
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
                 self.walk_query(&cte.query);
-                self.learn_columns(&cte.query, Some(cte.alias.name.value.to_ascii_lowercase()));
+                let names: Vec<String> = cte
+                    .alias
+                    .columns
+                    .iter()
+                    .map(|c| c.name.value.to_ascii_lowercase())
+                    .collect();
+                self.learn_columns_named(
+                    &cte.query,
+                    Some(cte.alias.name.value.to_ascii_lowercase()),
+                    &names,
+                );
             }
         }
         self.walk_set_expr(&q.body);
@@ -733,12 +864,47 @@ impl Collector {
     /// Records the known types of a subquery's (or CTE's) output columns by name,
     /// for references to them from the enclosing query.
     fn learn_columns(&mut self, q: &Query, qualifier: Option<String>) {
+        self.learn_columns_named(q, qualifier, &[]);
+    }
+
+    /// [`Self::learn_columns`], the output columns named by `names` (a CTE's column
+    /// list) where given; a VALUES body is typed by its first row.
+    fn learn_columns_named(&mut self, q: &Query, qualifier: Option<String>, names: &[String]) {
+        let mut body = q.body.as_ref();
+        while let SetExpr::SetOperation { left, .. } = body {
+            body = left;
+        }
+        if let SetExpr::Values(v) = body {
+            if let Some(row) = v.rows.first() {
+                let learned: Vec<_> = row
+                    .content
+                    .iter()
+                    .zip(names)
+                    .filter_map(|(e, name)| match self.infer(e) {
+                        TypeHint::Known(t) => Some((qualifier.clone(), name.clone(), t)),
+                        _ => None,
+                    })
+                    .collect();
+                self.known_columns.extend(learned);
+            }
+            return;
+        }
         let Some(sel) = first_select(&q.body) else {
             return;
         };
         let inner = self.nested(&sel.from);
         let mut learned = Vec::new();
-        for item in &sel.projection {
+        for (i, item) in sel.projection.iter().enumerate() {
+            let e = match item {
+                SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr) => expr,
+                _ => continue,
+            };
+            if let Some(name) = names.get(i) {
+                if let TypeHint::Known(t) = inner.infer(e) {
+                    learned.push((qualifier.clone(), name.clone(), t));
+                }
+                continue;
+            }
             let (name, e) = match item {
                 SelectItem::ExprWithAlias { expr, alias } => {
                     (alias.value.to_ascii_lowercase(), expr)
@@ -769,7 +935,7 @@ impl Collector {
     }
 }
 
-fn wider(a: PgType, b: PgType) -> PgType {
+pub fn wider(a: PgType, b: PgType) -> PgType {
     use PgType::*;
     let rank = |t: PgType| match t {
         Int2 => 1,
@@ -796,6 +962,23 @@ fn wider(a: PgType, b: PgType) -> PgType {
     }
 }
 
+/// A string literal holding a JSON object or array (`x || '{"a": 1}'` is jsonb).
+pub fn json_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            sqlparser::ast::Value::SingleQuotedString(s) => {
+                let t = s.trim_start();
+                ((t.starts_with('{') || t.starts_with('['))
+                    && serde_json::from_str::<serde_json::Value>(s).is_ok())
+                .then_some(s.as_str())
+            }
+            _ => None,
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => json_literal(expr),
+        _ => None,
+    }
+}
+
 fn placeholder(e: &Expr) -> Option<&str> {
     match e {
         Expr::Value(v) => match &v.value {
@@ -804,6 +987,18 @@ fn placeholder(e: &Expr) -> Option<&str> {
         },
         Expr::Nested(inner) => placeholder(inner),
         _ => None,
+    }
+}
+
+fn all_selects<'a>(body: &'a SetExpr, out: &mut Vec<&'a sqlparser::ast::Select>) {
+    match body {
+        SetExpr::Select(s) => out.push(s),
+        SetExpr::Query(q) => all_selects(&q.body, out),
+        SetExpr::SetOperation { left, right, .. } => {
+            all_selects(left, out);
+            all_selects(right, out);
+        }
+        _ => {}
     }
 }
 
@@ -830,6 +1025,54 @@ pub fn collect(stmt: &Statement) -> Hints {
             c.walk_query(q);
             if let Some(s) = first_select(&q.body) {
                 columns = c.projection(&s.projection);
+            }
+            // UNION/INTERSECT/EXCEPT: each column is the widest of the branches'.
+            if matches!(q.body.as_ref(), SetExpr::SetOperation { .. }) {
+                let mut selects = Vec::new();
+                all_selects(&q.body, &mut selects);
+                let branches: Vec<Option<Vec<TypeHint>>> = selects
+                    .iter()
+                    .map(|s| {
+                        let branch = c.nested(&s.from);
+                        // An unqualified column is the branch's own table's.
+                        let own = match branch.scope.as_slice() {
+                            [only] => Some(only.clone()),
+                            _ => None,
+                        };
+                        branch.projection(&s.projection).map(|hints| {
+                            hints
+                                .into_iter()
+                                .map(|h| match h {
+                                    TypeHint::Column {
+                                        table: None,
+                                        column,
+                                    } if own.is_some() => TypeHint::Column {
+                                        table: own.clone(),
+                                        column,
+                                    },
+                                    h => h,
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                if let Some(Some(first)) = branches.first() {
+                    let n = first.len();
+                    if branches
+                        .iter()
+                        .all(|b| b.as_ref().is_some_and(|b| b.len() == n))
+                    {
+                        columns = Some(
+                            (0..n)
+                                .map(|i| {
+                                    TypeHint::Widest(
+                                        branches.iter().flatten().map(|b| b[i].clone()).collect(),
+                                    )
+                                })
+                                .collect(),
+                        );
+                    }
+                }
             }
         }
         Statement::Insert(ins) => {

@@ -13,8 +13,12 @@ mod rewrite;
 mod system;
 
 pub use cache::{CacheCounts, PlanCache};
-pub use infer::{object_base_name, TypeHint};
+pub use infer::{object_base_name, wider, TypeHint};
 pub use system::EMPTY_RELATIONS;
+
+/// Name prefix of the CHECK constraints that enforce `varchar(n)`/`char(n)` lengths
+/// (`__unidb_len_varchar_20_<column>`); violating one is `22001`.
+pub const LENGTH_CHECK_PREFIX: &str = "__unidb_len_";
 
 use std::sync::Arc;
 
@@ -127,8 +131,17 @@ pub enum CatalogChange {
         from: String,
         to: String,
     },
+    /// `DROP TABLE` (and `DROP VIEW`): their recorded columns go; with `cascade`,
+    /// the views and foreign keys that depend on the tables go first.
     DropTables {
         tables: Vec<String>,
+        cascade: bool,
+    },
+    /// `CREATE VIEW`: the types of its columns, from `query` (PostgreSQL text)
+    /// planned and described once the view exists.
+    CreateView {
+        view: String,
+        query: String,
     },
     /// `ALTER TABLE … ADD [CONSTRAINT …]`: the table is rebuilt with the constraint
     /// (SQLite SQL), which SQLite cannot add in place.

@@ -119,6 +119,13 @@ enum Prev<'a> {
 }
 
 /// Normalises `sql`, or `None` when it should be planned as written.
+/// A JSON object or array literal.
+fn looks_like_json(s: &str) -> bool {
+    let t = s.trim_start();
+    (t.starts_with('{') || t.starts_with('['))
+        && serde_json::from_str::<serde_json::Value>(s).is_ok()
+}
+
 pub fn normalize(sql: &str) -> Option<Normalized> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
@@ -139,7 +146,7 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
     let mut literals = Vec::new();
     let mut prev = Prev::Start;
     let mut depth: i32 = 0;
-    // Paren depths that hold type modifiers.
+    // Paren depths whose literals stay as written (type modifiers and the like).
     let mut typmod_depths: Vec<i32> = Vec::new();
     // Paren depth of an ORDER BY / GROUP BY list being read.
     let mut ordinal_list: Option<i32> = None;
@@ -188,7 +195,14 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
                 out.push('$');
                 out.push_str(itoa::Buffer::new().format(literals.len()));
             }
-            Token::SingleQuotedString(s) if value_position => {
+            // A JSON document stays in the text: the rewrite reads it (`doc || '{…}'`
+            // is a jsonb merge).
+            // After `-` a string can only be a jsonb key (`doc - 'key'`): kept.
+            Token::SingleQuotedString(s)
+                if value_position
+                    && !looks_like_json(s)
+                    && !matches!(last_significant, Some(Token::Minus)) =>
+            {
                 literals.push(Literal::Str(s.clone()));
                 out.push('$');
                 out.push_str(itoa::Buffer::new().format(literals.len()));
@@ -258,7 +272,20 @@ pub fn normalize(sql: &str) -> Option<Normalized> {
             Token::LParen => {
                 depth += 1;
                 if let Some(Token::Word(w)) = last_significant {
-                    if type_keyword(w.keyword) {
+                    // Literals that shape the result stay as written: type modifiers,
+                    // the scale of round/trunc, values a JSON builder keeps verbatim.
+                    if type_keyword(w.keyword)
+                        || matches!(
+                            w.value.to_ascii_lowercase().as_str(),
+                            "round"
+                                | "trunc"
+                                | "to_char"
+                                | "json_build_object"
+                                | "jsonb_build_object"
+                                | "json_build_array"
+                                | "jsonb_build_array"
+                        )
+                    {
                         typmod_depths.push(depth);
                     }
                 }

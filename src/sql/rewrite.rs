@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AlterTableOperation, BinaryOperator, CastKind, ColumnDef, ColumnOption, ColumnOptionDef,
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
-    LimitClause, ObjectName, ObjectNamePart, ObjectType, OffsetRows, Query, Reset, Set, Statement,
-    TableConstraint, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
+    LimitClause, ObjectName, ObjectNamePart, ObjectType, OffsetRows, Query, Reset, SelectItem, Set,
+    SetExpr, Statement, TableConstraint, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -627,6 +627,10 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
         // CREATE OR REPLACE VIEW → DROP VIEW IF EXISTS, then CREATE VIEW (one statement).
         Statement::CreateView(v) if v.or_replace => {
             v.or_replace = false;
+            catalog = Some(CatalogChange::CreateView {
+                view: object_base_name(&v.name),
+                query: v.query.to_string(),
+            });
             let create = stmt.clone();
             if let Statement::CreateView(v) = &create {
                 *stmt = parse_one(&format!("DROP VIEW IF EXISTS {}", v.name))?;
@@ -634,7 +638,14 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
             extras.push(create);
             (Kind::Ddl, "CREATE VIEW", false)
         }
-        Statement::CreateView(_) => (Kind::Ddl, "CREATE VIEW", false),
+        // The view's column types are recorded from its query, planned as written.
+        Statement::CreateView(v) => {
+            catalog = Some(CatalogChange::CreateView {
+                view: object_base_name(&v.name),
+                query: v.query.to_string(),
+            });
+            (Kind::Ddl, "CREATE VIEW", false)
+        }
         // COMMENT ON TABLE/COLUMN/VIEW/INDEX: kept in the side table
         // __unidb_comments for the catalog.
         Statement::Comment {
@@ -732,35 +743,39 @@ pub fn rewrite_statement(stmt: &mut Statement) -> PgResult<Rewritten> {
             if_exists,
             ..
         } => {
-            if *cascade {
-                return Err(PgError::unsupported("DROP … CASCADE on the SQLite backend")
-                    .with_hint("drop dependent objects first, then drop without CASCADE"));
+            let all: Vec<String> = names.iter().map(object_base_name).collect();
+            let drop_cascade = *cascade;
+            if drop_cascade && *object_type != ObjectType::Table {
+                return Err(PgError::unsupported(format!(
+                    "DROP {object_type} … CASCADE on the SQLite backend"
+                ))
+                .with_hint("drop dependent objects first, then drop without CASCADE"));
             }
+            // SQLite has no CASCADE: the worker drops the dependents itself.
+            *cascade = false;
             // DROP TABLE a, b → one statement per name, all or nothing.
             if names.len() > 1 {
                 let rest: Vec<ObjectName> = names.drain(1..).collect();
-                let all: Vec<String> = std::iter::once(&names[0])
-                    .chain(rest.iter())
-                    .map(object_base_name)
-                    .collect();
                 for n in &rest {
                     extras.push(stmt_clone_drop(object_type, *if_exists, n));
-                }
-                if *object_type == ObjectType::Table {
-                    catalog = Some(CatalogChange::DropTables { tables: all });
                 }
             }
             match object_type {
                 ObjectType::Table => {
-                    if catalog.is_none() {
-                        catalog = Some(CatalogChange::DropTables {
-                            tables: names.iter().map(object_base_name).collect(),
-                        });
-                    }
+                    catalog = Some(CatalogChange::DropTables {
+                        tables: all,
+                        cascade: drop_cascade,
+                    });
                     (Kind::Ddl, "DROP TABLE", false)
                 }
                 ObjectType::Index => (Kind::Ddl, "DROP INDEX", false),
-                ObjectType::View => (Kind::Ddl, "DROP VIEW", false),
+                ObjectType::View => {
+                    catalog = Some(CatalogChange::DropTables {
+                        tables: all,
+                        cascade: false,
+                    });
+                    (Kind::Ddl, "DROP VIEW", false)
+                }
                 other => return Err(PgError::unsupported(format!("DROP {other}"))),
             }
         }
@@ -976,6 +991,9 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
     for col in &mut ct.columns {
         let (ty, auto) = column_pg_type(col)?;
         columns.push((col.name.value.to_ascii_lowercase(), ty));
+        if let Some(check) = length_check(col) {
+            col.options.push(check);
+        }
         if let Some(m) = type_modifier(&col.data_type) {
             modifiers.push((col.name.value.to_ascii_lowercase(), m));
         }
@@ -1040,6 +1058,35 @@ fn rewrite_create_table(ct: &mut sqlparser::ast::CreateTable) -> PgResult<Catalo
     })
 }
 
+/// The CHECK that enforces a `varchar(n)`/`char(n)` column's length, named so that
+/// a violation is reported as PostgreSQL's `22001`.
+fn length_check(col: &ColumnDef) -> Option<ColumnOptionDef> {
+    use sqlparser::ast::CharacterLength;
+    let (kind, n) = match &col.data_type {
+        DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharVarying(Some(CharacterLength::IntegerLength { length, .. })) => {
+            ("varchar", *length)
+        }
+        DataType::Char(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::Character(Some(CharacterLength::IntegerLength { length, .. })) => {
+            ("bpchar", *length)
+        }
+        _ => return None,
+    };
+    let name = &col.name;
+    let text = format!(
+        "x TEXT CONSTRAINT \"{}{kind}_{n}_{}\" CHECK (length({name}) <= {n})",
+        crate::sql::LENGTH_CHECK_PREFIX,
+        name.value
+    );
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_column_def())
+        .ok()
+        .and_then(|c| c.options.into_iter().next())
+}
+
 /// The modifier of a declared type as PostgreSQL writes it: `(10,2)` of
 /// `numeric(10, 2)`, `(20)` of `varchar(20)`.
 fn type_modifier(dt: &DataType) -> Option<String> {
@@ -1080,6 +1127,9 @@ fn rewrite_alter_table(at: &mut sqlparser::ast::AlterTable) -> PgResult<Option<C
                 ));
             }
             let modifier = type_modifier(&column_def.data_type);
+            if let Some(check) = length_check(column_def) {
+                column_def.options.push(check);
+            }
             column_def.data_type = sqlite_column_type(ty);
             Some(CatalogChange::AddColumn {
                 table,
@@ -1191,6 +1241,13 @@ impl ExprRewriter {
                         "cast to type `{data_type}` on the SQLite backend"
                     ))
                 })?;
+                // true::text is 'true' (SQLite's booleans are 1 and 0).
+                if let (PgType::Text | PgType::Varchar, Expr::Value(v)) = (target, inner.as_ref()) {
+                    if let Value::Boolean(b) = v.value {
+                        *expr = Expr::Value(Value::SingleQuotedString(b.to_string()).into());
+                        return Ok(());
+                    }
+                }
                 let inner = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
                 *expr = match target {
                     PgType::Int2 => call("pg_int2", inner),
@@ -1237,7 +1294,8 @@ impl ExprRewriter {
                     | PgType::Jsonb
                     | PgType::Unknown
                     | PgType::Regtype
-                    | PgType::Void => Expr::Nested(Box::new(inner)),
+                    | PgType::Void
+                    | PgType::Array(_) => Expr::Nested(Box::new(inner)),
                     PgType::Interval => {
                         call_args("pg_interval", vec![inner, Expr::Value(Value::Null.into())])
                     }
@@ -1250,6 +1308,9 @@ impl ExprRewriter {
                 };
             }
             Expr::Function(f) => {
+                if let Some(sqlparser::ast::WindowType::WindowSpec(spec)) = &mut f.over {
+                    postgres_null_order(&mut spec.order_by);
+                }
                 // `pg_catalog.now()` → `now()`
                 if f.name.0.len() == 2 {
                     if let Some(ObjectNamePart::Identifier(schema)) = f.name.0.first() {
@@ -1298,6 +1359,16 @@ impl ExprRewriter {
                     // Booleans are stored as 0/1: min/max are bool_and/bool_or.
                     "bool_and" | "every" => f.name = ObjectName::from(vec![Ident::new("min")]),
                     "bool_or" => f.name = ObjectName::from(vec![Ident::new("max")]),
+                    // round(double precision) rounds half to even, as PostgreSQL's does.
+                    "round"
+                        if matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1
+                            && matches!(&l.args[0], FunctionArg::Unnamed(FunctionArgExpr::Expr(a))
+                                if known_type(a) == Some(PgType::Float8))) =>
+                    {
+                        f.name = ObjectName::from(vec![Ident::new("pg_round_half_even")])
+                    }
+                    // PostgreSQL's text form of the array, typed by the worker.
+                    "array_agg" => f.name = ObjectName::from(vec![Ident::new("pg_array_agg_text")]),
                     "char_length" | "character_length" => {
                         f.name = ObjectName::from(vec![Ident::new("length")])
                     }
@@ -1307,9 +1378,11 @@ impl ExprRewriter {
                     // JSON builders and aggregates: SQLite's JSON1 equivalents; the
                     // json/jsonb output format comes from the inferred column type.
                     "jsonb_build_object" | "json_build_object" => {
+                        json_literal_values(&mut f.args, true);
                         f.name = ObjectName::from(vec![Ident::new("json_object")])
                     }
                     "jsonb_build_array" | "json_build_array" => {
+                        json_literal_values(&mut f.args, false);
                         f.name = ObjectName::from(vec![Ident::new("json_array")])
                     }
                     "jsonb_agg" | "json_agg" => {
@@ -1348,6 +1421,91 @@ impl ExprRewriter {
             Expr::Like { escape_char, .. } if escape_char.is_none() => {
                 *escape_char = Some(backslash());
             }
+            // Date and timestamp arithmetic on operands whose type the statement
+            // shows (literals, casts, current_date): date ± integer, date - date,
+            // timestamp - timestamp, interval * number.
+            Expr::BinaryOp { left, op, right }
+                if matches!(
+                    (number_or_param(left), &*op, number_or_param(right)),
+                    (
+                        Some(PgType::Date),
+                        BinaryOperator::Plus | BinaryOperator::Minus,
+                        Some(PgType::Int4 | PgType::Int8)
+                    ) | (
+                        Some(PgType::Int4 | PgType::Int8),
+                        BinaryOperator::Plus,
+                        Some(PgType::Date)
+                    ) | (
+                        Some(PgType::Date),
+                        BinaryOperator::Minus,
+                        Some(PgType::Date)
+                    ) | (
+                        Some(PgType::Timestamp | PgType::Timestamptz),
+                        BinaryOperator::Minus,
+                        Some(PgType::Timestamp | PgType::Timestamptz)
+                    ) | (Some(PgType::Interval), BinaryOperator::Multiply, Some(_))
+                        | (Some(_), BinaryOperator::Multiply, Some(PgType::Interval))
+                ) =>
+            {
+                let (lt, rt) = (number_or_param(left), number_or_param(right));
+                let minus = *op == BinaryOperator::Minus;
+                let one = |n: &str| Expr::Value(Value::Number(n.into(), false).into());
+                *expr = match (lt, rt) {
+                    (Some(PgType::Date), Some(PgType::Date)) => {
+                        call_args("pg_date_diff", vec![take(left), take(right)])
+                    }
+                    (Some(PgType::Date), _) => call_args(
+                        "pg_date_add",
+                        vec![take(left), take(right), one(if minus { "-1" } else { "1" })],
+                    ),
+                    (_, Some(PgType::Date)) => {
+                        call_args("pg_date_add", vec![take(right), take(left), one("1")])
+                    }
+                    (Some(PgType::Interval), _) => {
+                        call_args("pg_interval_mul", vec![take(left), take(right)])
+                    }
+                    (_, Some(PgType::Interval)) => {
+                        call_args("pg_interval_mul", vec![take(right), take(left)])
+                    }
+                    _ => call_args("pg_timestamp_diff", vec![take(left), take(right)]),
+                };
+            }
+            // column - column: the columns' types are known only when it runs
+            // (timestamps subtract to an interval).
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Minus,
+                right,
+            } if is_column(left) && is_column(right) => {
+                *expr = call_args("pg_minus", vec![take(left), take(right)]);
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Plus,
+                right,
+            } if is_column(left) && is_column(right) => {
+                *expr = call_args("pg_plus", vec![take(left), take(right)]);
+            }
+            // jsonb || '{…}' merges; jsonb - 'key' removes a key (a string on the
+            // right of `-` can only be a jsonb key).
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::StringConcat,
+                right,
+            } if super::infer::json_literal(left).is_some()
+                || super::infer::json_literal(right).is_some() =>
+            {
+                *expr = call_args("pg_jsonb_concat", vec![take(left), take(right)]);
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Minus,
+                right,
+            } if matches!(right.as_ref(), Expr::Value(v)
+                if matches!(&v.value, Value::SingleQuotedString(k) if k.trim().parse::<f64>().is_err())) =>
+            {
+                *expr = call_args("pg_jsonb_delete", vec![take(left), take(right)]);
+            }
             // timestamp ± interval, interval ± interval (intervals are
             // `pg_interval(…)` calls by now: children are rewritten first).
             Expr::BinaryOp {
@@ -1378,6 +1536,41 @@ impl ExprRewriter {
                         ))
                     }
                 };
+            }
+            // A scalar subquery must not return several rows (21000): its one column
+            // goes through an aggregate that refuses a second row. One that cannot
+            // return two rows (LIMIT 1, an aggregate without GROUP BY) is left alone.
+            Expr::Subquery(q) if scalar_may_return_rows(q) => {
+                let mut q = q.clone();
+                if let SetExpr::Select(sel) = q.body.as_mut() {
+                    if let [item] = sel.projection.as_mut_slice() {
+                        let e = match item {
+                            SelectItem::UnnamedExpr(e)
+                            | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+                            _ => return Ok(()),
+                        };
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e,
+                            alias: Ident::new("__v"),
+                        };
+                        *expr = parse_query_expr(&format!(
+                            "(SELECT pg_scalar(__v) FROM ({q}) AS __scalar)"
+                        ))?;
+                    }
+                }
+            }
+            // -interval
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } if is_interval(inner) => {
+                *expr = call_args(
+                    "pg_interval_mul",
+                    vec![
+                        take(inner),
+                        Expr::Value(Value::Number("-1".into(), false).into()),
+                    ],
+                );
             }
             // INTERVAL '7 days', INTERVAL '7' DAY
             Expr::Interval(iv) => {
@@ -1659,20 +1852,26 @@ fn generate_series(
         .or_else(|| alias.map(|a| a.name.value.clone()))
         .unwrap_or_else(|| "generate_series".to_string());
     let list: Vec<String> = args.iter().map(ToString::to_string).collect();
-    // A timestamp series (an interval step) is not supported yet: say so.
-    if list
-        .iter()
-        .any(|a| a.to_ascii_lowercase().contains("interval"))
-    {
-        return Err(PgError::unsupported(
-            "generate_series over timestamps on the SQLite backend",
-        ));
-    }
-    let sql = format!(
-        "SELECT value AS {} FROM generate_series({}) AS __series",
-        Ident::with_quote('"', column.clone()),
-        list.join(", ")
-    );
+    // A timestamp series (an interval step): a recursive CTE adding the step with
+    // calendar arithmetic; values are normalised timestamps so they compare as text.
+    let sql = if list.len() == 3 && list[2].to_ascii_lowercase().contains("interval") {
+        let (start, stop, step) = (&list[0], &list[1], &list[2]);
+        format!(
+            "SELECT v AS {col} FROM (WITH RECURSIVE __gs(v) AS (
+               SELECT pg_interval_add({start}, '0 seconds', 1)
+               UNION ALL
+               SELECT pg_interval_add(v, {step}, 1) FROM __gs
+               WHERE pg_interval_add(v, {step}, 1) <= pg_interval_add({stop}, '0 seconds', 1)
+             ) SELECT v FROM __gs) AS __series",
+            col = Ident::with_quote('"', column.clone()),
+        )
+    } else {
+        format!(
+            "SELECT value AS {} FROM generate_series({}) AS __series",
+            Ident::with_quote('"', column.clone()),
+            list.join(", ")
+        )
+    };
     let Statement::Query(q) = parse_one(&sql)? else {
         return Err(PgError::internal("generate_series rewrite"));
     };
@@ -1911,12 +2110,213 @@ fn backslash() -> Box<Expr> {
 }
 
 /// A numeric literal other than zero: no division check needed.
+/// `row_to_json(t)` where `t` is a subquery in FROM whose columns are named:
+/// `json_object('a', t.a, …)` (SQLite has no row values to convert).
+fn row_to_json_of_subqueries(sel: &mut sqlparser::ast::Select) {
+    let mut subqueries: Vec<(String, Vec<String>)> = Vec::new();
+    for twj in &sel.from {
+        for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Derived {
+                subquery,
+                alias: Some(alias),
+                ..
+            } = factor
+            {
+                if let SetExpr::Select(inner) = subquery.body.as_ref() {
+                    let names: Option<Vec<String>> = inner
+                        .projection
+                        .iter()
+                        .map(|item| match item {
+                            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+                            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.clone()),
+                            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(ids)) => {
+                                ids.last().map(|i| i.value.clone())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(names) = names {
+                        subqueries.push((alias.name.value.clone(), names));
+                    }
+                }
+            }
+        }
+    }
+    if subqueries.is_empty() {
+        return;
+    }
+    for item in &mut sel.projection {
+        let e = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => continue,
+        };
+        let Expr::Function(f) = e else { continue };
+        let name = object_base_name(&f.name);
+        if name != "row_to_json" && name != "to_json" && name != "to_jsonb" {
+            continue;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            continue;
+        };
+        let [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(t)))] =
+            list.args.as_slice()
+        else {
+            continue;
+        };
+        let Some((alias, columns)) = subqueries
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(&t.value))
+        else {
+            continue;
+        };
+        let mut args = Vec::new();
+        for c in columns {
+            args.push(Expr::Value(Value::SingleQuotedString(c.clone()).into()));
+            args.push(Expr::CompoundIdentifier(vec![
+                Ident::new(alias.clone()),
+                Ident::with_quote('"', c.clone()),
+            ]));
+        }
+        *e = call_args("json_object", args);
+    }
+}
+
+/// In a JSON builder, `true`/`false` are JSON booleans (SQLite would give 1/0) and a
+/// decimal literal keeps its digits (`0.50`, as PostgreSQL's numeric does). For
+/// objects only the values (odd arguments) are touched.
+fn json_literal_values(args: &mut FunctionArguments, object: bool) {
+    let FunctionArguments::List(list) = args else {
+        return;
+    };
+    for (i, arg) in list.args.iter_mut().enumerate() {
+        if object && i % 2 == 0 {
+            continue;
+        }
+        let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg else {
+            continue;
+        };
+        let text = match e {
+            Expr::Value(v) => match &v.value {
+                Value::Boolean(b) => b.to_string(),
+                Value::Number(n, _) if n.contains(['.', 'e', 'E']) => n.clone(),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        *e = call("json", Expr::Value(Value::SingleQuotedString(text).into()));
+    }
+}
+
+/// Whether a scalar subquery could return more than one row: a plain SELECT without
+/// `LIMIT 1` that is not an aggregate over all its rows.
+fn scalar_may_return_rows(q: &Query) -> bool {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    if let Some(LimitClause::LimitOffset {
+        limit: Some(Expr::Value(v)),
+        ..
+    }) = &q.limit_clause
+    {
+        if matches!(&v.value, Value::Number(n, _) if n == "1" || n == "0") {
+            return false;
+        }
+    }
+    let no_group =
+        matches!(&sel.group_by, sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty());
+    let aggregate = sel.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(Expr::Function(f))
+        | SelectItem::ExprWithAlias {
+            expr: Expr::Function(f),
+            ..
+        } => {
+            f.over.is_none()
+                && matches!(
+                    object_base_name(&f.name).as_str(),
+                    "count"
+                        | "sum"
+                        | "avg"
+                        | "min"
+                        | "max"
+                        | "bool_and"
+                        | "bool_or"
+                        | "every"
+                        | "string_agg"
+                        | "json_agg"
+                        | "jsonb_agg"
+                        | "json_group_array"
+                        | "json_group_object"
+                        | "group_concat"
+                        | "total"
+                )
+        }
+        _ => false,
+    });
+    !(sel.from.is_empty() || no_group && aggregate) && sel.projection.len() == 1
+}
+
+/// PostgreSQL sorts NULLs last ascending and first descending; SQLite the other way
+/// round. Each sort key without `NULLS FIRST/LAST` gets PostgreSQL's (SQLite still
+/// walks an index for it).
+fn postgres_null_order(items: &mut [sqlparser::ast::OrderByExpr]) {
+    for item in items {
+        if item.options.nulls_first.is_none() {
+            let desc = matches!(item.options.sort, Some(sqlparser::ast::OrderBySort::Desc));
+            item.options.nulls_first = Some(desc);
+        }
+    }
+}
+
+/// [`known_type`], with a parameter taken for an integer (a lifted literal next to
+/// a date or an interval is a day count or a factor).
+fn number_or_param(e: &Expr) -> Option<PgType> {
+    match e {
+        Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => Some(PgType::Int8),
+        Expr::Nested(inner) => number_or_param(inner),
+        other => known_type(other),
+    }
+}
+
+fn is_column(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+}
+
+/// The type of an already rewritten expression when its form shows it: a cast
+/// (`pg_date(…)`), `current_date`, an interval, an integer literal.
+fn known_type(e: &Expr) -> Option<PgType> {
+    match e {
+        Expr::Nested(inner) => known_type(inner),
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) if n.parse::<i64>().is_ok() => Some(PgType::Int4),
+            Value::Number(_, _) => Some(PgType::Numeric),
+            _ => None,
+        },
+        Expr::Function(f) => match object_base_name(&f.name).as_str() {
+            "pg_date" | "pg_date_add" => Some(PgType::Date),
+            "date" if matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1) => {
+                Some(PgType::Date)
+            }
+            "pg_timestamp" => Some(PgType::Timestamp),
+            "pg_timestamptz" => Some(PgType::Timestamptz),
+            "pg_interval" | "pg_interval_sum" | "pg_interval_mul" | "pg_timestamp_diff" => {
+                Some(PgType::Interval)
+            }
+            "pg_int2" | "pg_int4" => Some(PgType::Int4),
+            "pg_int8" => Some(PgType::Int8),
+            "pg_float8" => Some(PgType::Float8),
+            "pg_numeric" | "pg_numeric_scale" => Some(PgType::Numeric),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// An interval-valued expression, after rewriting: `pg_interval(…)` or a sum of them.
 fn is_interval(e: &Expr) -> bool {
     match e {
         Expr::Function(f) => matches!(
             object_base_name(&f.name).as_str(),
-            "pg_interval" | "pg_interval_sum"
+            "pg_interval" | "pg_interval_sum" | "pg_interval_mul" | "pg_timestamp_diff"
         ),
         Expr::Nested(inner) => is_interval(inner),
         _ => false,
@@ -2079,8 +2479,16 @@ fn sqlite_cast(inner: Expr, data_type: DataType) -> Expr {
 impl VisitorMut for ExprRewriter {
     type Break = ();
 
-    /// `FETCH FIRST n ROWS ONLY` and `OFFSET n ROWS` → `LIMIT n OFFSET m`.
+    /// `FETCH FIRST n ROWS ONLY` and `OFFSET n ROWS` → `LIMIT n OFFSET m`; PostgreSQL's
+    /// NULL ordering made explicit.
     fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        if let Some(sqlparser::ast::OrderBy {
+            kind: sqlparser::ast::OrderByKind::Expressions(items),
+            ..
+        }) = &mut q.order_by
+        {
+            postgres_null_order(items);
+        }
         if let Some(LimitClause::LimitOffset {
             offset: Some(o), ..
         }) = &mut q.limit_clause
@@ -2112,9 +2520,13 @@ impl VisitorMut for ExprRewriter {
     /// SQLite needs `AS` before a table alias in UPDATE and DELETE; and
     /// `generate_series(…) AS x` becomes a subquery whose column is named `x`, as
     /// PostgreSQL names it (SQLite's series table calls it `value`).
-    /// A select over a catalog relation that has no rows here has no rows.
+    /// A select over a catalog relation that has no rows here has no rows;
+    /// `row_to_json(t)` of a subquery `t` names its columns.
     fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
         super::system::empty_query(q);
+        if let SetExpr::Select(sel) = q.body.as_mut() {
+            row_to_json_of_subqueries(sel);
+        }
         ControlFlow::Continue(())
     }
 

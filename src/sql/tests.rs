@@ -75,7 +75,7 @@ fn rewrites_casts_and_functions() {
 fn rewrites_ddl() {
     check(
         "CREATE TABLE t (id SERIAL PRIMARY KEY, name VARCHAR(20) NOT NULL, ok BOOLEAN DEFAULT false, at TIMESTAMPTZ DEFAULT now())",
-        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, ok INTEGER DEFAULT false, at TEXT DEFAULT ((strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')))",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL CONSTRAINT \"__unidb_len_varchar_20_name\" CHECK (length(name) <= 20), ok INTEGER DEFAULT false, at TEXT DEFAULT ((strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00')))",
     );
     check(
         "CREATE TABLE t (id BIGSERIAL, v NUMERIC(10,2), PRIMARY KEY (id))",
@@ -116,7 +116,8 @@ fn catalog_changes_follow_ddl() {
     assert_eq!(
         p[0].catalog,
         Some(CatalogChange::DropTables {
-            tables: vec!["a".into(), "b".into()]
+            tables: vec!["a".into(), "b".into()],
+            cascade: false
         })
     );
 }
@@ -204,7 +205,7 @@ fn refuses_what_it_cannot_translate() {
     check_err("SELECT FROM WHERE", SYNTAX_ERROR);
     check_err("CREATE TABLE t (a INT[])", FEATURE_NOT_SUPPORTED);
     check_err("CREATE TABLE t (a money)", FEATURE_NOT_SUPPORTED);
-    check_err("DROP TABLE t CASCADE", FEATURE_NOT_SUPPORTED);
+    check_err("DROP VIEW v CASCADE", FEATURE_NOT_SUPPORTED);
     check_err("CREATE TABLE t (id SERIAL, x INT)", FEATURE_NOT_SUPPORTED);
     check_err("GRANT SELECT ON t TO bob", FEATURE_NOT_SUPPORTED);
     check_err("SELECT '10:00'::time", FEATURE_NOT_SUPPORTED);
@@ -267,7 +268,7 @@ fn postgres_operators_become_sqlite_expressions() {
     );
     assert_eq!(
         sql("SELECT a FROM t ORDER BY a OFFSET 2 ROWS FETCH NEXT 3 ROWS ONLY"),
-        "SELECT a FROM t ORDER BY a LIMIT 3 OFFSET 2"
+        "SELECT a FROM t ORDER BY a NULLS LAST LIMIT 3 OFFSET 2"
     );
     assert_eq!(
         sql("DELETE FROM t d USING s WHERE d.s_id = s.id"),
@@ -298,10 +299,11 @@ fn sequences_live_in_a_side_table() {
 
 #[test]
 fn generate_series_becomes_a_named_subquery() {
-    let p = plan("SELECT frame FROM generate_series(0, 90, 30) AS frame ORDER BY frame").unwrap();
+    let p = plan("SELECT frame FROM generate_series(0, 90, 30) AS frame ORDER BY frame NULLS LAST")
+        .unwrap();
     assert_eq!(
         p[0].sqlite_sql,
-        "SELECT frame FROM (SELECT value AS \"frame\" FROM generate_series(0, 90, 30) AS __series) AS frame ORDER BY frame"
+        "SELECT frame FROM (SELECT value AS \"frame\" FROM generate_series(0, 90, 30) AS __series) AS frame ORDER BY frame NULLS LAST"
     );
     assert_eq!(
         p[0].columns.as_deref(),
@@ -319,8 +321,8 @@ fn distinct_on_keeps_the_first_row_per_key() {
     assert_eq!(
         p[0].sqlite_sql,
         "SELECT \"video_id\", \"session_id\", \"started_at\" FROM (SELECT video_id, id AS session_id, started_at, \
-         row_number() OVER (PARTITION BY video_id ORDER BY video_id, started_at DESC NULLS LAST) AS __unidb_rn FROM s) \
-         AS __unidb_d WHERE __unidb_rn = 1 ORDER BY \"video_id\", \"started_at\" DESC NULLS LAST LIMIT 5"
+         row_number() OVER (PARTITION BY video_id ORDER BY video_id NULLS LAST, started_at DESC NULLS LAST) AS __unidb_rn FROM s) \
+         AS __unidb_d WHERE __unidb_rn = 1 ORDER BY \"video_id\" NULLS LAST, \"started_at\" DESC NULLS LAST LIMIT 5"
     );
     let e = plan("SELECT DISTINCT ON (a) * FROM t ORDER BY a").unwrap_err();
     assert_eq!(e.code, "0A000");

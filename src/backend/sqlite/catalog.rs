@@ -45,7 +45,8 @@ pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     tables: HashMap<String, Vec<(String, PgType)>>,
-    /// (table, column) → declared scale of a `numeric(p, s)` column.
+    /// (table, column) → declared scale of a `numeric(p, s)` column, or length of a
+    /// `char(n)` column.
     scales: HashMap<(String, String), u32>,
 }
 
@@ -110,6 +111,8 @@ fn declared_scale(ty: &str) -> (&str, Option<u32>) {
                 Some(PgType::Numeric) => {
                     Some(args.get(1).and_then(|s| s.trim().parse().ok()).unwrap_or(0))
                 }
+                // char(n) is printed blank-padded to n: its "scale" is n.
+                Some(PgType::Bpchar) => args.first().and_then(|s| s.trim().parse().ok()),
                 _ => None,
             };
             (n, scale)
@@ -134,6 +137,25 @@ pub fn should_record(conn: &Connection, change: &CatalogChange) -> rusqlite::Res
         CatalogChange::CreateTable { table, .. } => Ok(!table_exists(conn, table)?),
         _ => Ok(true),
     }
+}
+
+/// Records the column types of view `view` (replacing what was there).
+pub fn record_view(
+    conn: &Connection,
+    view: &str,
+    columns: &[(String, PgType)],
+) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!("DELETE FROM {TABLE} WHERE table_name = ?1"),
+        [view],
+    )?;
+    let mut ins = conn.prepare(&format!(
+        "INSERT INTO {TABLE} (table_name, column_name, ordinal, pg_type) VALUES (?1, ?2, ?3, ?4)"
+    ))?;
+    for (i, (col, ty)) in columns.iter().enumerate() {
+        ins.execute(params![view, col.to_ascii_lowercase(), i as i64, ty.name()])?;
+    }
+    Ok(())
 }
 
 /// Records `change`; runs on the writer inside the DDL's savepoint.
@@ -192,8 +214,8 @@ pub fn apply(conn: &Connection, change: &CatalogChange) -> rusqlite::Result<()> 
                 params![from, to],
             )?;
         }
-        CatalogChange::AddConstraint { .. } => {}
-        CatalogChange::DropTables { tables } => {
+        CatalogChange::AddConstraint { .. } | CatalogChange::CreateView { .. } => {}
+        CatalogChange::DropTables { tables, .. } => {
             for t in tables {
                 if !table_exists(conn, t)? {
                     conn.execute(&format!("DELETE FROM {TABLE} WHERE table_name = ?1"), [t])?;

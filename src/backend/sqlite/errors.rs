@@ -71,6 +71,25 @@ fn from_code(c: ffi::ErrorCode, extended: i32, msg: &str) -> PgError {
 
 fn constraint(extended: i32, msg: &str) -> PgError {
     let detail = msg.split_once(": ").map(|(_, d)| d.to_string());
+    // The length check unidb adds to varchar(n) / char(n) columns.
+    if extended == ffi::SQLITE_CONSTRAINT_CHECK {
+        if let Some((ty, n)) = detail
+            .as_deref()
+            .and_then(|d| d.strip_prefix(crate::sql::LENGTH_CHECK_PREFIX))
+            .and_then(|rest| rest.split_once('_'))
+        {
+            let name = if ty == "bpchar" {
+                "character"
+            } else {
+                "character varying"
+            };
+            let n: String = n.chars().take_while(char::is_ascii_digit).collect();
+            return PgError::new(
+                code::STRING_DATA_RIGHT_TRUNCATION,
+                format!("value too long for type {name}({n})"),
+            );
+        }
+    }
     let (code, text) = match extended {
         ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => (
             code::UNIQUE_VIOLATION,

@@ -1007,6 +1007,15 @@ fn register_datetime_functions(conn: &Connection) -> rusqlite::Result<()> {
         let Some(field) = text_arg(ctx, 0)? else {
             return Ok(Value::Null);
         };
+        // extract(… FROM interval)
+        if let Some(text) = value_text(ctx.get_raw(1)) {
+            if types::parse_timestamp(&text).is_none() {
+                if let Ok(iv) = types::Interval::parse(&text, None) {
+                    return extract_interval(&field.to_ascii_lowercase(), &iv)
+                        .ok_or_else(|| unit_error(&field));
+                }
+            }
+        }
         let Some((dt, has_time, _)) = datetime_arg(ctx, 1)? else {
             return Ok(Value::Null);
         };
@@ -1033,10 +1042,10 @@ fn register_datetime_functions(conn: &Connection) -> rusqlite::Result<()> {
         let Some(pattern) = text_arg(ctx, 1)? else {
             return Ok(None);
         };
-        if matches!(ctx.get_raw(0), ValueRef::Integer(_) | ValueRef::Real(_)) {
-            return Err(user_error(crate::error::PgError::unsupported(
-                "to_char of a number on the SQLite backend",
-            )));
+        match ctx.get_raw(0) {
+            ValueRef::Integer(i) => return Ok(Some(number_to_char(&i.to_string(), &pattern))),
+            ValueRef::Real(f) => return Ok(Some(number_to_char(&format!("{f}"), &pattern))),
+            _ => {}
         }
         let Some((dt, _, _)) = datetime_arg(ctx, 0)? else {
             return Ok(None);
@@ -1160,6 +1169,7 @@ fn json_at<'a>(v: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_js
 }
 
 fn register_json_functions(conn: &Connection) -> rusqlite::Result<()> {
+    register_jsonb_edit_functions(conn)?;
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     // `a @> b`, and `a <@ b` as `b @> a`.
     for (name, swapped) in [("pg_jsonb_contains", false), ("pg_jsonb_contained", true)] {
@@ -1383,59 +1393,9 @@ mod format_tests {
     }
 }
 
-/// The elements of an array value: PostgreSQL's text form `{a,"b c"}` or a JSON
-/// array (how arrays are stored on this backend).
+/// The elements of an array value (see [`types::array_elements`]).
 fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
-    let t = text.trim();
-    if t.starts_with('[') {
-        let v: serde_json::Value = serde_json::from_str(t).ok()?;
-        return Some(
-            v.as_array()?
-                .iter()
-                .map(|e| match e {
-                    serde_json::Value::Null => None,
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    other => Some(other.to_string()),
-                })
-                .collect(),
-        );
-    }
-    let inner = t.strip_prefix('{')?.strip_suffix('}')?;
-    let mut out = Vec::new();
-    if inner.is_empty() {
-        return Some(out);
-    }
-    let mut chars = inner.chars().peekable();
-    loop {
-        let mut item = String::new();
-        let quoted = chars.peek() == Some(&'"');
-        if quoted {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => item.extend(chars.next()),
-                    '"' => break,
-                    c => item.push(c),
-                }
-            }
-        }
-        while let Some(&c) = chars.peek() {
-            if c == ',' {
-                break;
-            }
-            item.push(c);
-            chars.next();
-        }
-        out.push(if !quoted && item == "NULL" {
-            None
-        } else {
-            Some(item)
-        });
-        if chars.next().is_none() {
-            break;
-        }
-    }
-    Some(out)
+    types::array_elements(text)
 }
 
 /// PostgreSQL's text form of an array of text elements.
@@ -1499,7 +1459,42 @@ impl rusqlite::functions::Aggregate<Vec<Option<String>>, String> for ArrayAgg {
     }
 }
 
+/// A scalar subquery's value: its only row's, NULL without rows, `21000` with more.
+struct Scalar;
+
+impl rusqlite::functions::Aggregate<(u64, Value), Value> for Scalar {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<(u64, Value)> {
+        Ok((0, Value::Null))
+    }
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut (u64, Value)) -> rusqlite::Result<()> {
+        acc.0 += 1;
+        if acc.0 > 1 {
+            return Err(user_error(crate::error::PgError::new(
+                "21000",
+                "more than one row returned by a subquery used as an expression",
+            )));
+        }
+        acc.1 = match ctx.get_raw(0) {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        };
+        Ok(())
+    }
+    fn finalize(&self, _: &mut Context<'_>, acc: Option<(u64, Value)>) -> rusqlite::Result<Value> {
+        Ok(acc.map_or(Value::Null, |a| a.1))
+    }
+}
+
 fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_aggregate_function(
+        "pg_scalar",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        Scalar,
+    )?;
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("format_type", 2, det, |ctx| {
         let Some(oid) = ctx.get::<Option<i64>>(0)? else {
@@ -1663,6 +1658,24 @@ fn register_interval_functions(conn: &Connection) -> rusqlite::Result<()> {
             return Ok(None);
         };
         let sign: i64 = ctx.get(2)?;
+        // time + interval wraps around midnight, as PostgreSQL's time does.
+        if let Ok(t) = chrono::NaiveTime::parse_from_str(ts.trim(), "%H:%M:%S%.f") {
+            let mut iv = types::Interval::parse(&iv, None).map_err(user_error)?;
+            if sign < 0 {
+                iv = iv.negate();
+            }
+            let day = 86_400_000_000i64;
+            let micros = (i64::from(chrono::Timelike::num_seconds_from_midnight(&t)) * 1_000_000
+                + i64::from(chrono::Timelike::nanosecond(&t) / 1000)
+                + iv.micros)
+                .rem_euclid(day);
+            let out = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                (micros / 1_000_000) as u32,
+                ((micros % 1_000_000) * 1000) as u32,
+            )
+            .unwrap_or_default();
+            return Ok(Some(out.format("%H:%M:%S%.f").to_string()));
+        }
         let (dt, with_tz) = types::parse_timestamp(&ts).ok_or_else(|| {
             user_error(crate::error::PgError::new(
                 crate::error::code::INVALID_DATETIME_FORMAT,
@@ -1675,6 +1688,153 @@ fn register_interval_functions(conn: &Connection) -> rusqlite::Result<()> {
         }
         let out = iv.add_to(dt).map_err(user_error)?;
         Ok(Some(types::format_timestamp(&out, with_tz)))
+    })?;
+    let timestamp = |s: &str| {
+        types::parse_timestamp(s).ok_or_else(|| {
+            user_error(crate::error::PgError::new(
+                crate::error::code::INVALID_DATETIME_FORMAT,
+                format!("invalid input syntax for type timestamp: \"{s}\""),
+            ))
+        })
+    };
+    // date ± integer days
+    conn.create_scalar_function("pg_date_add", 3, det, move |ctx| {
+        let (Some(d), Some(n)) = (value_text(ctx.get_raw(0)), ctx.get::<Option<i64>>(1)?) else {
+            return Ok(None);
+        };
+        let sign: i64 = ctx.get(2)?;
+        let (dt, _) = timestamp(&d)?;
+        let out = dt
+            .date()
+            .checked_add_signed(chrono::Duration::days(sign * n))
+            .ok_or_else(|| {
+                user_error(crate::error::PgError::new(
+                    crate::error::code::DATETIME_FIELD_OVERFLOW,
+                    "date out of range",
+                ))
+            })?;
+        Ok(Some(out.format("%Y-%m-%d").to_string()))
+    })?;
+    // date - date: days
+    conn.create_scalar_function("pg_date_diff", 2, det, move |ctx| {
+        let (Some(a), Some(b)) = (value_text(ctx.get_raw(0)), value_text(ctx.get_raw(1))) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            (timestamp(&a)?.0.date() - timestamp(&b)?.0.date()).num_days(),
+        ))
+    })?;
+    // timestamp - timestamp: an interval of days and time
+    conn.create_scalar_function("pg_timestamp_diff", 2, det, move |ctx| {
+        let (Some(a), Some(b)) = (value_text(ctx.get_raw(0)), value_text(ctx.get_raw(1))) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            types::Interval::between(timestamp(&a)?.0, timestamp(&b)?.0).format(),
+        ))
+    })?;
+    // interval * number
+    conn.create_scalar_function("pg_interval_mul", 2, det, |ctx| {
+        let (Some(iv), Some(n)) = (value_text(ctx.get_raw(0)), ctx.get::<Option<f64>>(1)?) else {
+            return Ok(None);
+        };
+        let iv = types::Interval::parse(&iv, None).map_err(user_error)?;
+        // Fractions of months and days cascade down, as PostgreSQL does.
+        let months = f64::from(iv.months) * n;
+        let days = f64::from(iv.days) * n + months.fract() * 30.0;
+        let micros = iv.micros as f64 * n + days.fract() * 86_400_000_000.0;
+        Ok(Some(
+            types::Interval {
+                months: months.trunc() as i32,
+                days: days.trunc() as i32,
+                micros: micros.round() as i64,
+            }
+            .format(),
+        ))
+    })?;
+    conn.create_scalar_function("pg_round_half_even", 1, det, |ctx| {
+        Ok(ctx.get::<Option<f64>>(0)?.map(|f| {
+            let r = f.round();
+            // Exactly halfway: to the even neighbour.
+            if (f - f.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+                r - f.signum()
+            } else {
+                r
+            }
+        }))
+    })?;
+    conn.create_scalar_function("pg_minus", 2, det, |ctx| {
+        minus_values(ctx.get_raw(0), ctx.get_raw(1))
+    })?;
+    // column + column: a date, timestamp or time plus an interval is calendar
+    // arithmetic; anything else is SQLite's addition.
+    conn.create_scalar_function("pg_plus", 2, det, |ctx| {
+        let (a, b) = (ctx.get_raw(0), ctx.get_raw(1));
+        if let (ValueRef::Text(x), ValueRef::Text(y)) = (a, b) {
+            let (x, y) = (String::from_utf8_lossy(x), String::from_utf8_lossy(y));
+            let is_interval = |s: &str| {
+                types::parse_timestamp(s).is_none()
+                    && chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M:%S%.f").is_err()
+                    && types::Interval::parse(s, None).is_ok()
+            };
+            // The date/timestamp (or else time) side is the base, the other the
+            // interval (`00:45:00` reads as either).
+            let dated = |s: &str| types::parse_timestamp(s).is_some();
+            let timed =
+                |s: &str| chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M:%S%.f").is_ok();
+            let (base, iv) = if dated(&x) || (timed(&x) && !dated(&y)) {
+                (x.to_string(), y.to_string())
+            } else if dated(&y) || timed(&y) {
+                (y.to_string(), x.to_string())
+            } else if is_interval(&y) {
+                (x.to_string(), y.to_string())
+            } else if is_interval(&x) {
+                (y.to_string(), x.to_string())
+            } else {
+                // Numbers stored as text (a table made outside unidb).
+                let n = |s: &str| s.trim().parse::<f64>().unwrap_or(0.0);
+                return Ok(Value::Real(n(&x) + n(&y)));
+            };
+            let iv = types::Interval::parse(&iv, None).map_err(user_error)?;
+            if let Ok(t) = chrono::NaiveTime::parse_from_str(base.trim(), "%H:%M:%S%.f") {
+                let day = 86_400_000_000i64;
+                let micros = (i64::from(chrono::Timelike::num_seconds_from_midnight(&t))
+                    * 1_000_000
+                    + i64::from(chrono::Timelike::nanosecond(&t) / 1000)
+                    + iv.micros)
+                    .rem_euclid(day);
+                let out = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                    (micros / 1_000_000) as u32,
+                    ((micros % 1_000_000) * 1000) as u32,
+                )
+                .unwrap_or_default();
+                return Ok(Value::Text(out.format("%H:%M:%S%.f").to_string()));
+            }
+            let Some((dt, with_tz)) = types::parse_timestamp(&base) else {
+                return Ok(Value::Null);
+            };
+            let out = iv.add_to(dt).map_err(user_error)?;
+            return Ok(Value::Text(types::format_timestamp(&out, with_tz)));
+        }
+        let num = |v: ValueRef<'_>| match v {
+            ValueRef::Integer(i) => Some(Value::Integer(i)),
+            ValueRef::Real(f) => Some(Value::Real(f)),
+            _ => None,
+        };
+        Ok(match (num(a), num(b)) {
+            (Some(Value::Integer(x)), Some(Value::Integer(y))) => {
+                x.checked_add(y).map(Value::Integer).ok_or_else(|| {
+                    user_error(crate::error::PgError::new(
+                        crate::error::code::NUMERIC_VALUE_OUT_OF_RANGE,
+                        "bigint out of range",
+                    ))
+                })?
+            }
+            (Some(Value::Integer(x)), Some(Value::Real(y))) => Value::Real(x as f64 + y),
+            (Some(Value::Real(x)), Some(Value::Integer(y))) => Value::Real(x + y as f64),
+            (Some(Value::Real(x)), Some(Value::Real(y))) => Value::Real(x + y),
+            _ => Value::Null,
+        })
     })?;
     // interval ± interval
     conn.create_scalar_function("pg_interval_sum", 3, det, |ctx| {
@@ -1864,4 +2024,225 @@ fn register_lock_functions(
         Ok(String::new())
     })?;
     Ok(())
+}
+
+/// jsonb `||` (objects merged, the right side winning; arrays concatenated; a
+/// scalar joins an array) and jsonb `- 'key'`.
+fn register_jsonb_edit_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use serde_json::Value as J;
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("pg_jsonb_concat", 2, det, |ctx| {
+        let (Some(a), Some(b)) = (json_arg(ctx, 0)?, json_arg(ctx, 1)?) else {
+            return Ok(None);
+        };
+        let merged = match (a, b) {
+            (J::Object(mut a), J::Object(b)) => {
+                a.extend(b);
+                J::Object(a)
+            }
+            (J::Array(mut a), J::Array(b)) => {
+                a.extend(b);
+                J::Array(a)
+            }
+            (J::Array(mut a), b) => {
+                a.push(b);
+                J::Array(a)
+            }
+            (a, J::Array(b)) => {
+                let mut out = vec![a];
+                out.extend(b);
+                J::Array(out)
+            }
+            (a, b) => J::Array(vec![a, b]),
+        };
+        Ok(Some(merged.to_string()))
+    })?;
+    conn.create_scalar_function("pg_jsonb_delete", 2, det, |ctx| {
+        let Some(doc) = json_arg(ctx, 0)? else {
+            return Ok(None);
+        };
+        let Some(key) = value_text(ctx.get_raw(1)) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            match doc {
+                J::Object(mut m) => {
+                    m.remove(&key);
+                    J::Object(m)
+                }
+                J::Array(a) => J::Array(
+                    a.into_iter()
+                        .filter(|e| e.as_str() != Some(key.as_str()))
+                        .collect(),
+                ),
+                other => return Err(invalid(format!("cannot delete from scalar ({other})"))),
+            }
+            .to_string(),
+        ))
+    })?;
+    Ok(())
+}
+
+/// `to_char(number, pattern)` for the common numeric patterns: `9` (digit, blank
+/// when a leading zero), `0` (digit), `.`/`D`, `,`/`G`, `FM` (no padding, no trailing
+/// zeros in `9` places), `S`/`MI` (sign); otherwise a leading sign place, as
+/// PostgreSQL prints it. A value too wide for the pattern prints as `#`s.
+fn number_to_char(value: &str, pattern: &str) -> String {
+    let upper = pattern.to_ascii_uppercase();
+    let fm = upper.contains("FM");
+    let body: String = upper.replace("FM", "");
+    let explicit_sign = body.contains('S') || body.contains("MI");
+    let (int_pat, frac_pat) = match body.find(['.', 'D']) {
+        Some(i) => (&body[..i], &body[i + 1..]),
+        None => (body.as_str(), ""),
+    };
+    let int_places = int_pat.chars().filter(|c| matches!(c, '9' | '0')).count();
+    let frac_places: Vec<char> = frac_pat
+        .chars()
+        .filter(|c| matches!(c, '9' | '0'))
+        .collect();
+    let negative = value.starts_with('-');
+    let rounded = crate::types::numeric_with_scale(
+        ValueRef::Text(value.trim_start_matches('-').as_bytes()),
+        frac_places.len() as u32,
+    )
+    .unwrap_or_else(|| value.trim_start_matches('-').to_string());
+    let (int_digits, frac_digits) = match rounded.split_once('.') {
+        Some((i, f)) => (i.trim_start_matches('0').to_string(), f.to_string()),
+        None => (rounded.trim_start_matches('0').to_string(), String::new()),
+    };
+    let overflow = int_digits.len() > int_places;
+    // Integer part, right-aligned on the pattern's places.
+    let mut int_out = String::new();
+    let mut digits = int_digits.chars().rev();
+    let mut started = false;
+    let places: Vec<char> = int_pat.chars().collect();
+    let mut pieces: Vec<String> = Vec::new();
+    for c in places.iter().rev() {
+        match c {
+            '9' | '0' => match digits.next() {
+                Some(d) => pieces.push(if overflow { "#".into() } else { d.to_string() }),
+                None if *c == '0' => pieces.push(if overflow { "#".into() } else { "0".into() }),
+                None => pieces.push(if fm { String::new() } else { " ".into() }),
+            },
+            ',' | 'G' => pieces.push(",".into()),
+            _ => {}
+        }
+    }
+    // A group separator with no digit to its left is blank.
+    pieces.reverse();
+    for p in pieces {
+        if p == "," && !started {
+            if !fm {
+                int_out.push(' ');
+            }
+            continue;
+        }
+        if !p.trim().is_empty() {
+            started = true;
+        }
+        int_out.push_str(&p);
+    }
+    if int_out.trim().is_empty() && frac_places.is_empty() {
+        int_out = "0".into();
+    }
+    let mut frac_out = String::new();
+    for (i, c) in frac_places.iter().enumerate() {
+        let d = frac_digits.chars().nth(i).unwrap_or('0');
+        frac_out.push(if overflow { '#' } else { d });
+        let _ = c;
+    }
+    if fm {
+        // Trailing zeros in 9 places go.
+        while frac_out.ends_with('0') && frac_places.get(frac_out.len() - 1) == Some(&'9') {
+            frac_out.pop();
+        }
+    }
+    let mut out = String::new();
+    let sign = if negative {
+        "-"
+    } else if fm || explicit_sign {
+        ""
+    } else {
+        " "
+    };
+    if explicit_sign {
+        out.push_str(if negative { "-" } else { "+" });
+    } else {
+        out.push_str(sign);
+    }
+    out.push_str(&int_out);
+    if body.contains(['.', 'D']) {
+        out.push('.');
+        out.push_str(&frac_out);
+    }
+    out
+}
+
+/// `extract(field FROM interval)`: PostgreSQL's numeric with six decimals for epoch
+/// and seconds.
+fn extract_interval(field: &str, iv: &types::Interval) -> Option<Value> {
+    let six = |micros: i64| {
+        let neg = micros < 0;
+        let m = micros.unsigned_abs();
+        Value::Text(format!(
+            "{}{}.{:06}",
+            if neg { "-" } else { "" },
+            m / 1_000_000,
+            m % 1_000_000
+        ))
+    };
+    let time = iv.micros;
+    Some(match field {
+        "epoch" => six(iv.total_micros()),
+        "second" => six(time % 60_000_000),
+        "minute" => Value::Integer(time / 60_000_000 % 60),
+        "hour" => Value::Integer(time / 3_600_000_000),
+        "day" => Value::Integer(i64::from(iv.days)),
+        "month" => Value::Integer(i64::from(iv.months % 12)),
+        "year" => Value::Integer(i64::from(iv.months / 12)),
+        _ => return None,
+    })
+}
+
+/// `a - b` of two columns whose types are known only when the statement runs:
+/// timestamps (or dates) give an interval, otherwise it is SQLite's subtraction.
+fn minus_values(a: ValueRef<'_>, b: ValueRef<'_>) -> rusqlite::Result<Value> {
+    match (a, b) {
+        (ValueRef::Null, _) | (_, ValueRef::Null) => Ok(Value::Null),
+        (ValueRef::Integer(x), ValueRef::Integer(y)) => {
+            x.checked_sub(y).map(Value::Integer).ok_or_else(|| {
+                user_error(crate::error::PgError::new(
+                    crate::error::code::NUMERIC_VALUE_OUT_OF_RANGE,
+                    "bigint out of range",
+                ))
+            })
+        }
+        (ValueRef::Text(x), ValueRef::Text(y)) => {
+            let (x, y) = (String::from_utf8_lossy(x), String::from_utf8_lossy(y));
+            match (types::parse_timestamp(&x), types::parse_timestamp(&y)) {
+                (Some((a, _)), Some((b, _))) if x.trim().len() > 10 || y.trim().len() > 10 => {
+                    Ok(Value::Text(types::Interval::between(a, b).format()))
+                }
+                (Some((a, _)), Some((b, _))) => {
+                    Ok(Value::Integer((a.date() - b.date()).num_days()))
+                }
+                _ => Ok(Value::Real(
+                    x.trim().parse::<f64>().unwrap_or(0.0) - y.trim().parse::<f64>().unwrap_or(0.0),
+                )),
+            }
+        }
+        (x, y) => {
+            let num = |v: ValueRef<'_>| match v {
+                ValueRef::Integer(i) => i as f64,
+                ValueRef::Real(f) => f,
+                ValueRef::Text(t) => std::str::from_utf8(t)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0.0),
+                _ => 0.0,
+            };
+            Ok(Value::Real(num(x) - num(y)))
+        }
+    }
 }

@@ -237,3 +237,129 @@ fn rebuild(
     run("PRAGMA legacy_alter_table = OFF")?;
     result
 }
+
+/// The views that read one of `tables` (by the names in their FROM clauses).
+fn dependent_views(conn: &Connection, tables: &[String]) -> Result<Vec<(String, String)>, PgError> {
+    let mut stmt = conn
+        .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'view'")
+        .map_err(|e| to_pg(&e))?;
+    let views: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| to_pg(&e))?;
+    let mut out = Vec::new();
+    for (view, sql) in views {
+        let Some(parsed) = Parser::parse_sql(&SQLiteDialect {}, &sql)
+            .ok()
+            .and_then(|mut v| v.pop())
+        else {
+            continue;
+        };
+        let mut reads = None;
+        let _ = sqlparser::ast::visit_relations(&parsed, |r| {
+            let name = crate::sql::object_base_name(r);
+            if let Some(t) = tables.iter().find(|t| t.eq_ignore_ascii_case(&name)) {
+                reads = Some(t.clone());
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        if let Some(t) = reads {
+            out.push((view, t));
+        }
+    }
+    Ok(out)
+}
+
+/// Before `DROP TABLE`: what depends on the tables (views reading them, other
+/// tables' foreign keys naming them) is refused with `2BP01`, as PostgreSQL does,
+/// or with `cascade` dropped first (views; foreign key constraints taken out of the
+/// referencing tables, whose rows stay). Without this, SQLite would drop a table whose
+/// rows other tables reference by deleting those rows through ON DELETE CASCADE.
+pub fn drop_dependents(conn: &Connection, tables: &[String], cascade: bool) -> Result<(), PgError> {
+    let mut views = dependent_views(conn, tables)?;
+    let mut children: Vec<(String, String)> = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.name, f.\"table\" FROM sqlite_schema m, pragma_foreign_key_list(m.name) f
+                 WHERE m.type = 'table'",
+            )
+            .map_err(|e| to_pg(&e))?;
+        let refs: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| to_pg(&e))?;
+        for (child, parent) in refs {
+            let dropped = |n: &str| tables.iter().any(|t| t.eq_ignore_ascii_case(n));
+            if dropped(&parent) && !dropped(&child) && !children.iter().any(|(c, _)| *c == child) {
+                children.push((child, parent));
+            }
+        }
+    }
+    if views.is_empty() && children.is_empty() {
+        return Ok(());
+    }
+    if !cascade {
+        let (table, detail) = match (views.first(), children.first()) {
+            (Some((v, t)), _) => (t.clone(), format!("view {v} depends on table {t}")),
+            (None, Some((c, t))) => (
+                t.clone(),
+                format!("a foreign key constraint on table {c} depends on table {t}"),
+            ),
+            (None, None) => unreachable!("checked above"),
+        };
+        return Err(PgError::new(
+            code::DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("cannot drop table {table} because other objects depend on it"),
+        )
+        .with_detail(detail)
+        .with_hint("Use DROP ... CASCADE to drop the dependent objects too."));
+    }
+    // Views on views go too.
+    let mut i = 0;
+    while i < views.len() {
+        let names: Vec<String> = vec![views[i].0.clone()];
+        for (v, _) in dependent_views(conn, &names)? {
+            if !views.iter().any(|(x, _)| *x == v) {
+                views.push((v, names[0].clone()));
+            }
+        }
+        i += 1;
+    }
+    for (view, _) in views.iter().rev() {
+        conn.execute_batch(&format!("DROP VIEW IF EXISTS {}", quote(view)))
+            .map_err(|e| to_pg(&e))?;
+        conn.execute("DELETE FROM __unidb_columns WHERE table_name = ?1", [view])
+            .map_err(|e| to_pg(&e))?;
+    }
+    for (child, _) in &children {
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [child],
+                |r| r.get(0),
+            )
+            .map_err(|e| to_pg(&e))?;
+        let Some(Statement::CreateTable(mut ct)) = Parser::parse_sql(&SQLiteDialect {}, &sql)
+            .ok()
+            .and_then(|mut v| v.pop())
+        else {
+            return Err(PgError::unsupported(format!(
+                "DROP … CASCADE with table \"{child}\", whose definition unidb cannot read"
+            )));
+        };
+        let dropped = |n: &ObjectName| {
+            let n = crate::sql::object_base_name(n);
+            tables.iter().any(|t| t.eq_ignore_ascii_case(&n))
+        };
+        ct.constraints.retain(
+            |c| !matches!(c, TableConstraint::ForeignKey(fk) if dropped(&fk.foreign_table)),
+        );
+        for col in &mut ct.columns {
+            col.options.retain(|o| !matches!(&o.option, ColumnOption::ForeignKey(fk) if dropped(&fk.foreign_table)));
+        }
+        replace_definition(conn, child, &ct.to_string())?;
+    }
+    Ok(())
+}

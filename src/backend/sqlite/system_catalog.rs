@@ -922,6 +922,16 @@ impl Builder {
             let parsed = sql.as_deref().and_then(sqlite_parse);
             let (constraints, view_def, serial) = match &parsed {
                 Some(Statement::CreateTable(ct)) => {
+                    let mut ct = ct.clone();
+                    // The length checks unidb adds for varchar(n) are the type's own.
+                    for c in &mut ct.columns {
+                        c.options.retain(|o| {
+                            !o.name.as_ref().is_some_and(|n| {
+                                n.value.starts_with(crate::sql::LENGTH_CHECK_PREFIX)
+                            })
+                        });
+                    }
+                    let ct = &ct;
                     let serial = ct
                         .columns
                         .iter()
@@ -1193,8 +1203,10 @@ impl Builder {
             for (i, c) in rel.columns.iter().enumerate() {
                 let num = i as i64 + 1;
                 let key = (lower.clone(), c.name.to_ascii_lowercase());
+                // A view column showing a table column has that column's declared
+                // type (with its modifier); a computed one, the view's recorded type.
                 let (ty, declared) =
-                    column_type(self.declared.get(&key).or(c.origin_type.as_ref()), &c.decl);
+                    column_type(c.origin_type.as_ref().or(self.declared.get(&key)), &c.decl);
                 let row = TYPES.iter().find(|t| t.oid == ty.oid() as i64);
                 let len = row.map_or(-1, |t| t.len);
                 let tmod = typmod(&declared);

@@ -235,6 +235,35 @@ impl Worker {
             }),
             TypeHint::Fallback { hint, default } => self.resolve(hint, scope).or(Some(*default)),
             TypeHint::Scaled { hint, .. } => self.resolve(hint, scope),
+            TypeHint::Difference(a, b) => match (self.resolve(a, scope), self.resolve(b, scope)) {
+                (
+                    Some(PgType::Timestamp | PgType::Timestamptz),
+                    Some(PgType::Timestamp | PgType::Timestamptz),
+                ) => Some(PgType::Interval),
+                (Some(PgType::Date), Some(PgType::Date)) => Some(PgType::Int4),
+                (Some(x), Some(y)) => Some(crate::sql::wider(x, y)),
+                (x, y) => x.or(y),
+            },
+            TypeHint::ArrayOf(h) => self.resolve(h, scope).map(|t| PgType::Array(t.oid())),
+            TypeHint::Sum(a, b) => match (self.resolve(a, scope), self.resolve(b, scope)) {
+                (Some(PgType::Date), Some(PgType::Interval))
+                | (Some(PgType::Interval), Some(PgType::Date)) => Some(PgType::Timestamp),
+                (
+                    Some(t @ (PgType::Timestamp | PgType::Timestamptz | PgType::Time)),
+                    Some(PgType::Interval),
+                )
+                | (
+                    Some(PgType::Interval),
+                    Some(t @ (PgType::Timestamp | PgType::Timestamptz | PgType::Time)),
+                ) => Some(t),
+                (Some(x), Some(y)) => Some(crate::sql::wider(x, y)),
+                (x, y) => x.or(y),
+            },
+            TypeHint::Widest(hints) => hints
+                .iter()
+                .filter_map(|h| self.resolve(h, scope))
+                .filter(|t| *t != PgType::Unknown)
+                .reduce(crate::sql::wider),
             TypeHint::TextIfVarchar(hint) => self.resolve(hint, scope).map(|t| match t {
                 PgType::Varchar => PgType::Text,
                 other => other,
@@ -290,16 +319,27 @@ impl Worker {
             .columns_with_metadata()
             .enumerate()
             .map(|(i, meta)| {
-                let from_origin = match (meta.table_name(), meta.origin_name()) {
-                    (Some(t), Some(c)) => self.catalog.column(t, c),
+                let hint = stmt.columns.as_ref().and_then(|hints| hints.get(i));
+                // A UNION's column is the widest of its branches, not the first's.
+                let union = match hint {
+                    Some(h @ TypeHint::Widest(_)) => self.resolve(h, &stmt.scope),
                     _ => None,
                 };
+                let from_origin = union.or_else(|| match (meta.table_name(), meta.origin_name()) {
+                    (Some(t), Some(c)) => self.catalog.column(t, c),
+                    _ => None,
+                });
                 let ty = from_origin
                     .or_else(|| {
                         stmt.columns
                             .as_ref()
                             .and_then(|hints| hints.get(i))
                             .and_then(|h| self.resolve(h, &stmt.scope))
+                    })
+                    // `SELECT *` from one view: its recorded column types.
+                    .or_else(|| match (&stmt.columns, stmt.scope.as_slice()) {
+                        (None, [only]) => self.catalog.column_at(only, i),
+                        _ => None,
                     })
                     .or_else(|| decls[i].as_deref().map(PgType::from_sqlite_decltype))
                     .unwrap_or(PgType::Text);
@@ -393,6 +433,24 @@ impl Worker {
         Ok((types, columns))
     }
 
+    /// Records the types of a new view's columns: its query planned as written and
+    /// described like a client's statement.
+    fn record_view_types(&mut self, view: &str, query: &str) -> Result<(), ExecError> {
+        let Ok(plan) = crate::sql::plan(query) else {
+            return Ok(());
+        };
+        let Some(stmt) = plan.first() else {
+            return Ok(());
+        };
+        let columns = {
+            let prepared = self.conn.prepare(&stmt.sqlite_sql)?;
+            self.describe_statement(stmt, &prepared).columns
+        };
+        let typed: Vec<(String, PgType)> = columns.into_iter().map(|c| (c.name, c.ty)).collect();
+        catalog::record_view(&self.conn, view, &typed)?;
+        Ok(())
+    }
+
     /// The columns of `table` in order (`COPY t FROM STDIN` without a column list).
     pub fn table_columns(&mut self, table: &str) -> Result<Vec<String>, PgError> {
         let mut stmt = self
@@ -468,6 +526,11 @@ impl Worker {
             let record = catalog::should_record(&self.conn, change)?;
             self.conn.execute_batch("SAVEPOINT unidb_ddl")?;
             let result = match change {
+                CatalogChange::DropTables { tables, cascade } if stmt.tag == "DROP TABLE" => {
+                    super::rebuild::drop_dependents(&self.conn, tables, *cascade)
+                        .map_err(ExecError::from)
+                        .and_then(|()| self.execute_inner(stmt, args))
+                }
                 CatalogChange::AddConstraint { table, constraint } => {
                     super::rebuild::add_constraint(&self.conn, table, constraint)
                         .map(|()| ExecOutput::default())
@@ -478,6 +541,9 @@ impl Worker {
             let result = result.and_then(|out| {
                 if record {
                     catalog::apply(&self.conn, change)?;
+                }
+                if let CatalogChange::CreateView { view, query } = change {
+                    self.record_view_types(view, query)?;
                 }
                 Ok(out)
             });
@@ -626,11 +692,25 @@ impl RunOne<'_> {
                     continue;
                 }
                 let scaled;
-                if let (PgType::Numeric, Some(Some(scale))) = (col.ty, self.scales.get(i)) {
-                    if let Some(text) = types::numeric_with_scale(v, *scale) {
-                        scaled = text;
-                        v = rusqlite::types::ValueRef::Text(scaled.as_bytes());
+                match (col.ty, self.scales.get(i)) {
+                    (PgType::Numeric, Some(Some(scale))) => {
+                        if let Some(text) = types::numeric_with_scale(v, *scale) {
+                            scaled = text;
+                            v = rusqlite::types::ValueRef::Text(scaled.as_bytes());
+                        }
                     }
+                    // char(n) comes back blank-padded to n characters.
+                    (PgType::Bpchar, Some(Some(n))) => {
+                        if let rusqlite::types::ValueRef::Text(t) = v {
+                            let text = String::from_utf8_lossy(t);
+                            let len = text.chars().count();
+                            if len < *n as usize {
+                                scaled = format!("{text}{}", " ".repeat(*n as usize - len));
+                                v = rusqlite::types::ValueRef::Text(scaled.as_bytes());
+                            }
+                        }
+                    }
+                    _ => {}
                 }
                 match formats[i] {
                     FieldFormat::Text => w.field(|b| types::encode_text(col.ty, v, b))?,
