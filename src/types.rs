@@ -88,6 +88,13 @@ pub fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
                 .collect(),
         );
     }
+    // int2vector / oidvector (`indkey`): numbers separated by spaces.
+    if !t.starts_with('{') {
+        return t
+            .split_whitespace()
+            .map(|n| n.parse::<i64>().ok().map(|n| Some(n.to_string())))
+            .collect();
+    }
     let inner = t.strip_prefix('{')?.strip_suffix('}')?;
     let mut out = Vec::new();
     if inner.is_empty() {

@@ -1,4 +1,5 @@
-//! Real client drivers (psql, psycopg 3, asyncpg, pgjdbc) run their check scripts
+//! Real client drivers (psql, psycopg 3, asyncpg, pgjdbc, SQLAlchemy 2 on psycopg,
+//! node-postgres) run their check scripts
 //! (tests/clients/) through unidb: in transaction-pooling mode in front of a real
 //! PostgreSQL, with server-side prepared statements used across transactions that
 //! land on different server connections; and against unidb serving a SQLite file,
@@ -114,4 +115,24 @@ async fn asyncpg_script_on_sqlite() {
 #[tokio::test]
 async fn pgjdbc_script_on_sqlite() {
     run_client_sqlite("jdbc").await;
+}
+
+#[tokio::test]
+async fn sqlalchemy_script() {
+    run_client("sqlalchemy").await;
+}
+
+#[tokio::test]
+async fn sqlalchemy_script_on_sqlite() {
+    run_client_sqlite("sqlalchemy").await;
+}
+
+#[tokio::test]
+async fn node_postgres_script() {
+    run_client("node").await;
+}
+
+#[tokio::test]
+async fn node_postgres_script_on_sqlite() {
+    run_client_sqlite("node").await;
 }

@@ -63,6 +63,11 @@ impl Gucs {
             ("max_identifier_length", "63"),
             ("lc_messages", "C"),
             ("statement_timeout", "0"),
+            ("default_table_access_method", "heap"),
+            ("default_tablespace", ""),
+            ("lc_collate", "C.UTF-8"),
+            ("lc_ctype", "C.UTF-8"),
+            ("idle_in_transaction_session_timeout", "0"),
             ("lock_timeout", "0"),
         ] {
             defaults.insert(k.to_ascii_lowercase(), (k.to_string(), v.to_string()));

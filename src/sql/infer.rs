@@ -154,7 +154,7 @@ struct Collector {
     aliases: Vec<(String, String)>,
     /// Columns whose type the statement itself fixes (`generate_series(…) AS x`,
     /// CTE and subquery outputs): (qualifier, column, type).
-    known_columns: Vec<(Option<String>, String, PgType)>,
+    known_columns: Vec<(Option<String>, String, TypeHint)>,
     scope: Vec<String>,
     params: Vec<TypeHint>,
 }
@@ -225,7 +225,7 @@ impl Collector {
                         (acc, _) => acc,
                     });
                 let qual = alias.as_ref().map(|a| a.name.value.to_ascii_lowercase());
-                self.known_columns.push((qual, column, ty));
+                self.known_columns.push((qual, column, TypeHint::Known(ty)));
                 return;
             }
         }
@@ -249,7 +249,7 @@ impl Collector {
                     .known_columns
                     .iter()
                     .filter(|(q, _, _)| q.as_deref() == Some(table.as_str()))
-                    .map(|(_, c, t)| (Some(key.clone()), c.clone(), *t))
+                    .map(|(_, c, t)| (Some(key.clone()), c.clone(), t.clone()))
                     .collect();
                 self.known_columns.extend(aliased);
             }
@@ -275,7 +275,7 @@ impl Collector {
             [] => None,
         };
         if let Some((_, _, t)) = known {
-            return TypeHint::Known(*t);
+            return t.clone();
         }
         match idents {
             [col] => TypeHint::Column {
@@ -564,8 +564,10 @@ impl Collector {
                     "age" => TypeHint::Known(PgType::Interval),
                     "array_agg" => match first_arg.map(|a| self.infer(a)) {
                         Some(TypeHint::Known(t)) => TypeHint::Known(PgType::Array(t.oid())),
+                        Some(TypeHint::Unknown) | None => {
+                            TypeHint::Known(PgType::Array(PgType::Text.oid()))
+                        }
                         Some(h) => TypeHint::ArrayOf(Box::new(h)),
-                        None => TypeHint::Unknown,
                     },
                     // round(x, n) is numeric with n decimals.
                     "round" if args.len() == 2 => match args[1] {
@@ -881,8 +883,8 @@ impl Collector {
                     .iter()
                     .zip(names)
                     .filter_map(|(e, name)| match self.infer(e) {
-                        TypeHint::Known(t) => Some((qualifier.clone(), name.clone(), t)),
-                        _ => None,
+                        TypeHint::Unknown => None,
+                        h => Some((qualifier.clone(), name.clone(), h)),
                     })
                     .collect();
                 self.known_columns.extend(learned);
@@ -893,6 +895,18 @@ impl Collector {
             return;
         };
         let inner = self.nested(&sel.from);
+        // An unqualified column of the subquery is its own single table's.
+        let own = match inner.scope.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        };
+        let qualify = |h: TypeHint| match h {
+            TypeHint::Column { table: None, column } if own.is_some() => TypeHint::Column {
+                table: own.clone(),
+                column,
+            },
+            h => h,
+        };
         let mut learned = Vec::new();
         for (i, item) in sel.projection.iter().enumerate() {
             let e = match item {
@@ -900,8 +914,9 @@ impl Collector {
                 _ => continue,
             };
             if let Some(name) = names.get(i) {
-                if let TypeHint::Known(t) = inner.infer(e) {
-                    learned.push((qualifier.clone(), name.clone(), t));
+                let h = qualify(inner.infer(e));
+                if h != TypeHint::Unknown {
+                    learned.push((qualifier.clone(), name.clone(), h));
                 }
                 continue;
             }
@@ -915,8 +930,9 @@ impl Collector {
                 SelectItem::UnnamedExpr(e @ Expr::Function(f)) => (object_base_name(&f.name), e),
                 _ => continue,
             };
-            if let TypeHint::Known(t) = inner.infer(e) {
-                learned.push((qualifier.clone(), name, t));
+            let h = qualify(inner.infer(e));
+            if h != TypeHint::Unknown {
+                learned.push((qualifier.clone(), name, h));
             }
         }
         self.known_columns.extend(learned);

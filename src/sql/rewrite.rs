@@ -2110,6 +2110,63 @@ fn backslash() -> Box<Expr> {
 }
 
 /// A numeric literal other than zero: no division check needed.
+/// Set-returning functions in a select list over one array, as catalog queries use
+/// them (`unnest(indkey) AS attnum, generate_subscripts(indkey, 1) AS ord`): the array's
+/// elements joined in FROM (`json_each`), one row per element, in step.
+fn set_returning_projection(sel: &mut sqlparser::ast::Select) -> PgResult<()> {
+    let srf = |e: &Expr| -> Option<(String, Expr)> {
+        let Expr::Function(f) = e else { return None };
+        let name = object_base_name(&f.name);
+        if name != "unnest" && name != "generate_subscripts" {
+            return None;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        match list.args.first() {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(a))) => Some((name, a.clone())),
+            _ => None,
+        }
+    };
+    // The first array drives the rows; other arrays are read in step by position.
+    let mut array: Option<Expr> = None;
+    for item in &sel.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            if let Some((_, a)) = srf(e) {
+                if array.is_none() {
+                    array = Some(a);
+                }
+            }
+        }
+    }
+    let Some(array) = array else {
+        return Ok(());
+    };
+    let Statement::Query(q) = parse_one(&format!(
+        "SELECT 1 FROM json_each(pg_array_json({array})) AS __srf"
+    ))?
+    else {
+        return Err(PgError::internal("set-returning rewrite"));
+    };
+    let SetExpr::Select(helper) = *q.body else {
+        return Err(PgError::internal("set-returning rewrite"));
+    };
+    sel.from.extend(helper.from);
+    for item in &mut sel.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            if let Some((name, a)) = srf(e) {
+                let text = match (name.as_str(), a == array) {
+                    ("unnest", true) => "__srf.value".to_string(),
+                    ("unnest", false) => format!("pg_array_element({a}, __srf.key + 1)"),
+                    _ => "__srf.key + 1".to_string(),
+                };
+                *e = parse_expr(&text).map_err(|_| PgError::internal("set-returning rewrite"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `row_to_json(t)` where `t` is a subquery in FROM whose columns are named:
 /// `json_object('a', t.a, …)` (SQLite has no row values to convert).
 fn row_to_json_of_subqueries(sel: &mut sqlparser::ast::Select) {
@@ -2526,6 +2583,10 @@ impl VisitorMut for ExprRewriter {
         super::system::empty_query(q);
         if let SetExpr::Select(sel) = q.body.as_mut() {
             row_to_json_of_subqueries(sel);
+            if let Err(e) = set_returning_projection(sel) {
+                self.error = Some(e);
+                return ControlFlow::Break(());
+            }
         }
         ControlFlow::Continue(())
     }

@@ -320,8 +320,12 @@ fn reg_cast(inner: &Expr, data_type: &DataType) -> Option<PgResult<Expr>> {
             quote(&unquote(s)),
             quote(s)
         )),
+        // An oid prints as its relation's name; a name (text) becomes the oid.
         ("regclass", None) => subquery(
-            "coalesce((SELECT def FROM __unidb_defs WHERE def_oid = -($x)), $x)".into(),
+            "CASE WHEN typeof($x) = 'text'
+               THEN (SELECT __r.oid FROM pg_class __r WHERE __r.relname = pg_unqualify($x))
+               ELSE coalesce((SELECT def FROM __unidb_defs WHERE def_oid = -($x)), $x) END"
+                .into(),
             inner.clone(),
         ),
         ("regtype", Some(s)) => match PgType::from_name(&unquote(s)) {
@@ -378,6 +382,28 @@ pub fn rewrite_expr(expr: &mut Expr) -> PgResult<Option<bool>> {
             }
             None => Ok(None),
         },
+        // `pg_catalog.pg_class.relname` → `pg_class.relname`;
+        // `public.t.c` → `t.c`.
+        Expr::CompoundIdentifier(ids) if ids.len() == 3 => {
+            let schema = ids[0].value.to_ascii_lowercase();
+            let relation = match schema.as_str() {
+                "pg_catalog" | "information_schema" => {
+                    let name = ObjectName(vec![
+                        ObjectNamePart::Identifier(ids[0].clone()),
+                        ObjectNamePart::Identifier(ids[1].clone()),
+                    ]);
+                    match super::system::relation(&name) {
+                        Some(r) => Ident::new(r),
+                        None => return Ok(None),
+                    }
+                }
+                "public" => ids[1].clone(),
+                _ => return Ok(None),
+            };
+            let column = ids[2].clone();
+            *expr = Expr::CompoundIdentifier(vec![relation, column]);
+            Ok(Some(schema != "public"))
+        }
         // `OPERATOR(pg_catalog.~)` is the operator itself.
         Expr::BinaryOp { op, .. } => {
             let BinaryOperator::PGCustomBinaryOperator(parts) = op else {
@@ -486,6 +512,17 @@ pub fn rewrite_expr(expr: &mut Expr) -> PgResult<Option<bool>> {
                 "pg_get_statisticsobjdef_columns" | "shobj_description" => {
                     Expr::Value(Value::Null.into())
                 }
+                // The sequence behind a serial column (`t_c_seq`), if there is one.
+                "pg_get_serial_sequence" => parse_query_expr(&format!(
+                    "(SELECT 'public.' || __s.relname FROM pg_class __s
+                      WHERE __s.relkind = 'S' AND __s.relname = pg_unqualify({}) || '_' || ({}) || '_seq')",
+                    arg(0),
+                    arg(1)
+                ))?,
+                "to_regtype" => parse_query_expr(&format!(
+                    "(SELECT __t.oid FROM pg_type __t WHERE __t.typname = pg_unqualify({}))",
+                    arg(0)
+                ))?,
                 "to_regclass" => parse_query_expr(&format!(
                     "(SELECT __c.relname FROM pg_class __c WHERE __c.relname = pg_unqualify({}))",
                     arg(0)

@@ -17,10 +17,24 @@ install_client_drivers() {
     java --list-modules 2>/dev/null | grep '^jdk\.compiler@' >/dev/null || need+=(default-jdk-headless)
     [ -r /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
     command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+    "$py" -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+    command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 
-    if [ ${#need[@]} -eq 0 ]; then
-        return 0
+    if [ ${#need[@]} -ne 0 ]; then
+        install_debian_packages "${need[@]}" || return
     fi
+    # SQLAlchemy 2 (Debian has 1.4) from PyPI for the system interpreter, and
+    # node-postgres from npm into tests/clients/.node.
+    "$py" -c 'import sqlalchemy, sys; sys.exit(0 if sqlalchemy.__version__ >= "2" else 1)' \
+        >/dev/null 2>&1 || "$py" -m pip install --quiet --break-system-packages 'SQLAlchemy>=2,<3' || return
+    local here
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    [ -d "$here/.node/node_modules/pg" ] || npm install --prefix "$here/.node" --no-audit \
+        --no-fund --no-save --silent pg@8 || return
+}
+
+install_debian_packages() {
+    local need=("$@")
     echo "installing client drivers: ${need[*]}"
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one client-driver check script against a PostgreSQL-protocol server:
-#   bash tests/clients/run.sh psycopg|asyncpg|jdbc|psql
+#   bash tests/clients/run.sh psycopg|asyncpg|jdbc|psql|sqlalchemy|node
 # Connection: UNIDB_HOST, UNIDB_PORT, UNIDB_USER, UNIDB_PASSWORD, UNIDB_DB.
 # Exits with the client's status (0: every check passed). The drivers are installed by
 # install_client_drivers (tests/clients/install.sh).
@@ -8,7 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
-    echo "usage: $0 psycopg|asyncpg|jdbc|psql" >&2
+    echo "usage: $0 psycopg|asyncpg|jdbc|psql|sqlalchemy|node" >&2
     exit 2
 }
 [ $# -eq 1 ] || usage
@@ -35,6 +35,13 @@ case "$1" in
         ;;
     jdbc)
         exec java -cp "$jdbc_jar" "$here/JdbcClient.java"
+        ;;
+    sqlalchemy)
+        exec "$python" "$here/sqlalchemy_client.py"
+        ;;
+    node)
+        # node-postgres is installed into tests/clients/.node by install_client_drivers.
+        NODE_PATH="$here/.node/node_modules" exec node "$here/node_client.js"
         ;;
     psql)
         export PGHOST="$UNIDB_HOST" PGPORT="$UNIDB_PORT" PGUSER="$UNIDB_USER" \

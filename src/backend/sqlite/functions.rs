@@ -1497,10 +1497,12 @@ fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
     )?;
     let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("format_type", 2, det, |ctx| {
-        let Some(oid) = ctx.get::<Option<i64>>(0)? else {
+        // Oids may arrive as text (a parameter bound without a type).
+        let int = |i: usize| value_text(ctx.get_raw(i)).and_then(|t| t.trim().parse::<i64>().ok());
+        let Some(oid) = int(0) else {
             return Ok(None);
         };
-        let typmod = ctx.get::<Option<i64>>(1)?;
+        let typmod = int(1);
         Ok(Some(
             super::system_catalog::format_type(oid, typmod).unwrap_or_else(|| "???".to_string()),
         ))

@@ -35,9 +35,17 @@ const SEQUENCE_OIDS: i64 = 1_000_000_000;
 /// names so result columns are described with PostgreSQL's types.
 const TABLES: &str = "
 CREATE TEMP TABLE IF NOT EXISTS __unidb_catalog_stamp (stamp TEXT);
-CREATE TEMP TABLE IF NOT EXISTS __unidb_const (yes bool, no bool);
+CREATE TEMP TABLE IF NOT EXISTS __unidb_const (yes bool, no bool, db_oid oid, owner_oid oid,
+  encoding int4, tablespace oid, unlimited int4);
 DELETE FROM __unidb_const;
-INSERT INTO __unidb_const VALUES (1, 0);
+INSERT INTO __unidb_const VALUES (1, 0, 16384, 10, 6, 1663, -1);
+CREATE TEMP TABLE IF NOT EXISTS pg_am (oid oid, amname name, amhandler text, amtype \"char\");
+DELETE FROM pg_am;
+INSERT INTO pg_am VALUES (2, 'heap', 'heap_tableam_handler', 't'), (403, 'btree', 'bthandler', 'i');
+CREATE TEMP TABLE IF NOT EXISTS pg_tablespace (oid oid, spcname name, spcowner oid, spcacl text,
+  spcoptions text);
+DELETE FROM pg_tablespace;
+INSERT INTO pg_tablespace VALUES (1663, 'pg_default', 10, NULL, NULL);
 CREATE TEMP TABLE IF NOT EXISTS pg_namespace (oid oid, nspname name, nspowner oid, nspacl text);
 CREATE TEMP TABLE IF NOT EXISTS pg_class (oid oid, relname name, relnamespace oid, reltype oid,
   reloftype oid, relowner oid, relam oid, relfilenode oid, reltablespace oid, relpages int4,
@@ -87,27 +95,23 @@ CREATE TEMP VIEW IF NOT EXISTS pg_description AS
          m.description AS description
   FROM main.__unidb_comments m JOIN pg_class c ON c.relname = m.object_name;
 CREATE TEMP VIEW IF NOT EXISTS pg_database AS
-  SELECT 16384 AS oid, current_database() AS datname, 10 AS datdba, 6 AS encoding,
-    'c' AS datlocprovider, k.no AS datistemplate, k.yes AS datallowconn, -1 AS datconnlimit,
-    0 AS datfrozenxid, 1 AS datminmxid, 1663 AS dattablespace, 'C.UTF-8' AS datcollate,
+  SELECT k.db_oid AS oid, current_database() AS datname, k.owner_oid AS datdba,
+    k.encoding AS encoding, 'c' AS datlocprovider, k.no AS datistemplate,
+    k.yes AS datallowconn, k.unlimited AS datconnlimit, 0 AS datfrozenxid, 1 AS datminmxid,
+    k.tablespace AS dattablespace, 'C.UTF-8' AS datcollate,
     'C.UTF-8' AS datctype, NULL AS daticulocale, NULL AS datcollversion, NULL AS datacl
   FROM __unidb_const k;
 CREATE TEMP VIEW IF NOT EXISTS pg_roles AS
   SELECT pg_session_user() AS rolname, k.yes AS rolsuper, k.yes AS rolinherit,
     k.yes AS rolcreaterole, k.yes AS rolcreatedb, k.yes AS rolcanlogin, k.no AS rolreplication,
-    -1 AS rolconnlimit, '********' AS rolpassword, NULL AS rolvaliduntil, k.no AS rolbypassrls,
-    NULL AS rolconfig, 10 AS oid
+    k.unlimited AS rolconnlimit, '********' AS rolpassword, NULL AS rolvaliduntil,
+    k.no AS rolbypassrls, NULL AS rolconfig, k.owner_oid AS oid
   FROM __unidb_const k;
 CREATE TEMP VIEW IF NOT EXISTS pg_user AS
   SELECT rolname AS usename, oid AS usesysid, rolcreatedb AS usecreatedb, rolsuper AS usesuper,
     rolreplication AS userepl, rolbypassrls AS usebypassrls, rolpassword AS passwd,
     rolvaliduntil AS valuntil, NULL AS useconfig FROM pg_roles;
 CREATE TEMP VIEW IF NOT EXISTS pg_authid AS SELECT * FROM pg_roles;
-CREATE TEMP VIEW IF NOT EXISTS pg_am AS
-  SELECT 2 AS oid, 'heap' AS amname, 'heap_tableam_handler' AS amhandler, 't' AS amtype
-  UNION ALL SELECT 403, 'btree', 'bthandler', 'i';
-CREATE TEMP VIEW IF NOT EXISTS pg_tablespace AS
-  SELECT 1663 AS oid, 'pg_default' AS spcname, 10 AS spcowner, NULL AS spcacl, NULL AS spcoptions;
 CREATE TEMP VIEW IF NOT EXISTS pg_settings AS
   SELECT name, setting, NULL AS unit, 'Preset Options' AS category, '' AS short_desc,
     NULL AS extra_desc, 'user' AS context, 'string' AS vartype, 'default' AS source,
@@ -479,20 +483,45 @@ pub fn format_type(oid: i64, typmod: Option<i64>) -> Option<String> {
         .map(|t| format!("{}[]", t.formatted))
 }
 
+const PG_TYPE: &str = "CREATE TEMP TABLE IF NOT EXISTS pg_type (oid oid, typname name,
+  typnamespace oid, typowner oid, typlen int2, typbyval bool, typtype \"char\",
+  typcategory \"char\", typispreferred bool, typisdefined bool, typdelim \"char\",
+  typrelid oid, typsubscript text, typelem oid, typarray oid, typinput text, typoutput text,
+  typreceive text, typsend text, typmodin text, typmodout text, typanalyze text,
+  typalign \"char\", typstorage \"char\", typnotnull bool, typbasetype oid,
+  typtypmod int4, typndims int4, typcollation oid, typdefaultbin text, typdefault text,
+  typacl text);";
+
+/// The declared type of a column of one of the catalog's TEMP tables, for
+/// expressions that carry it out of a subquery (`min(con.indnkeyatts)`).
+pub fn system_column_type(table: &str, column: &str) -> Option<PgType> {
+    static TYPES_BY_COLUMN: std::sync::OnceLock<HashMap<(String, String), PgType>> =
+        std::sync::OnceLock::new();
+    let map = TYPES_BY_COLUMN.get_or_init(|| {
+        let mut map = HashMap::new();
+        let sql = format!("{TABLES}\n{PG_TYPE}");
+        for stmt in Parser::parse_sql(&SQLiteDialect {}, &sql).unwrap_or_default() {
+            if let Statement::CreateTable(ct) = stmt {
+                let t = crate::sql::object_base_name(&ct.name);
+                for c in &ct.columns {
+                    let decl = c.data_type.to_string().trim_matches('"').to_string();
+                    map.insert(
+                        (t.clone(), c.name.value.to_ascii_lowercase()),
+                        PgType::from_sqlite_decltype(&decl),
+                    );
+                }
+            }
+        }
+        map
+    });
+    map.get(&(table.to_ascii_lowercase(), column.to_ascii_lowercase()))
+        .copied()
+}
+
 /// Creates the catalog's TEMP tables and views on a connection (once).
 pub fn install(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(TABLES)?;
-    let mut types = String::from(
-        "CREATE TEMP TABLE IF NOT EXISTS pg_type (oid oid, typname name, typnamespace oid,
-          typowner oid, typlen int2, typbyval bool, typtype \"char\", typcategory \"char\",
-          typispreferred bool, typisdefined bool, typdelim \"char\", typrelid oid,
-          typsubscript text, typelem oid, typarray oid, typinput text, typoutput text,
-          typreceive text, typsend text, typmodin text, typmodout text, typanalyze text,
-          typalign \"char\", typstorage \"char\", typnotnull bool, typbasetype oid,
-          typtypmod int4, typndims int4, typcollation oid, typdefaultbin text, typdefault text,
-          typacl text);
-         DELETE FROM pg_type;",
-    );
+    let mut types = format!("{PG_TYPE}\nDELETE FROM pg_type;");
     for t in TYPES {
         let byval = (1..=8).contains(&t.len);
         let row = |oid: i64, name: &str, len: i64, elem: i64, array: i64, cat: &str| {
@@ -1170,7 +1199,7 @@ impl Builder {
         )?;
         let mut index = conn.prepare(
             "INSERT INTO pg_index VALUES (?1, ?2, ?3, ?3, ?4, 0, ?5, 0, 1, 0, 1, 0, 1, 1, 0, ?6,
-               NULL, NULL, NULL, ?7, ?8)",
+               ?9, ?9, ?9, ?7, ?8)",
         )?;
         let mut seq = conn.prepare(
             "INSERT INTO pg_sequence VALUES (?1, 20, 1, ?2, 9223372036854775807, 1, 1, 0)",
@@ -1367,7 +1396,9 @@ impl Builder {
                     ix.primary,
                     ident_list(ix.keys.iter().map(|k| k.to_string())).replace(", ", " "),
                     (!ix.exprs.is_empty()).then(|| ix.exprs.join(", ")),
-                    ix.predicate
+                    ix.predicate,
+                    // indcollation, indclass, indoption: defaults for every key.
+                    vec!["0"; ix.keys.len()].join(" ")
                 ])?;
                 defs.execute(params![ix.oid, ix.def, ix.pretty])?;
                 // The index's own columns, as psql's `\d index` lists them.

@@ -221,7 +221,10 @@ impl Worker {
             TypeHint::Column {
                 table: Some(t),
                 column,
-            } => self.catalog.column(t, column),
+            } => self
+                .catalog
+                .column(t, column)
+                .or_else(|| super::system_catalog::system_column_type(t, column)),
             TypeHint::Column {
                 table: None,
                 column,
@@ -244,7 +247,9 @@ impl Worker {
                 (Some(x), Some(y)) => Some(crate::sql::wider(x, y)),
                 (x, y) => x.or(y),
             },
-            TypeHint::ArrayOf(h) => self.resolve(h, scope).map(|t| PgType::Array(t.oid())),
+            TypeHint::ArrayOf(h) => Some(PgType::Array(
+                self.resolve(h, scope).unwrap_or(PgType::Text).oid(),
+            )),
             TypeHint::Sum(a, b) => match (self.resolve(a, scope), self.resolve(b, scope)) {
                 (Some(PgType::Date), Some(PgType::Interval))
                 | (Some(PgType::Interval), Some(PgType::Date)) => Some(PgType::Timestamp),
