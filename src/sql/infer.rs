@@ -901,7 +901,10 @@ impl Collector {
             _ => None,
         };
         let qualify = |h: TypeHint| match h {
-            TypeHint::Column { table: None, column } if own.is_some() => TypeHint::Column {
+            TypeHint::Column {
+                table: None,
+                column,
+            } if own.is_some() => TypeHint::Column {
                 table: own.clone(),
                 column,
             },

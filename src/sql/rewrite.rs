@@ -2114,9 +2114,33 @@ fn backslash() -> Box<Expr> {
 /// them (`unnest(indkey) AS attnum, generate_subscripts(indkey, 1) AS ord`): the array's
 /// elements joined in FROM (`json_each`), one row per element, in step.
 fn set_returning_projection(sel: &mut sqlparser::ast::Select) -> PgResult<()> {
+    // `(information_schema._pg_expandarray(a)).x` / `.n` (pgjdbc): the element and its
+    // position, as `unnest` and `generate_subscripts` give them.
     let srf = |e: &Expr| -> Option<(String, Expr)> {
+        let (e, field) = match e {
+            Expr::CompoundFieldAccess { root, access_chain } => match access_chain.as_slice() {
+                [sqlparser::ast::AccessExpr::Dot(Expr::Identifier(f))] => {
+                    let inner = match root.as_ref() {
+                        Expr::Nested(i) => i.as_ref(),
+                        other => other,
+                    };
+                    (inner, Some(f.value.to_ascii_lowercase()))
+                }
+                _ => return None,
+            },
+            other => (other, None),
+        };
         let Expr::Function(f) = e else { return None };
-        let name = object_base_name(&f.name);
+        let mut name = object_base_name(&f.name);
+        if name == "_pg_expandarray" {
+            name = if field.as_deref() == Some("n") {
+                "generate_subscripts".into()
+            } else {
+                "unnest".into()
+            };
+        } else if field.is_some() {
+            return None;
+        }
         if name != "unnest" && name != "generate_subscripts" {
             return None;
         }
@@ -2132,11 +2156,16 @@ fn set_returning_projection(sel: &mut sqlparser::ast::Select) -> PgResult<()> {
     let mut array: Option<Expr> = None;
     for item in &sel.projection {
         if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
-            if let Some((_, a)) = srf(e) {
-                if array.is_none() {
+            let _ = sqlparser::ast::visit_expressions(e, |x| {
+                if let Some((_, a)) = srf(x) {
                     array = Some(a);
+                    return ControlFlow::Break(());
                 }
-            }
+                ControlFlow::Continue(())
+            });
+        }
+        if array.is_some() {
+            break;
         }
     }
     let Some(array) = array else {
@@ -2152,15 +2181,35 @@ fn set_returning_projection(sel: &mut sqlparser::ast::Select) -> PgResult<()> {
         return Err(PgError::internal("set-returning rewrite"));
     };
     sel.from.extend(helper.from);
-    for item in &mut sel.projection {
-        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
-            if let Some((name, a)) = srf(e) {
-                let text = match (name.as_str(), a == array) {
+    // Every occurrence, also inside other expressions (`pg_get_indexdef(…, (…).n)`).
+    struct Replace<'a, F: Fn(&Expr) -> Option<(String, Expr)>> {
+        srf: F,
+        array: &'a Expr,
+    }
+    impl<F: Fn(&Expr) -> Option<(String, Expr)>> VisitorMut for Replace<'_, F> {
+        type Break = PgError;
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
+            if let Some((name, a)) = (self.srf)(e) {
+                let text = match (name.as_str(), a == *self.array) {
                     ("unnest", true) => "__srf.value".to_string(),
                     ("unnest", false) => format!("pg_array_element({a}, __srf.key + 1)"),
-                    _ => "__srf.key + 1".to_string(),
+                    _ => "(__srf.key + 1)".to_string(),
                 };
-                *e = parse_expr(&text).map_err(|_| PgError::internal("set-returning rewrite"))?;
+                match parse_expr(&text) {
+                    Ok(new) => *e = new,
+                    Err(_) => {
+                        return ControlFlow::Break(PgError::internal("set-returning rewrite"))
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut replace = Replace { srf, array: &array };
+    for item in &mut sel.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            if let ControlFlow::Break(err) = e.visit(&mut replace) {
+                return Err(err);
             }
         }
     }

@@ -296,6 +296,27 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// The fixed oid of one of PostgreSQL's catalog relations.
+fn catalog_oid(name: &str) -> Option<u32> {
+    Some(match name {
+        "pg_type" => 1247,
+        "pg_attribute" => 1249,
+        "pg_proc" => 1255,
+        "pg_class" => 1259,
+        "pg_database" => 1262,
+        "pg_attrdef" => 2604,
+        "pg_constraint" => 2606,
+        "pg_index" => 2610,
+        "pg_description" => 2609,
+        "pg_namespace" => 2615,
+        "pg_am" => 2601,
+        "pg_trigger" => 2620,
+        "pg_rewrite" => 2618,
+        "pg_sequence" => 2224,
+        _ => return None,
+    })
+}
+
 /// Casts to the `reg*` types; `None` when the cast is not one of them.
 fn reg_cast(inner: &Expr, data_type: &DataType) -> Option<PgResult<Expr>> {
     let ty = match data_type {
@@ -315,6 +336,14 @@ fn reg_cast(inner: &Expr, data_type: &DataType) -> Option<PgResult<Expr>> {
         ("regclass", Some(s)) if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => {
             Ok(Expr::Value(Value::Number(s.to_string(), false).into()))
         }
+        // PostgreSQL's own catalog relations have fixed oids.
+        ("regclass", Some(s)) if catalog_oid(&unquote(s)).is_some() => Ok(Expr::Value(
+            Value::Number(
+                catalog_oid(&unquote(s)).unwrap_or_default().to_string(),
+                false,
+            )
+            .into(),
+        )),
         ("regclass", Some(s)) => parse_query_expr(&format!(
             "coalesce((SELECT oid FROM pg_class WHERE relname = {}), pg_undefined_relation({}))",
             quote(&unquote(s)),
@@ -430,10 +459,37 @@ pub fn rewrite_expr(expr: &mut Expr) -> PgResult<Option<bool>> {
             };
             Ok(Some(false))
         }
+        // `(keys).x` of an expanded array (pgjdbc's `_pg_expandarray`): the element,
+        // which the expansion already made the value.
+        Expr::CompoundFieldAccess { root, access_chain }
+            if matches!(access_chain.as_slice(),
+                [sqlparser::ast::AccessExpr::Dot(Expr::Identifier(f))] if f.value.eq_ignore_ascii_case("x")) =>
+        {
+            *expr = super::rewrite::take(root);
+            Ok(Some(false))
+        }
         // `array[i]`: an element of an array's text (1-based).
         Expr::CompoundFieldAccess { root, access_chain } => {
             let mut e = super::rewrite::take(root);
             for access in access_chain.iter() {
+                // `t.col[i]` arrives as `t` then `.col` then `[i]`.
+                if let sqlparser::ast::AccessExpr::Dot(Expr::Identifier(field)) = access {
+                    e = match e {
+                        Expr::Identifier(base) => {
+                            Expr::CompoundIdentifier(vec![base, field.clone()])
+                        }
+                        Expr::CompoundIdentifier(mut ids) => {
+                            ids.push(field.clone());
+                            Expr::CompoundIdentifier(ids)
+                        }
+                        _ => {
+                            return Err(PgError::unsupported(
+                                "field access of a composite value on the SQLite backend",
+                            ))
+                        }
+                    };
+                    continue;
+                }
                 match access {
                     sqlparser::ast::AccessExpr::Subscript(sqlparser::ast::Subscript::Index {
                         index,

@@ -230,6 +230,38 @@ public class JdbcClient {
         conn.commit();
         check("batch insert update counts", Arrays.toString(counts), "[1, 1, 1]");
 
+        // --- DatabaseMetaData: the catalog as tools read it ----------------------------------
+        java.sql.DatabaseMetaData meta = conn.getMetaData();
+        try (ResultSet rs = meta.getTables(null, "public", TABLE, new String[] {"TABLE"})) {
+            List<String> tables = new ArrayList<>();
+            while (rs.next()) tables.add(rs.getString("TABLE_NAME") + ":" + rs.getString("TABLE_TYPE"));
+            check("getTables", String.join(",", tables), TABLE + ":TABLE");
+        }
+        try (ResultSet rs = meta.getColumns(null, "public", TABLE, null)) {
+            List<String> cols = new ArrayList<>();
+            while (rs.next()) {
+                cols.add(rs.getString("COLUMN_NAME") + " " + rs.getString("TYPE_NAME") + " "
+                    + rs.getInt("DATA_TYPE") + " " + rs.getString("IS_NULLABLE"));
+            }
+            check("getColumns", String.join(", ", cols),
+                "id int4 4 NO, i4 int4 4 YES, i8 int8 -5 YES, txt text 12 YES, flag bool -7 YES, "
+                + "f8 float8 8 YES, num numeric 2 YES, ts timestamptz 93 YES, blob bytea -2 YES, "
+                + "uid uuid 1111 YES, doc jsonb 1111 YES");
+        }
+        try (ResultSet rs = meta.getPrimaryKeys(null, "public", TABLE)) {
+            List<String> keys = new ArrayList<>();
+            while (rs.next()) keys.add(rs.getString("COLUMN_NAME") + "#" + rs.getInt("KEY_SEQ"));
+            check("getPrimaryKeys", String.join(",", keys), "id#1");
+        }
+        try (ResultSet rs = meta.getIndexInfo(null, "public", TABLE, false, false)) {
+            List<String> idx = new ArrayList<>();
+            while (rs.next()) {
+                idx.add(rs.getString("COLUMN_NAME") + (rs.getBoolean("NON_UNIQUE") ? " non-unique" : " unique"));
+            }
+            check("getIndexInfo", String.join(",", idx), "id unique");
+        }
+        conn.commit();
+
         // --- one prepared SELECT reused across transactions ---------------------------------
         PreparedStatement select = conn.prepareStatement("SELECT " + COLS + " FROM " + TABLE + " WHERE id = ?");
         for (int round = 1; round <= 3; round++) {
