@@ -144,6 +144,24 @@ async fn information_schema_matches_postgresql() {
          WHERE t.relname = 'videos' ORDER BY 1",
         "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'videos' ORDER BY 1",
         "SELECT 'videos'::regclass::oid = (SELECT oid FROM pg_class WHERE relname = 'videos')",
+        // What psql's tab completion sends for `SELECT * FROM proj<TAB>` and for the
+        // columns of `projects`.
+        "SELECT pg_catalog.quote_ident(c.relname) FROM pg_catalog.pg_class c
+         WHERE c.relkind IN ('r', 'S', 'v', 'm', 'f', 'p')
+           AND substring(pg_catalog.quote_ident(c.relname),1,4)='proj'
+           AND pg_catalog.pg_table_is_visible(c.oid)
+           AND c.relnamespace <> (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pg_catalog')
+         UNION SELECT pg_catalog.quote_ident(n.nspname) || '.' FROM pg_catalog.pg_namespace n
+         WHERE substring(pg_catalog.quote_ident(n.nspname) || '.',1,4)='proj'
+           AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_namespace
+                WHERE substring(pg_catalog.quote_ident(nspname) || '.',1,4) =
+                      substring('proj',1,pg_catalog.length(pg_catalog.quote_ident(nspname))+1)) > 1
+         ORDER BY 1 LIMIT 1000",
+        "SELECT pg_catalog.quote_ident(attname) FROM pg_catalog.pg_attribute a, pg_catalog.pg_class c
+         WHERE c.oid = a.attrelid AND a.attnum > 0 AND NOT a.attisdropped
+           AND substring(pg_catalog.quote_ident(attname),1,1)='b'
+           AND (pg_catalog.quote_ident(relname)='projects' OR '\"' || relname || '\"'='projects')
+           AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1 LIMIT 1000",
         "SELECT obj_description('projects'::regclass, 'pg_class'),
                 col_description('projects'::regclass, 2)",
     ];

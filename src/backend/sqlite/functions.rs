@@ -1516,6 +1516,35 @@ fn register_catalog_functions(conn: &Connection) -> rusqlite::Result<()> {
                 .unwrap_or_else(|| "unknown".to_string())
         }))
     })?;
+    // quote_ident: double quotes unless a plain lower-case identifier.
+    conn.create_scalar_function("quote_ident", 1, det, |ctx| {
+        Ok(value_text(ctx.get_raw(0)).map(|s| {
+            let plain = s
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+            if plain {
+                s
+            } else {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            }
+        }))
+    })?;
+    for (name, null) in [("quote_literal", false), ("quote_nullable", true)] {
+        conn.create_scalar_function(name, 1, det, move |ctx| {
+            Ok(match value_text(ctx.get_raw(0)) {
+                None if null => Some("NULL".to_string()),
+                None => None,
+                Some(s) if s.contains('\\') => Some(format!(
+                    "E'{}'",
+                    s.replace('\\', "\\\\").replace('\'', "''")
+                )),
+                Some(s) => Some(format!("'{}'", s.replace('\'', "''"))),
+            })
+        })?;
+    }
     conn.create_scalar_function("pg_undefined_relation", 1, det, |ctx| {
         let name: String = ctx.get(0)?;
         Err::<i64, _>(user_error(crate::error::PgError::new(
