@@ -1328,3 +1328,42 @@ async fn expand_contract_under_load_without_failed_transactions() {
     assert!(updates > 200, "the load really ran: {updates}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_later_in_the_run_stops_it_before_anything_is_applied() {
+    let files = fixture(&[
+        ("0001_a.up.sql", "CREATE TABLE a (x integer);\n"),
+        ("0001_a.down.sql", "DROP TABLE a;\n"),
+        (
+            "0002_b.up.sql",
+            "CREATE TABLE b (y text DEFAULT 'unterminated);\n",
+        ),
+        ("0002_b.down.sql", "DROP TABLE b;\n"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let lite = write_config(dir.path(), None, files.path(), "");
+    let out = migrate_fails(&lite, &["up"]).await;
+    assert!(out.contains("0002"), "{out}");
+    // The good first file did not run either.
+    let st = migrate(&lite, &["status"]).await;
+    assert_eq!(states(&st), vec!["pending", "pending"], "{st}");
+
+    // redo: down and up of the newest in one run; a failing up half with
+    // --restore-on-failure leaves the database as before the redo.
+    std::fs::write(
+        files.path().join("0002_b.up.sql"),
+        "CREATE TABLE b (y text);\n",
+    )
+    .unwrap();
+    migrate(&lite, &["up"]).await;
+    std::fs::write(
+        files.path().join("0002_b.up.sql"),
+        "CREATE TABLE b (y text);\nINSERT INTO no_such_table VALUES (1);\n",
+    )
+    .unwrap();
+    migrate(&lite, &["repair"]).await;
+    let out = migrate_fails(&lite, &["redo", "--restore-on-failure"]).await;
+    assert!(out.contains("restor"), "{out}");
+    let st = migrate(&lite, &["status"]).await;
+    assert_eq!(states(&st), vec!["applied", "applied"], "{st}");
+}

@@ -46,6 +46,9 @@ const RECALL: [f64; 5] = [0.72, 0.93, 0.81, 0.64, 0.88];
 
 /// Names of generated projects start with this; a new run deletes them first.
 pub const PREFIX: &str = "demo-";
+/// The description every demo project carries; with the prefix, what marks a project
+/// as the demo's own (and so replaceable by the next run).
+pub const DEMO_DESCRIPTION: &str = "synthetic validation run (unidb demo)";
 
 /// SplitMix64: a tiny generator whose sequence never changes between versions of
 /// anything, so a seed means the same data forever.
@@ -454,10 +457,13 @@ async fn run_on(
     out: &Progress,
 ) -> Result<Vec<Vec<String>>, ClientError> {
     t.execute("BEGIN").await?;
-    // Earlier demo runs go, with everything that hangs off them (ON DELETE CASCADE).
+    // Earlier demo runs go, with everything that hangs off them (ON DELETE CASCADE):
+    // only projects the demo wrote (its name prefix and its description), never a
+    // real project that happens to be called demo-something.
     t.execute(&format!(
-        "DELETE FROM projects WHERE name LIKE {}",
-        literal(&format!("{PREFIX}%"))
+        "DELETE FROM projects WHERE name LIKE {} AND description = {}",
+        literal(&format!("{PREFIX}%")),
+        literal(DEMO_DESCRIPTION)
     ))
     .await?;
     let project_ids = insert_returning(
@@ -467,7 +473,7 @@ async fn run_on(
             format!(
                 "({}, {}, {}, {}, {}, 'active', {})",
                 literal(&p.name),
-                literal("synthetic validation run"),
+                literal(DEMO_DESCRIPTION),
                 literal(p.camera_model),
                 literal(p.camera_view),
                 literal(p.signal_type),

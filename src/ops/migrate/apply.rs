@@ -296,7 +296,7 @@ impl Runner<'_> {
     }
 }
 
-fn file_of(m: &Migration, direction: Direction) -> Result<&SqlFile, MigrateError> {
+pub(super) fn file_of(m: &Migration, direction: Direction) -> Result<&SqlFile, MigrateError> {
     match direction {
         Direction::Up => Ok(&m.up),
         Direction::Down => m.down.as_ref().ok_or_else(|| MigrateError::Refused {

@@ -467,34 +467,63 @@ impl Migrator {
         restore_on_failure: bool,
     ) -> Result<RunReport, MigrateError> {
         let newest = self.newest_applied(t, files, dry_run).await?;
+        if !dry_run {
+            // One run, one pre-migration copy: down then up of the same migration, so a
+            // failure of either half restores the database as it was before the redo.
+            // Anything pending (also out of order) refuses the redo rather than being
+            // applied by it.
+            let status = self.current(t, files, dry_run).await?;
+            Self::refuse_if_blocked(&status, true)?;
+            if status.pending().next().is_some() {
+                return Err(MigrateError::Refused {
+                    problems: vec![
+                        "pending migrations: redo re-applies the newest applied one only".into(),
+                    ],
+                    hints: vec!["run `unidb migrate up` first".into()],
+                });
+            }
+            let Some(m) = files.iter().find(|m| m.version == newest) else {
+                return Err(MigrateError::Refused {
+                    problems: vec![format!("{newest}: no files")],
+                    hints: vec![],
+                });
+            };
+            if m.down.is_none() {
+                return Err(MigrateError::Refused {
+                    problems: vec![format!("{}: no down file ({}.down.sql)", m.id(), m.id())],
+                    hints: vec!["nothing was reverted; write the down file".into()],
+                });
+            }
+            self.say(&format!(
+                "database {} ({}): redoing {}",
+                self.database,
+                t.describe,
+                m.id()
+            ));
+            return self
+                .run_list(
+                    t,
+                    &[(m, Direction::Down), (m, Direction::Up)],
+                    restore_on_failure,
+                )
+                .await;
+        }
+        // The dry run: the down half, then the up half as it would run after it.
         let down = DownOptions {
             to: DownTo::Steps(1),
             dry_run,
             restore_on_failure,
         };
-        let mut report = self.down_locked(t, files, &down).await?;
-        if dry_run {
-            // The up half, as it would run after the down half.
-            let m = files.iter().find(|m| m.version == newest);
-            if let Some(m) = m {
-                self.say(&apply::dry_run(
-                    m,
-                    Direction::Up,
-                    t.backend,
-                    self.lock_timeout(),
-                    &self.applied_by,
-                )?);
-            }
-            return Ok(report);
+        let report = self.down_locked(t, files, &down).await?;
+        if let Some(m) = files.iter().find(|m| m.version == newest) {
+            self.say(&apply::dry_run(
+                m,
+                Direction::Up,
+                t.backend,
+                self.lock_timeout(),
+                &self.applied_by,
+            )?);
         }
-        let up = UpOptions {
-            to: Some(newest),
-            dry_run,
-            restore_on_failure,
-        };
-        let again = self.up_locked(t, files, &up).await?;
-        report.done.extend(again.done);
-        report.backup = report.backup.or(again.backup);
         Ok(report)
     }
 
@@ -644,6 +673,11 @@ impl Migrator {
                 problems: vec!["--restore-on-failure works on SQLite databases only".into()],
                 hints: vec!["on PostgreSQL each migration is rolled back on failure; use your PostgreSQL backups for more".into()],
             });
+        }
+        // Every file is read and split before anything runs: a bad third file must not
+        // leave the first two applied.
+        for (m, direction) in list {
+            apply::parse(apply::file_of(m, *direction)?)?;
         }
         let mut report = RunReport {
             backup: self.backup(t).await?,

@@ -121,7 +121,7 @@ pub(super) async fn run(m: &Migrator) -> Result<ValidateReport, MigrateError> {
         };
     if let Some((name, config)) = pg {
         m.say(&format!(
-            "dry run in a scratch schema on PostgreSQL database {name} ..."
+            "dry run in a scratch schema on PostgreSQL database {name} (schema-qualified names reach the real schemas) ..."
         ));
         scratch_postgres(m, &name, &config, &all, &mut report).await;
     } else {
