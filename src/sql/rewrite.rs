@@ -1559,6 +1559,12 @@ impl ExprRewriter {
                     }
                 }
             }
+            Expr::GroupingSets(_) | Expr::Cube(_) | Expr::Rollup(_) => {
+                return Err(PgError::unsupported(
+                    "GROUPING SETS / CUBE / ROLLUP on the SQLite backend",
+                )
+                .with_hint("run one GROUP BY per grouping and combine them with UNION ALL"));
+            }
             // -interval
             Expr::UnaryOp {
                 op: UnaryOperator::Minus,
@@ -2641,6 +2647,17 @@ impl VisitorMut for ExprRewriter {
     }
 
     fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+        if matches!(
+            t,
+            TableFactor::Derived { lateral: true, .. }
+                | TableFactor::Function { lateral: true, .. }
+        ) {
+            self.error = Some(
+                PgError::unsupported("LATERAL on the SQLite backend")
+                    .with_hint("use a correlated subquery in the select list, or a join"),
+            );
+            return ControlFlow::Break(());
+        }
         if let TableFactor::Table {
             name, alias, args, ..
         } = t
