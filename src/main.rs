@@ -71,14 +71,15 @@ enum Command {
         /// Seed of the generator: the same seed gives the same data and tables.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        #[arg(long, default_value_t = 3)]
-        projects: usize,
-        /// Videos per project.
-        #[arg(long, default_value_t = 4)]
-        videos: usize,
-        /// Frames per video.
-        #[arg(long, default_value_t = 150)]
-        frames: usize,
+        /// Projects (at least 1).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        projects: u32,
+        /// Videos per project (at least 1).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        videos: u32,
+        /// Frames per video (at least 1).
+        #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        frames: u32,
         /// Apply pending migrations first (the demo needs the platform's schema).
         #[arg(long)]
         migrate: bool,
@@ -229,9 +230,9 @@ fn main() -> anyhow::Result<()> {
         } => {
             let opts = unidb::ops::demo::DemoOptions {
                 seed,
-                projects,
-                videos_per_project: videos,
-                frames_per_video: frames,
+                projects: projects as usize,
+                videos_per_project: videos as usize,
+                frames_per_video: frames as usize,
             };
             let code = with_database(&target, |state, db| async move {
                 if apply {

@@ -708,6 +708,11 @@ impl Migrator {
                 Ok(Outcome::Done { ms }) => {
                     self.say(&format!("  done in {ms} ms"));
                     report.done.push((m.id(), *direction, ms));
+                    // A session-level SET in one migration (search_path…) must not
+                    // reach the next one or the ledger.
+                    t.execute("RESET ALL").await.map_err(|e| {
+                        MigrateError::Database(format!("RESET ALL after {}: {e}", m.id()))
+                    })?;
                 }
                 Ok(Outcome::AlreadyDone) => {
                     self.say("  already done by another migration run; skipped");
