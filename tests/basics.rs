@@ -498,3 +498,67 @@ async fn session_functions_see_their_own_session() {
     assert_eq!((ua.as_str(), sa.as_str()), ("app", "app"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_locks_are_held_per_session_and_released_with_it() {
+    let server = TestServer::start().await;
+    let a = server.connect().await;
+    let b = server.connect().await;
+    let got: bool = a
+        .query_one("SELECT pg_try_advisory_lock(42)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(got);
+    let other: bool = b
+        .query_one("SELECT pg_try_advisory_lock(42)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!other, "another session cannot take a held lock");
+    // Transaction-level locks end with the transaction.
+    b.batch_execute("BEGIN").await.unwrap();
+    let x: bool = b
+        .query_one("SELECT pg_try_advisory_xact_lock(7)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(x);
+    let blocked: bool = a
+        .query_one("SELECT pg_try_advisory_lock(7)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!blocked);
+    b.batch_execute("COMMIT").await.unwrap();
+    let free: bool = a
+        .query_one("SELECT pg_try_advisory_lock(7)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(free, "the transaction-level lock went with COMMIT");
+    // A waiting lock is granted when the holder disconnects.
+    let waiter = tokio::spawn(async move {
+        b.batch_execute("SELECT pg_advisory_lock(42)")
+            .await
+            .unwrap();
+        b
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "pg_advisory_lock waits for the holder"
+    );
+    drop(a);
+    let b = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("the lock is released when its session ends")
+        .unwrap();
+    let id: i64 = b
+        .query_one("SELECT txid_current()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(id > 0);
+    server.stop().await;
+}
