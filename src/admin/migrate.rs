@@ -255,40 +255,15 @@ fn done_table(r: &crate::ops::migrate::RunReport) -> Table {
 /// A migration error as the console's ErrorResponse.
 fn to_pg(e: MigrateError) -> PgError {
     let sqlstate = match &e {
-        MigrateError::Failed(f) => f.code.as_deref().map_or(code::INTERNAL_ERROR, known_code),
-        MigrateError::Database(_) => code::CONNECTION_FAILURE,
+        MigrateError::Failed(f) => f.code.as_deref().map_or(code::INTERNAL_ERROR, code::lookup),
+        // Not a lost connection (08…, which drivers take for a dead session).
+        MigrateError::Database(_) => code::INTERNAL_ERROR,
         MigrateError::Lock(_) => code::LOCK_NOT_AVAILABLE,
         MigrateError::Source(_) | MigrateError::Refused { .. } => {
             code::OBJECT_NOT_IN_PREREQUISITE_STATE
         }
     };
     PgError::new(sqlstate, e.to_string())
-}
-
-/// The SQLSTATE of a failed statement, when it is one unidb names.
-fn known_code(c: &str) -> &'static str {
-    const CODES: &[&str] = &[
-        code::UNDEFINED_TABLE,
-        code::DUPLICATE_TABLE,
-        code::UNDEFINED_COLUMN,
-        code::SYNTAX_ERROR,
-        code::UNIQUE_VIOLATION,
-        code::NOT_NULL_VIOLATION,
-        code::FOREIGN_KEY_VIOLATION,
-        code::CHECK_VIOLATION,
-        code::LOCK_NOT_AVAILABLE,
-        code::FEATURE_NOT_SUPPORTED,
-        code::DATATYPE_MISMATCH,
-        code::INVALID_TEXT_REPRESENTATION,
-        code::UNDEFINED_FUNCTION,
-        code::INSUFFICIENT_PRIVILEGE,
-        code::UNDEFINED_OBJECT,
-    ];
-    CODES
-        .iter()
-        .find(|k| **k == c)
-        .copied()
-        .unwrap_or(code::INTERNAL_ERROR)
 }
 
 #[cfg(test)]
