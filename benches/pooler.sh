@@ -12,6 +12,8 @@
 #   UNIDB_BIN     unidb binary, relative to the repository root or absolute
 #                 (default target/release/unidb, built with cargo if missing)
 #   IDLE_CLIENTS  idle connections for the memory measurement (default 2000; 0 skips it)
+#   MODES         workloads, any of "select-simple select-extended select-prepared tpcb
+#                 connect" (default: all)
 #   DURATION, RUNS  used when the arguments are not given
 #
 # For every workload it runs pgbench against each target once per run, targets
@@ -41,7 +43,7 @@ BOUNCER_PREPARED= # set when PgBouncer can keep prepared statements in transacti
 
 # Workloads, in the order they run and are reported. Each gets "-T $DURATION" and the
 # target's host, port, user and database appended.
-MODES=(select-simple select-extended select-prepared tpcb connect)
+read -r -a MODES <<<"${MODES:-select-simple select-extended select-prepared tpcb connect}"
 declare -A MODE_ARGS=(
     [select-simple]="-n -S -c 16 -j 2 --protocol=simple"
     [select-extended]="-n -S -c 16 -j 2 --protocol=extended"
