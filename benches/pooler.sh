@@ -12,6 +12,7 @@
 #   UNIDB_BIN     unidb binary, relative to the repository root or absolute
 #                 (default target/release/unidb, built with cargo if missing)
 #   IDLE_CLIENTS  idle connections for the memory measurement (default 2000; 0 skips it)
+#   WORKERS       `[server] workers` of the unidb targets (default 0: one per CPU)
 #   MODES         workloads, any of "select-simple select-extended select-prepared tpcb
 #                 connect" (default: all)
 #   DURATION, RUNS  used when the arguments are not given
@@ -279,6 +280,7 @@ start_unidb() {
 listen = "127.0.0.1:$port"
 auth = "trust"
 max_clients = $MAX_CLIENTS
+workers = ${WORKERS:-0}
 [http]
 listen = "127.0.0.1:$http"
 [observe]

@@ -256,7 +256,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             // idle clients should cost little memory.
             let leftover = BytesMut::from(&reader.buf[..]);
             drop(reader);
-            Box::pin(crate::backend::postgres::serve(
+            let relay = crate::backend::postgres::start(
                 stream,
                 greeting,
                 leftover,
@@ -266,7 +266,15 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 secret,
                 params,
                 state.clone(),
-            ))
+            );
+            let Some(relay) = Box::pin(relay).await else {
+                if let Some(g) = &clients {
+                    g.dec();
+                }
+                state.cancels.unregister(pid);
+                return None;
+            };
+            Box::pin(relay.run())
         }
     };
     Some(Box::pin(async move {

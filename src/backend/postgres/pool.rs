@@ -46,7 +46,9 @@ pub struct Pool {
     pub config: PostgresConfig,
     tls: Option<TlsConnector>,
     /// Idle connections, most recently used last (reused first: it is warm).
-    idle: Mutex<Vec<ServerConn>>,
+    /// Boxed so that a checkout moves a pointer into the lease, not the connection.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<ServerConn>>>,
     /// One permit per connection in use by a client.
     permits: Arc<Semaphore>,
     backoff: Mutex<Backoff>,
@@ -65,7 +67,9 @@ pub struct IdleServer {
 
 /// A server connection checked out of the pool; goes back on drop unless broken.
 pub struct Lease {
-    conn: Option<ServerConn>,
+    /// Boxed: a client's relay holds an `Option<Lease>` whether or not it has a
+    /// server, and idle clients should be small.
+    conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
 }
@@ -193,7 +197,7 @@ impl Pool {
         }
         let conn = self.connect().await?;
         Ok(Lease {
-            conn: Some(conn),
+            conn: Some(Box::new(conn)),
             pool: self.clone(),
             _permit: permit,
         })
@@ -244,7 +248,7 @@ impl Pool {
         }
     }
 
-    fn put_back(&self, mut conn: ServerConn) {
+    fn put_back(&self, mut conn: Box<ServerConn>) {
         if conn.broken {
             self.stats.servers_closed.fetch_add(1, Ordering::Relaxed);
             return;
@@ -344,7 +348,7 @@ impl Pool {
                 && self.idle_count() + self.active() < self.config.pool_size
             {
                 match self.connect().await {
-                    Ok(c) => lock(&self.idle).insert(0, c),
+                    Ok(c) => lock(&self.idle).insert(0, Box::new(c)),
                     Err(_) => break,
                 }
             }

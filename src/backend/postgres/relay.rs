@@ -11,7 +11,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::pin::Pin;
@@ -40,8 +40,6 @@ const BACKPRESSURE: usize = 256 * 1024;
 const HOLD_LIMIT: usize = 64 * 1024;
 /// Client bytes kept for a retry.
 const REPLAY_LIMIT: usize = 64 * 1024;
-/// Buffer capacity a parked client keeps.
-const KEEP_IDLE_BUFFER: usize = 512;
 /// Settings fingerprint of a server whose session state matches no client.
 const DIRTY: u64 = 1;
 
@@ -307,7 +305,7 @@ pub struct Relay<S> {
 /// Serves a client of a PostgreSQL-backed database after authentication.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
-    mut client: S,
+    client: S,
     greeting: BytesMut,
     leftover: BytesMut,
     db: Arc<PostgresDb>,
@@ -317,6 +315,32 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     params: BTreeMap<String, String>,
     state: Arc<ServerState>,
 ) {
+    let relay = start(
+        client, greeting, leftover, db, slot, pid, secret, params, state,
+    );
+    if let Some(relay) = Box::pin(relay).await {
+        relay.run().await;
+    }
+}
+
+/// Prepares the relay of a client after authentication: the greeting (with the
+/// upstream's parameters) is queued for the client. `None` when no upstream
+/// parameters can be had; the client has been sent a FATAL error.
+///
+/// Separate from [`Relay::run`] so that a live session's future holds only the
+/// relay, not this start-up's state (the startup parameters, the pool's wait).
+#[allow(clippy::too_many_arguments)]
+pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    mut client: S,
+    greeting: BytesMut,
+    leftover: BytesMut,
+    db: Arc<PostgresDb>,
+    slot: Arc<CancelSlot>,
+    pid: i32,
+    secret: i32,
+    params: BTreeMap<String, String>,
+    state: Arc<ServerState>,
+) -> Option<Relay<S>> {
     let mut out = greeting;
     out.reserve(512);
     let server_params = match db.pool.server_params().await {
@@ -330,10 +354,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
                 },
             );
             let _ = client.write_all(&out).await;
-            return;
+            return None;
         }
     };
     let settings = Settings::new(&params);
+    drop(params);
     for (k, v) in server_params.iter() {
         let value = settings
             .startup
@@ -351,7 +376,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         .filter(|o| o.enabled())
         .cloned();
     let pause = state.pauses[&db.pool.name].clone();
-    let relay = Relay {
+    Some(Relay {
         client,
         cbuf: leftover,
         db,
@@ -382,8 +407,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         read_at: Instant::now(),
         wait: Duration::ZERO,
         pause,
-    };
-    relay.run().await;
+    })
 }
 
 enum Event {
@@ -396,24 +420,32 @@ enum Event {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
-    async fn run(mut self) {
-        let end = self.relay().await;
-        match &end {
-            End::Fatal(e) => {
-                msg::error(&mut self.to_client, e);
-                let _ = self.client.write_all(&self.to_client).await;
+    /// Relays until the session ends, then returns or closes its server.
+    ///
+    /// An `async` block rather than an `async fn`: an `async fn` keeps a second
+    /// copy of `self` in its future (the argument and its binding), and this
+    /// future is what every connected client costs.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = self.relay().await;
+            match &end {
+                End::Fatal(e) => {
+                    msg::error(&mut self.to_client, e);
+                    let _ = self.client.write_all(&self.to_client).await;
+                }
+                End::Close => {
+                    let _ = self.client.write_all(&self.to_client).await;
+                }
+                End::Client | End::ClientIo => {}
             }
-            End::Close => {
-                let _ = self.client.write_all(&self.to_client).await;
+            if !matches!(end, End::Client | End::ClientIo) {
+                // Flush (and for TLS, close_notify) what unidb had to say; a client that
+                // left needs no goodbye.
+                let _ = self.client.shutdown().await;
             }
-            End::Client | End::ClientIo => {}
+            self.finish_server().await;
         }
-        if !matches!(end, End::Client | End::ClientIo) {
-            // Flush (and for TLS, close_notify) what unidb had to say; a client that
-            // left needs no goodbye.
-            let _ = self.client.shutdown().await;
-        }
-        self.finish_server().await;
     }
 
     /// Returns the server to the pool when it is clean, after the reset query in
@@ -460,10 +492,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         let idle_timeout = self.state.config.server.idle_timeout;
         loop {
             if self.parked() {
-                // Small buffers stay (a typical statement fits and the next one
-                // needs no allocation); large ones go.
+                // A parked client holds no buffers: thousands of idle clients
+                // cost little memory, and an active one allocates a few small
+                // buffers per transaction.
                 for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
-                    if buf.is_empty() && buf.capacity() > KEEP_IDLE_BUFFER {
+                    if buf.is_empty() && buf.capacity() > 0 {
                         *buf = BytesMut::new();
                     }
                 }
