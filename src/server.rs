@@ -33,7 +33,8 @@ pub struct ClientInfo {
 struct Registered {
     secret: i32,
     slot: Arc<CancelSlot>,
-    info: ClientInfo,
+    /// Boxed: the map's spare capacity then costs a few bytes per slot.
+    info: Box<ClientInfo>,
 }
 
 /// Sessions' cancel keys (a CancelRequest names a pid and a secret) and who they are.
@@ -54,7 +55,7 @@ impl CancelRegistry {
             Registered {
                 secret,
                 slot: slot.clone(),
-                info,
+                info: Box::new(info),
             },
         );
         (pid, secret, slot)
@@ -65,7 +66,7 @@ impl CancelRegistry {
         let mut v: Vec<_> = self
             .lock()
             .iter()
-            .map(|(pid, r)| (*pid, r.info.clone(), r.slot.clone()))
+            .map(|(pid, r)| (*pid, (*r.info).clone(), r.slot.clone()))
             .collect();
         v.sort_by_key(|(pid, _, _)| *pid);
         v

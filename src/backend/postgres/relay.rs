@@ -518,7 +518,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     biased;
                     r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
                     _ = woken => continue,
-                    _ = tokio::time::sleep(idle_timeout), if !idle_timeout.is_zero() => {
+                    _ = expire(idle_timeout) => {
                         return End::Fatal(PgError::fatal(
                             code::IDLE_SESSION_TIMEOUT,
                             "terminating connection due to idle-session timeout",
@@ -1884,6 +1884,16 @@ fn has_whole_message(buf: &[u8]) -> bool {
 
 /// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
 /// so that a waiting client holds no heap buffer.
+/// Resolves after `timeout`, never when it is zero. The timer is boxed: a parked
+/// client's future, which every idle client costs, stays small.
+async fn expire(timeout: Duration) {
+    if timeout.is_zero() {
+        std::future::pending::<()>().await;
+    } else {
+        Box::pin(tokio::time::sleep(timeout)).await;
+    }
+}
+
 fn read_client<S: AsyncRead + Unpin>(
     client: &mut S,
     cx: &mut std::task::Context<'_>,
