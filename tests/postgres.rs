@@ -487,6 +487,40 @@ async fn pool_exhaustion_times_out_with_53300() {
 }
 
 #[tokio::test]
+async fn idle_timeout_closes_idle_clients_but_not_open_transactions() {
+    let cluster = PgCluster::start("");
+    for mode in ["transaction", "session"] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = common::pg::pooler_text(
+            &cluster.app_url(),
+            &format!("pool_mode = \"{mode}\""),
+            "idle_timeout = \"400ms\"",
+            "",
+            common::APP_USER,
+        );
+        let server = TestServer::start_config(dir, &text).await;
+        let idle = server.connect().await;
+        let used = server.connect().await;
+        let busy = server.connect().await;
+        used.batch_execute("SELECT 1").await.unwrap();
+        busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for c in [&idle, &used] {
+            let e = c.simple_query("SELECT 1").await.unwrap_err();
+            assert!(
+                c.is_closed() || sqlstate(&e) == "57P05",
+                "{mode}: an idle client must be disconnected: {e}"
+            );
+        }
+        // Inside a transaction block the client keeps its session and transaction.
+        let one: i32 = busy.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1, "{mode}");
+        busy.batch_execute("COMMIT").await.unwrap();
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn client_disconnect_mid_transaction_leaks_nothing() {
     let cluster = PgCluster::start("");
     let server = proxy(&cluster, "pool_size = 2").await;

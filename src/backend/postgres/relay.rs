@@ -648,7 +648,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                                 if *shutdown.borrow() { break; }
                             }
                         } => continue,
-                        _ = tokio::time::sleep(idle_timeout), if !idle_timeout.is_zero() => {
+                        // `idle` implies status I: like PostgreSQL's
+                        // idle_session_timeout, never inside a transaction block.
+                        _ = expire(idle_timeout) => {
                             return Err(End::Fatal(PgError::fatal(
                                 code::IDLE_SESSION_TIMEOUT,
                                 "terminating connection due to idle-session timeout",
