@@ -257,9 +257,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(config.log.format, &config.log.level);
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.enable_all();
-            if config.server.workers > 0 {
-                builder.worker_threads(config.server.workers);
-            }
+            builder.worker_threads(config.server.worker_threads());
             let runtime = builder.build()?;
             // The accept loop runs on a worker, so a new connection's task starts
             // on that worker instead of being handed over from the main thread.
