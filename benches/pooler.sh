@@ -21,7 +21,10 @@
 # interleaved within a run, and prints a markdown table of the median TPS and average
 # latency per target, the ratios unidb/PgBouncer, unidb/direct and unidb/unidb-noobs
 # (observation on over off), and the failed
-# transactions summed over every run. Then it opens IDLE_CLIENTS idle client connections
+# transactions summed over every run; then each pooler's own CPU time (user + system,
+# from /proc) and context switches per transaction (per connection with -C), which move
+# less from run to run than throughput on a machine whose cores pgbench, PostgreSQL and
+# the pooler share. Then it opens IDLE_CLIENTS idle client connections
 # (benches/idle_clients.py) to each pooler and prints its resident memory per idle client.
 #
 # Runs as root on Debian 12: installs PostgreSQL 15 and PgBouncer when missing; the
@@ -39,6 +42,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 SCALE=10
 POOL_SIZE=20
 MAX_CLIENTS=5000
+CLK_TCK=$(getconf CLK_TCK)
 FD_LIMIT=10000
 BOUNCER_PREPARED= # set when PgBouncer can keep prepared statements in transaction mode
 
@@ -313,14 +317,42 @@ supported() {
     [ "$1" != select-prepared ] || [ "$2" != pgbouncer ] || [ -n "$BOUNCER_PREPARED" ]
 }
 
+# The pooler process of TARGET ("" for direct).
+target_pid() {
+    case $1 in
+    pgbouncer) echo "$BOUNCER_PID" ;;
+    unidb) echo "$UNIDB_PID" ;;
+    unidb-noobs) echo "$NOOBS_PID" ;;
+    *) echo "" ;;
+    esac
+}
+
+# CPU ticks (user + system) and context switches (voluntary + involuntary, every
+# thread) of PID so far, as "ticks switches".
+proc_usage() {
+    local pid=$1 ticks switches
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    switches=$(cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}')
+    echo "$ticks $switches"
+}
+
 # run_pgbench MODE TARGET RUN: run pgbench once and append its TPS, average latency,
-# failed transactions and abort flag to the result arrays.
+# failed transactions and abort flag, and for a pooler its CPU time and context
+# switches per transaction, to the result arrays.
 run_pgbench() {
-    local mode=$1 target=$2 run=$3 out rc=0 tps lat failed
+    local mode=$1 target=$2 run=$3 out rc=0 tps lat failed pid t0 s0 t1 s1 n
     out=$WORK/out/$mode.$target.$run
     local cmd
     read -ra cmd <<<"$(pgbench_command "$mode" "$target")"
+    pid=$(target_pid "$target")
+    [ -z "$pid" ] || read -r t0 s0 <<<"$(proc_usage "$pid")"
     "${cmd[@]}" >"$out" 2>&1 || rc=$?
+    n=$(awk '/^number of transactions actually processed:/ {split($NF, a, "/"); print a[1]; exit}' "$out")
+    if [ -n "$pid" ] && [ "${n:-0}" -gt 0 ]; then
+        read -r t1 s1 <<<"$(proc_usage "$pid")"
+        CPU[$mode,$target]+="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}') "
+        CSW[$mode,$target]+="$(awk -v s=$((s1 - s0)) -v n="$n" 'BEGIN {printf "%.3f", s / n}') "
+    fi
     # pgbench 15 prints "tps = N (without initial connection time)", and with -C
     # "tps = N (including reconnection times)": either way the first tps line.
     tps=$(awk '/^tps = / {print $3; exit}' "$out")
@@ -341,7 +373,7 @@ run_pgbench() {
 # the target order rotating from run to run so none is always first.
 run_benchmark() {
     mkdir "$WORK/out"
-    declare -gA TPS=() LAT=() FAILED=() ABORTED=()
+    declare -gA TPS=() LAT=() FAILED=() ABORTED=() CPU=() CSW=()
     local targets run mode target i
     read -ra targets <<<"$TARGETS"
     for run in $(seq "$RUNS"); do
@@ -360,13 +392,27 @@ median() {
         awk '{a[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 
-# cell MODE TARGET tps|lat: the median formatted for the table.
+# cell MODE TARGET tps|lat|cpu|csw: the median formatted for the table.
 cell() {
     local mode=$1 target=$2 what=$3 m
     if ! has_target "$target"; then echo "-"; return; fi
     if ! supported "$mode" "$target"; then echo "n/a"; return; fi
-    if [ "$what" = tps ]; then m=$(median <<<"${TPS[$mode,$target]:-}"); else m=$(median <<<"${LAT[$mode,$target]:-}"); fi
-    if [ "$m" = - ]; then echo "-"; elif [ "$what" = tps ]; then printf '%.0f' "$m"; else printf '%.3f' "$m"; fi
+    case $what in
+    tps) m=$(median <<<"${TPS[$mode,$target]:-}") ;;
+    lat) m=$(median <<<"${LAT[$mode,$target]:-}") ;;
+    cpu) m=$(median <<<"${CPU[$mode,$target]:-}") ;;
+    csw) m=$(median <<<"${CSW[$mode,$target]:-}") ;;
+    esac
+    if [ "$m" = - ]; then
+        echo "-"
+    else
+        case $what in
+        tps) printf '%.0f' "$m" ;;
+        lat) printf '%.3f' "$m" ;;
+        cpu) printf '%.1f' "$m" ;;
+        csw) printf '%.2f' "$m" ;;
+        esac
+    fi
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -385,6 +431,24 @@ print_table() {
         printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %s |\n' "${MODE_LABEL[$mode]}" "$d" "$b" "$u" \
             "$(ratio "$u" "$b")" "$(ratio "$u" "$d")" "$n" "$(ratio "$u" "$n")" \
             "$(cell "$mode" direct lat)" "$(cell "$mode" pgbouncer lat)" "$(cell "$mode" unidb lat)" "$failed"
+    done
+}
+
+# The poolers' own CPU per transaction (per connection with -C): steadier than
+# throughput on a machine whose cores pgbench, PostgreSQL and the pooler share.
+print_cpu_table() {
+    has_target pgbouncer || has_target unidb || return 0
+    echo
+    echo "Pooler CPU time (user + system) and context switches per transaction, from /proc around each run (medians; a ratio below 1: unidb spends less):"
+    echo
+    echo "| mode | pgbouncer µs/tx | unidb µs/tx | unidb/pgbouncer CPU | unidb observe off µs/tx | pgbouncer switches/tx | unidb switches/tx |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    local mode b u
+    for mode in "${MODES[@]}"; do
+        b=$(cell "$mode" pgbouncer cpu)
+        u=$(cell "$mode" unidb cpu)
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "${MODE_LABEL[$mode]}" "$b" "$u" "$(ratio "$u" "$b")" \
+            "$(cell "$mode" unidb-noobs cpu)" "$(cell "$mode" pgbouncer csw)" "$(cell "$mode" unidb csw)"
     done
 }
 
@@ -491,4 +555,5 @@ echo
 
 run_benchmark
 print_table
+print_cpu_table
 measure_memory
