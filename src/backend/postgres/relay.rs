@@ -163,11 +163,14 @@ struct Settings {
 
 impl Settings {
     fn new(params: &BTreeMap<String, String>) -> Settings {
-        let startup = params
+        let mut startup = params
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication" | "options"))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+            .collect::<Vec<_>>();
+        // Kept for the session's life: no spare capacity (collect from a filter
+        // reserves room for four).
+        startup.shrink_to_fit();
         let mut s = Settings {
             startup,
             sets: Vec::new(),
