@@ -257,6 +257,30 @@ struct Batch {
     done: Vec<Done>,
 }
 
+/// A client between transactions: no server, nothing in flight. Only what must
+/// outlive a transaction is kept (the socket, the session's settings and named
+/// statements), so that thousands of idle clients cost little memory; the
+/// [`Relay`], with its buffers and queues, is built again when the client sends
+/// its next message.
+struct Parked<S> {
+    client: S,
+    /// A partial message the client has sent.
+    cbuf: BytesMut,
+    db: Arc<PostgresDb>,
+    state: Arc<ServerState>,
+    slot: Arc<CancelSlot>,
+    settings: Settings,
+    /// The client's named statements and their fingerprints, if it has any.
+    named: Option<Box<(HashMap<Box<str>, Stmt>, HashMap<Box<str>, Fp>)>>,
+    unnamed_fp: Option<Fp>,
+    fps: Option<Box<FpCache>>,
+    obs: Option<Arc<DbObs>>,
+    pause: Arc<Pause>,
+    wait: Duration,
+}
+
+/// A client being relayed: from its first message after a wait until it is
+/// parked again (in session mode, once it holds a server, until it leaves).
 pub struct Relay<S> {
     client: S,
     cbuf: BytesMut,
@@ -343,7 +367,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
     secret: i32,
     params: BTreeMap<String, String>,
     state: Arc<ServerState>,
-) -> Option<Relay<S>> {
+) -> Option<Box<Relay<S>>> {
     let mut out = greeting;
     out.reserve(512);
     let server_params = match db.pool.server_params().await {
@@ -379,7 +403,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         .filter(|o| o.enabled())
         .cloned();
     let pause = state.pauses[&db.pool.name].clone();
-    Some(Relay {
+    Some(Box::new(Relay {
         client,
         cbuf: leftover,
         db,
@@ -410,7 +434,84 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         read_at: Instant::now(),
         wait: Duration::ZERO,
         pause,
-    })
+    }))
+}
+
+/// What ended a parked client's wait.
+enum Woke {
+    /// A message to relay.
+    Message,
+    /// The client left, or its connection failed.
+    Gone,
+    /// Closed by unidb with this FATAL error.
+    Closed(&'static str, &'static str),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
+    /// Waits for the client's next message: true once a whole message (or 8 KiB of
+    /// a larger one) has arrived, false when the session has ended meanwhile (the
+    /// client left, the idle timeout, shutdown).
+    ///
+    /// Small: it is what every idle client's future holds, with the client.
+    async fn wait(&mut self) -> bool {
+        match self.next_message().await {
+            Woke::Message => true,
+            Woke::Gone => false,
+            Woke::Closed(code, message) => {
+                Box::pin(self.close(code, message)).await;
+                false
+            }
+        }
+    }
+
+    async fn next_message(&mut self) -> Woke {
+        const SHUTDOWN: Woke = Woke::Closed(
+            code::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command",
+        );
+        loop {
+            let shutdown = &self.state.shutdown;
+            if *shutdown.borrow() {
+                return SHUTDOWN;
+            }
+            // Woken by the session's own slot (cancel requests and shutdown), not
+            // by the server-wide shutdown channel: no shared lock per wait.
+            let woken = self.slot.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if *shutdown.borrow() {
+                continue;
+            }
+            let read = tokio::select! {
+                biased;
+                r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
+                _ = woken => continue,
+                // Like PostgreSQL's idle_session_timeout: a parked client is never
+                // inside a transaction block.
+                _ = expire(self.state.config.server.idle_timeout) => {
+                    return Woke::Closed(
+                        code::IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to idle-session timeout",
+                    );
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return Woke::Gone,
+                Ok(_) if has_whole_message(&self.cbuf) || self.cbuf.len() >= 8192 => {
+                    return Woke::Message
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Sends a FATAL error and closes the connection.
+    async fn close(&mut self, code: &'static str, message: &'static str) {
+        let mut out = BytesMut::new();
+        msg::error(&mut out, &PgError::fatal(code, message));
+        let _ = self.client.write_all(&out).await;
+        let _ = self.client.shutdown().await;
+    }
 }
 
 enum Event {
@@ -425,30 +526,135 @@ enum Event {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// Relays until the session ends, then returns or closes its server.
     ///
-    /// An `async` block rather than an `async fn`: an `async fn` keeps a second
-    /// copy of `self` in its future (the argument and its binding), and this
-    /// future is what every connected client costs.
-    #[allow(clippy::manual_async_fn)]
-    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+    /// Between transactions the relay is taken apart into a [`Parked`] client and
+    /// its box freed, so that this future, which every connected client costs,
+    /// holds only the parked form and its wait.
+    pub fn run(self: Box<Self>) -> impl Future<Output = ()> + Send {
         async move {
-            let end = self.relay().await;
-            match &end {
-                End::Fatal(e) => {
-                    msg::error(&mut self.to_client, e);
-                    let _ = self.client.write_all(&self.to_client).await;
+            let mut relay = self;
+            loop {
+                if !Box::pin(relay.until_parked()).await {
+                    return;
                 }
-                End::Close => {
-                    let _ = self.client.write_all(&self.to_client).await;
+                let mut parked = relay.park();
+                if !parked.wait().await {
+                    return;
                 }
-                End::Client | End::ClientIo => {}
+                relay = Relay::resume(parked);
             }
-            if !matches!(end, End::Client | End::ClientIo) {
-                // Flush (and for TLS, close_notify) what unidb had to say; a client that
-                // left needs no goodbye.
-                let _ = self.client.shutdown().await;
-            }
-            self.finish_server().await;
         }
+    }
+
+    /// Relays until the client is parked (true) or the session has ended (false).
+    async fn until_parked(&mut self) -> bool {
+        match self.active().await {
+            Ok(()) => true,
+            Err(end) => {
+                self.end(end).await;
+                false
+            }
+        }
+    }
+
+    /// Says goodbye as `end` requires, then returns or closes the server.
+    async fn end(&mut self, end: End) {
+        match &end {
+            End::Fatal(e) => {
+                msg::error(&mut self.to_client, e);
+                let _ = self.client.write_all(&self.to_client).await;
+            }
+            End::Close => {
+                let _ = self.client.write_all(&self.to_client).await;
+            }
+            End::Client | End::ClientIo => {}
+        }
+        if !matches!(end, End::Client | End::ClientIo) {
+            // Flush (and for TLS, close_notify) what unidb had to say; a client that
+            // left needs no goodbye.
+            let _ = self.client.shutdown().await;
+        }
+        self.finish_server().await;
+    }
+
+    /// Takes a parked relay apart (see [`Relay::parked`]): what lasts beyond a
+    /// transaction is kept, and the rest freed.
+    fn park(self: Box<Self>) -> Parked<S> {
+        let Relay {
+            client,
+            cbuf,
+            db,
+            state,
+            slot,
+            settings,
+            stmts,
+            stmt_fps,
+            fps,
+            obs,
+            wait,
+            pause,
+            ..
+        } = *self;
+        let named = if stmts.is_empty() && stmt_fps.named.is_empty() {
+            None
+        } else {
+            Some(Box::new((stmts, stmt_fps.named)))
+        };
+        Parked {
+            client,
+            cbuf: if cbuf.is_empty() { BytesMut::new() } else { cbuf },
+            db,
+            state,
+            slot,
+            settings,
+            named,
+            unnamed_fp: stmt_fps.unnamed,
+            fps,
+            obs,
+            pause,
+            wait,
+        }
+    }
+
+    /// The relay of a parked client that has sent a message.
+    fn resume(p: Parked<S>) -> Box<Self> {
+        let transaction_mode = p.db.pool.config.pool_mode == PoolMode::Transaction;
+        let max_message = p.state.config.server.max_message_size;
+        let (stmts, named_fps) = p.named.map(|n| *n).unwrap_or_default();
+        Box::new(Relay {
+            client: p.client,
+            cbuf: p.cbuf,
+            db: p.db,
+            state: p.state,
+            slot: p.slot,
+            server: None,
+            queue: VecDeque::new(),
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
+            status: b'I',
+            unsynced: false,
+            skip_until_sync: false,
+            copy_in: false,
+            parsed_cmd: None,
+            tx_cmds: Vec::new(),
+            last_commit: false,
+            in_tx_block: false,
+            passthrough: None,
+            settings: p.settings,
+            stmts,
+            batch: Batch::default(),
+            transaction_mode,
+            max_message,
+            obs: p.obs,
+            fps: p.fps,
+            stmt_fps: StatementFps {
+                unnamed: p.unnamed_fp,
+                named: named_fps,
+            },
+            portal_fp: None,
+            read_at: Instant::now(),
+            wait: p.wait,
+            pause: p.pause,
+        })
     }
 
     /// Returns the server to the pool when it is clean, after the reset query in
@@ -483,59 +689,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 lease.settings = 0;
                 lease.sql_prepared = false;
                 lease.prepared.clear();
-            }
-        }
-    }
-
-    /// Alternates between waiting for a parked client (no server, nothing in
-    /// flight: a small future and no buffers, so thousands of idle clients cost
-    /// little memory) and relaying until the client is parked again.
-    async fn relay(&mut self) -> End {
-        let shutdown = self.state.shutdown.clone();
-        let idle_timeout = self.state.config.server.idle_timeout;
-        loop {
-            if self.parked() {
-                // A parked client holds no buffers: thousands of idle clients
-                // cost little memory, and an active one allocates a few small
-                // buffers per transaction.
-                for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
-                    if buf.is_empty() && buf.capacity() > 0 {
-                        *buf = BytesMut::new();
-                    }
-                }
-                if *shutdown.borrow() {
-                    return End::Fatal(PgError::fatal(
-                        code::ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command",
-                    ));
-                }
-                // Woken by the session's own slot (cancel requests and shutdown), not
-                // by the server-wide shutdown channel: no shared lock per wait.
-                let woken = self.slot.notify.notified();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                if *shutdown.borrow() {
-                    continue;
-                }
-                let read = tokio::select! {
-                    biased;
-                    r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
-                    _ = woken => continue,
-                    _ = expire(idle_timeout) => {
-                        return End::Fatal(PgError::fatal(
-                            code::IDLE_SESSION_TIMEOUT,
-                            "terminating connection due to idle-session timeout",
-                        ));
-                    }
-                };
-                match read {
-                    Ok(0) => return End::Client,
-                    Ok(_) => {}
-                    Err(_) => return End::ClientIo,
-                }
-            }
-            if let Err(end) = Box::pin(self.active()).await {
-                return end;
             }
         }
     }
@@ -1887,8 +2040,6 @@ fn has_whole_message(buf: &[u8]) -> bool {
         || (buf.len() >= 5 && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) < 4)
 }
 
-/// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
-/// so that a waiting client holds no heap buffer.
 /// Resolves after `timeout`, never when it is zero. The timer is boxed: a parked
 /// client's future, which every idle client costs, stays small.
 async fn expire(timeout: Duration) {
@@ -1899,6 +2050,8 @@ async fn expire(timeout: Duration) {
     }
 }
 
+/// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
+/// so that a waiting client holds no heap buffer.
 fn read_client<S: AsyncRead + Unpin>(
     client: &mut S,
     cx: &mut std::task::Context<'_>,
