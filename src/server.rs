@@ -30,43 +30,33 @@ pub struct ClientInfo {
     pub tls: bool,
 }
 
-struct Registered {
-    secret: i32,
-    slot: Arc<CancelSlot>,
-    /// Boxed: the map's spare capacity then costs a few bytes per slot.
-    info: Box<ClientInfo>,
-}
-
 /// Sessions' cancel keys (a CancelRequest names a pid and a secret) and who they are.
 #[derive(Default)]
 pub struct CancelRegistry {
     next_pid: AtomicI32,
     /// std `Mutex`: held for a map operation only, never across an await.
-    sessions: Mutex<HashMap<i32, Registered>>,
+    sessions: Mutex<HashMap<i32, Arc<CancelSlot>>>,
 }
 
 impl CancelRegistry {
     pub fn register(&self, info: ClientInfo) -> (i32, i32, Arc<CancelSlot>) {
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) + 10_000;
         let secret = i32::from_ne_bytes(crate::frontend::auth::random_bytes());
-        let slot = Arc::new(CancelSlot::default());
-        self.lock().insert(
-            pid,
-            Registered {
-                secret,
-                slot: slot.clone(),
-                info: Box::new(info),
-            },
-        );
+        let slot = Arc::new(CancelSlot::for_client(secret, info));
+        self.lock().insert(pid, slot.clone());
         (pid, secret, slot)
     }
 
     /// Every connected client: pid, who it is, and its session's slot.
     pub fn clients(&self) -> Vec<(i32, ClientInfo, Arc<CancelSlot>)> {
-        let mut v: Vec<_> = self
+        let slots: Vec<(i32, Arc<CancelSlot>)> = self
             .lock()
             .iter()
-            .map(|(pid, r)| (*pid, (*r.info).clone(), r.slot.clone()))
+            .map(|(pid, slot)| (*pid, slot.clone()))
+            .collect();
+        let mut v: Vec<_> = slots
+            .into_iter()
+            .map(|(pid, slot)| (pid, slot.client(), slot))
             .collect();
         v.sort_by_key(|(pid, _, _)| *pid);
         v
@@ -79,7 +69,7 @@ impl CancelRegistry {
     /// Cancels the running statement of session `pid` if `secret` matches.
     pub fn cancel(&self, pid: i32, secret: i32) {
         let slot = match self.lock().get(&pid) {
-            Some(r) if r.secret == secret => r.slot.clone(),
+            Some(slot) if slot.secret == secret => slot.clone(),
             _ => {
                 tracing::debug!(pid, "cancel request with an unknown key ignored");
                 return;
@@ -91,12 +81,12 @@ impl CancelRegistry {
 
     /// Wakes every session (they check the shutdown flag when woken).
     pub fn wake_all(&self) {
-        for r in self.lock().values() {
-            r.slot.notify.notify_waiters();
+        for slot in self.lock().values() {
+            slot.notify.notify_waiters();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Registered>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<CancelSlot>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

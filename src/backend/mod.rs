@@ -10,18 +10,80 @@ use std::sync::{Arc, Mutex};
 use rusqlite::InterruptHandle;
 
 use crate::config::Upstream;
+use crate::server::ClientInfo;
+
+/// [`ClientInfo`] as kept for every connected client: the three names in one
+/// allocation.
+#[derive(Default)]
+pub(crate) struct Who {
+    /// User, database and application name, each ended by a NUL.
+    names: Box<str>,
+    addr: Option<std::net::SocketAddr>,
+    /// `None` for the internal sessions that no client opened.
+    connected_at: Option<std::time::SystemTime>,
+    tls: bool,
+}
+
+impl Who {
+    fn new(info: ClientInfo) -> Who {
+        let mut names = String::with_capacity(
+            info.user.len() + info.database.len() + info.application_name.len() + 3,
+        );
+        for name in [&info.user, &info.database, &info.application_name] {
+            // A NUL cannot come from a startup packet, whose strings end at one.
+            names.extend(name.chars().filter(|c| *c != '\0'));
+            names.push('\0');
+        }
+        Who {
+            names: names.into_boxed_str(),
+            addr: info.addr,
+            connected_at: Some(info.connected_at),
+            tls: info.tls,
+        }
+    }
+
+    fn info(&self) -> ClientInfo {
+        let mut names = self.names.split('\0');
+        let mut next = || names.next().unwrap_or_default().to_string();
+        ClientInfo {
+            user: next(),
+            database: next(),
+            application_name: next(),
+            addr: self.addr,
+            connected_at: self.connected_at.unwrap_or(std::time::UNIX_EPOCH),
+            tls: self.tls,
+        }
+    }
+}
 
 /// What cancels a session's running statement: the SQLite statement running for
-/// it, or the upstream server connection it holds.
+/// it, or the upstream server connection it holds. Also who the session's client
+/// is, and its cancel key: one allocation per connected client.
 #[derive(Default)]
 pub struct CancelSlot {
     running: Mutex<Option<(Arc<InterruptHandle>, Arc<AtomicBool>)>>,
     upstream: Mutex<Option<(Arc<Upstream>, i32, i32)>>,
-    /// Wakes a session waiting for the SQLite writer.
+    /// Wakes a session waiting for the SQLite writer, or a parked client.
     pub notify: tokio::sync::Notify,
+    /// The secret of the session's cancel key.
+    pub(crate) secret: i32,
+    pub(crate) who: Who,
 }
 
 impl CancelSlot {
+    pub(crate) fn for_client(secret: i32, info: ClientInfo) -> CancelSlot {
+        CancelSlot {
+            secret,
+            who: Who::new(info),
+            ..CancelSlot::default()
+        }
+    }
+
+    /// Who the session's client is.
+    pub fn client(&self) -> ClientInfo {
+        self.who.info()
+    }
+
     /// Interrupts the statement running for this session, if any.
     pub fn cancel(&self) {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());

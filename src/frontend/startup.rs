@@ -235,6 +235,13 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     if let Some(g) = &clients {
         g.inc();
     }
+    let running = Running {
+        _client_permit: client_permit,
+        clients,
+        state: state.clone(),
+        pid,
+    };
+    // One allocation per session: the guard and the session's future together.
     let session: SessionFuture = match db {
         Database::Sqlite(db) => {
             let session = Session::new(
@@ -249,7 +256,10 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 state.clone(),
                 greeting,
             );
-            Box::pin(session.run())
+            Box::pin(async move {
+                let _running = running;
+                session.run().await
+            })
         }
         Database::Postgres(db) => {
             // Only what the client already sent, not the reader's whole buffer:
@@ -267,26 +277,33 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 params,
                 state.clone(),
             );
-            let Some(relay) = Box::pin(relay).await else {
-                if let Some(g) = &clients {
-                    g.dec();
-                }
-                state.cancels.unregister(pid);
-                return None;
-            };
-            Box::pin(relay.run())
+            let relay = Box::pin(relay).await?;
+            Box::pin(async move {
+                let _running = running;
+                relay.run().await
+            })
         }
     };
-    Some(Box::pin(async move {
-        // The client's slot (max_clients) is held for as long as the session runs.
-        let _client_permit = client_permit;
-        session.await;
-        if let Some(g) = clients {
+    Some(session)
+}
+
+/// What a session holds while it runs, released when it ends (or is aborted): the
+/// client's slot (`max_clients`), its cancel key and its place in the clients gauge.
+struct Running {
+    _client_permit: tokio::sync::OwnedSemaphorePermit,
+    clients: Option<prometheus::IntGauge>,
+    state: Arc<ServerState>,
+    pid: i32,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(g) = &self.clients {
             g.dec();
         }
-        state.cancels.unregister(pid);
-        tracing::debug!(pid, "session ended");
-    }))
+        self.state.cancels.unregister(self.pid);
+        tracing::debug!(pid = self.pid, "session ended");
+    }
 }
 
 /// Runs the configured authentication exchange and returns the final messages

@@ -11,7 +11,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::pin::Pin;
@@ -270,8 +270,8 @@ struct Parked<S> {
     state: Arc<ServerState>,
     slot: Arc<CancelSlot>,
     settings: Settings,
-    /// The client's named statements and their fingerprints, if it has any.
-    named: Option<Box<(HashMap<Box<str>, Stmt>, HashMap<Box<str>, Fp>)>>,
+    /// The client's named statements, if it has any.
+    named: Option<Box<Named>>,
     unnamed_fp: Option<Fp>,
     fps: Option<Box<FpCache>>,
     obs: Option<Arc<DbObs>>,
@@ -437,6 +437,12 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
     }))
 }
 
+/// A parked client's named statements and their fingerprints.
+struct Named {
+    stmts: HashMap<Box<str>, Stmt>,
+    fps: HashMap<Box<str>, Fp>,
+}
+
 /// What ended a parked client's wait.
 enum Woke {
     /// A message to relay.
@@ -529,19 +535,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// Between transactions the relay is taken apart into a [`Parked`] client and
     /// its box freed, so that this future, which every connected client costs,
     /// holds only the parked form and its wait.
-    pub fn run(self: Box<Self>) -> impl Future<Output = ()> + Send {
-        async move {
-            let mut relay = self;
-            loop {
-                if !Box::pin(relay.until_parked()).await {
-                    return;
-                }
-                let mut parked = relay.park();
-                if !parked.wait().await {
-                    return;
-                }
-                relay = Relay::resume(parked);
+    pub async fn run(self: Box<Self>) {
+        let mut relay = self;
+        loop {
+            if !Box::pin(relay.until_parked()).await {
+                return;
             }
+            let mut parked = relay.park();
+            if !parked.wait().await {
+                return;
+            }
+            relay = Relay::resume(parked);
         }
     }
 
@@ -577,7 +581,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     }
 
     /// Takes a parked relay apart (see [`Relay::parked`]): what lasts beyond a
-    /// transaction is kept, and the rest freed.
+    /// transaction is kept, and the rest freed. Takes the box itself: moving out
+    /// of a box the caller keeps would free it only when the variable is next
+    /// assigned, and the parked client would hold it all along.
+    #[allow(clippy::boxed_local)]
     fn park(self: Box<Self>) -> Parked<S> {
         let Relay {
             client,
@@ -597,11 +604,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         let named = if stmts.is_empty() && stmt_fps.named.is_empty() {
             None
         } else {
-            Some(Box::new((stmts, stmt_fps.named)))
+            Some(Box::new(Named {
+                stmts,
+                fps: stmt_fps.named,
+            }))
         };
         Parked {
             client,
-            cbuf: if cbuf.is_empty() { BytesMut::new() } else { cbuf },
+            cbuf: if cbuf.is_empty() {
+                BytesMut::new()
+            } else {
+                cbuf
+            },
             db,
             state,
             slot,
@@ -619,7 +633,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     fn resume(p: Parked<S>) -> Box<Self> {
         let transaction_mode = p.db.pool.config.pool_mode == PoolMode::Transaction;
         let max_message = p.state.config.server.max_message_size;
-        let (stmts, named_fps) = p.named.map(|n| *n).unwrap_or_default();
+        let (stmts, named_fps) = p.named.map_or_else(Default::default, |n| (n.stmts, n.fps));
         Box::new(Relay {
             client: p.client,
             cbuf: p.cbuf,
