@@ -5,6 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use common::pg::PgCluster;
 use common::{sqlstate, TestServer};
 
@@ -518,6 +521,144 @@ async fn idle_timeout_closes_idle_clients_but_not_open_transactions() {
         busy.batch_execute("COMMIT").await.unwrap();
         server.stop().await;
     }
+}
+
+/// A raw protocol 3.0 session (trust authentication) as user and database `app`.
+async fn raw_session(server: &TestServer) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for s in ["user", "app", "database", "app"] {
+        body.extend_from_slice(s.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    startup.extend(body);
+    tcp.write_all(&startup).await.unwrap();
+    let greeting = read_messages_until(&mut tcp, b'Z').await;
+    assert!(
+        greeting.iter().any(|(t, _)| *t == b'R'),
+        "no AuthenticationOk"
+    );
+    tcp
+}
+
+/// Reads whole messages (type, body) up to one of type `ty`, or to EOF.
+async fn read_messages_until(tcp: &mut TcpStream, ty: u8) -> Vec<(u8, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        while buf.len() >= 5 {
+            let len = i32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() < len + 1 {
+                break;
+            }
+            let msg: Vec<u8> = buf.drain(..len + 1).collect();
+            let t = msg[0];
+            out.push((t, msg[5..].to_vec()));
+            if t == ty {
+                return out;
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("timed out waiting for message {}", ty as char),
+        }
+    }
+}
+
+fn query_message(sql: &str) -> Vec<u8> {
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
+}
+
+/// The first column of the first DataRow, as text.
+fn first_value(messages: &[(u8, Vec<u8>)]) -> String {
+    let (_, row) = messages
+        .iter()
+        .find(|(t, _)| *t == b'D')
+        .unwrap_or_else(|| panic!("no DataRow in {messages:?}"));
+    let len = i32::from_be_bytes(row[2..6].try_into().unwrap()) as usize;
+    String::from_utf8_lossy(&row[6..6 + len]).into_owned()
+}
+
+/// Between transactions a client holds no server and only a small parked state; its
+/// next message may still arrive in pieces of any size, and is relayed whole. An
+/// oversized message is refused as soon as its header is read.
+#[tokio::test]
+async fn messages_sent_in_pieces_between_transactions_are_relayed_whole() {
+    let cluster = PgCluster::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::pg::pooler_text(
+        &cluster.app_url(),
+        "pool_mode = \"transaction\"\npool_size = 2",
+        "auth = \"trust\"",
+        "",
+        common::APP_USER,
+    );
+    let server = TestServer::start_config(dir, &text).await;
+    let mut tcp = raw_session(&server).await;
+
+    // A small query, three bytes at a time.
+    for piece in query_message("SELECT 41 + 1").chunks(3) {
+        tcp.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        first_value(&read_messages_until(&mut tcp, b'Z').await),
+        "42"
+    );
+
+    // A 200 KB query in uneven pieces, longer than any read buffer.
+    let literal = "x".repeat(200_000);
+    let big = query_message(&format!("SELECT length('{literal}')"));
+    for (i, piece) in big.chunks(7_001).enumerate() {
+        tcp.write_all(piece).await.unwrap();
+        if i % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(
+        first_value(&read_messages_until(&mut tcp, b'Z').await),
+        "200000"
+    );
+
+    // Still in step: the next query is answered normally.
+    tcp.write_all(&query_message("SELECT 'next'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first_value(&read_messages_until(&mut tcp, b'Z').await),
+        "next"
+    );
+
+    // A header announcing 1 GiB: refused without waiting for the body.
+    let mut header = vec![b'Q'];
+    header.extend_from_slice(&(1i32 << 30).to_be_bytes());
+    tcp.write_all(&header).await.unwrap();
+    let reply = read_messages_until(&mut tcp, b'E').await;
+    let (_, error) = reply.last().expect("an ErrorResponse");
+    let text = String::from_utf8_lossy(error);
+    assert!(text.contains("C54000"), "{text}");
+    assert!(text.contains("exceeds the limit"), "{text}");
+    // ... and that connection is closed.
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection must be closed");
+
+    // Other clients are unaffected.
+    let c = server.connect().await;
+    let v: i32 = c.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    server.stop().await;
 }
 
 #[tokio::test]

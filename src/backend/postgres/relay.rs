@@ -454,8 +454,8 @@ enum Woke {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
-    /// Waits for the client's next message: true once a whole message (or 8 KiB of
-    /// a larger one) has arrived, false when the session has ended meanwhile (the
+    /// Waits for the client's next message: true once a whole message (or the
+    /// header of one over 8 KiB) has arrived, false when the session has ended meanwhile (the
     /// client left, the idle timeout, shutdown).
     ///
     /// Small: it is what every idle client's future holds, with the client.
@@ -503,7 +503,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
             };
             match read {
                 Ok(0) | Err(_) => return Woke::Gone,
-                Ok(_) if has_whole_message(&self.cbuf) || self.cbuf.len() >= 8192 => {
+                // A larger message is read by the relay, which checks its length
+                // against max_message_size and reads it straight into place.
+                Ok(_) if has_whole_message(&self.cbuf) || announced_len(&self.cbuf) > 8192 => {
                     return Woke::Message
                 }
                 Ok(_) => {}
@@ -2045,6 +2047,15 @@ fn whole_message_at(buf: &[u8], pos: usize) -> Option<(u8, usize)> {
     }
     let total = len as usize + 1;
     (rest.len() >= total).then_some((rest[0], total))
+}
+
+/// The length (with its type byte) of the message whose header starts `buf`; 0
+/// before the header is whole.
+fn announced_len(buf: &[u8]) -> usize {
+    match buf.get(..5) {
+        Some(h) => i32::from_be_bytes([h[1], h[2], h[3], h[4]]).max(0) as usize + 1,
+        None => 0,
+    }
 }
 
 /// Whether `buf` starts with a whole message.
