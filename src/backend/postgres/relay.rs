@@ -11,7 +11,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::pin::Pin;
@@ -2065,13 +2065,23 @@ fn has_whole_message(buf: &[u8]) -> bool {
         || (buf.len() >= 5 && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) < 4)
 }
 
-/// Resolves after `timeout`, never when it is zero. The timer is boxed: a parked
-/// client's future, which every idle client costs, stays small.
-async fn expire(timeout: Duration) {
-    if timeout.is_zero() {
-        std::future::pending::<()>().await;
-    } else {
-        Box::pin(tokio::time::sleep(timeout)).await;
+/// Resolves after `timeout`, never when it is zero. The timer is boxed, and
+/// allocated only when there is one: a parked client's future, which every idle
+/// client costs, stays small.
+fn expire(timeout: Duration) -> Expire {
+    Expire((!timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(timeout))))
+}
+
+struct Expire(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Future for Expire {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.0.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
