@@ -152,8 +152,13 @@ impl Pool {
             Ok(p) => p,
             Err(_) => {
                 self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-                let acquired =
-                    tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
+                // Boxed, like the connect below: a rare path that would otherwise
+                // make every relay's per-transaction future larger.
+                let acquired = Box::pin(tokio::time::timeout(
+                    wait,
+                    self.permits.clone().acquire_owned(),
+                ))
+                .await;
                 self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
                 match acquired {
                     Ok(Ok(p)) => p,
@@ -195,7 +200,7 @@ impl Pool {
                 None => break,
             }
         }
-        let conn = self.connect().await?;
+        let conn = Box::pin(self.connect()).await?;
         Ok(Lease {
             conn: Some(Box::new(conn)),
             pool: self.clone(),

@@ -556,7 +556,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         match self.active().await {
             Ok(()) => true,
             Err(end) => {
-                self.end(end).await;
+                // Boxed: the goodbye happens once, the relaying every transaction.
+                Box::pin(self.end(end)).await;
                 false
             }
         }
