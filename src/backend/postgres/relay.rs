@@ -253,8 +253,10 @@ struct Batch {
     /// The first server message was a FATAL shutdown: the server never ran anything.
     dead_on_arrival: bool,
     attempts: u32,
-    /// Statements completed in this batch, recorded once it cannot be retried.
-    done: Vec<Done>,
+    /// Statements completed in this batch, recorded once it cannot be retried:
+    /// the first inline (a batch is mostly one statement), the others after it.
+    done: Option<Done>,
+    more_done: Vec<Done>,
 }
 
 /// A client between transactions: no server, nothing in flight. Only what must
@@ -891,7 +893,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             if self.forward_plain_run() {
                 continue;
             }
-            let frame = self.cbuf.split_to(total).freeze();
+            let frame = if self.cbuf.len() == total {
+                // The usual case, one message read: its buffer is the frame, with
+                // no allocation (a split would make the buffer shared).
+                std::mem::take(&mut self.cbuf).freeze()
+            } else {
+                self.cbuf.split_to(total).freeze()
+            };
             self.on_client_message(frame).await?;
         }
     }
@@ -1079,7 +1087,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 } else {
                     self.push_timed(Expect::Query, fp);
                 }
-                self.to_server.extend_from_slice(&frame);
+                self.send_frame(frame);
             }
             b'F' => {
                 self.note_sync();
@@ -1312,7 +1320,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             wait: std::mem::take(&mut self.wait),
         };
         if self.batch.eligible {
-            self.batch.done.push(done);
+            if self.batch.done.is_none() {
+                self.batch.done = Some(done);
+            } else {
+                self.batch.more_done.push(done);
+            }
         } else {
             record(obs, &done);
         }
@@ -1322,6 +1334,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.batch.syncs += 1;
         if self.batch.syncs > 1 {
             self.lose_retry();
+        }
+    }
+
+    /// Queues a whole client message for the server; when nothing else is queued,
+    /// its own buffer becomes the output (no copy, no allocation).
+    fn send_frame(&mut self, frame: Bytes) {
+        if !self.to_server.is_empty() {
+            self.to_server.extend_from_slice(&frame);
+            return;
+        }
+        match frame.try_into_mut() {
+            Ok(buf) => self.to_server = buf,
+            Err(frame) => self.to_server.extend_from_slice(&frame),
         }
     }
 
@@ -1351,12 +1376,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if self.batch.eligible {
             self.batch.eligible = false;
             if let Some(obs) = &self.obs {
-                for done in self.batch.done.drain(..) {
+                for done in self
+                    .batch
+                    .done
+                    .take()
+                    .into_iter()
+                    .chain(self.batch.more_done.drain(..))
+                {
                     record(obs, &done);
                 }
             }
             let held = std::mem::take(&mut self.batch.held);
-            self.to_client.extend_from_slice(&held);
+            if self.to_client.is_empty() {
+                // The usual case: the held responses become the output as they are.
+                self.to_client = held;
+            } else {
+                self.to_client.extend_from_slice(&held);
+            }
             self.batch.replay.clear();
         }
     }
@@ -2190,8 +2226,12 @@ fn session_cmd(sql: &[u8]) -> Option<SessionCmd> {
         return None;
     }
     let mut words = text.split_whitespace();
-    let w1 = words.next()?.to_ascii_lowercase();
-    match w1.as_str() {
+    let w1 = words.next()?;
+    // Most statements are none of these: decided without allocating.
+    let w1 = ["set", "reset", "discard", "deallocate", "prepare"]
+        .into_iter()
+        .find(|w| w1.eq_ignore_ascii_case(w))?;
+    match w1 {
         "set" => {
             let mut name = words.next()?.to_ascii_lowercase();
             if name == "local" || name == "transaction" {
