@@ -277,10 +277,10 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 params,
                 state.clone(),
             );
-            let relay = Box::pin(relay).await?;
+            let relay = Box::pin(relay).await?.run();
             Box::pin(async move {
                 let _running = running;
-                relay.run().await
+                relay.await
             })
         }
     };

@@ -253,36 +253,10 @@ struct Batch {
     /// The first server message was a FATAL shutdown: the server never ran anything.
     dead_on_arrival: bool,
     attempts: u32,
-    /// Statements completed in this batch, recorded once it cannot be retried:
-    /// the first inline (a batch is mostly one statement), the others after it.
-    done: Option<Done>,
-    more_done: Vec<Done>,
+    /// Statements completed in this batch, recorded once it cannot be retried.
+    done: Vec<Done>,
 }
 
-/// A client between transactions: no server, nothing in flight. Only what must
-/// outlive a transaction is kept (the socket, the session's settings and named
-/// statements), so that thousands of idle clients cost little memory; the
-/// [`Relay`], with its buffers and queues, is built again when the client sends
-/// its next message.
-struct Parked<S> {
-    client: S,
-    /// A partial message the client has sent.
-    cbuf: BytesMut,
-    db: Arc<PostgresDb>,
-    state: Arc<ServerState>,
-    slot: Arc<CancelSlot>,
-    settings: Settings,
-    /// The client's named statements, if it has any.
-    named: Option<Box<Named>>,
-    unnamed_fp: Option<Fp>,
-    fps: Option<Box<FpCache>>,
-    obs: Option<Arc<DbObs>>,
-    pause: Arc<Pause>,
-    wait: Duration,
-}
-
-/// A client being relayed: from its first message after a wait until it is
-/// parked again (in session mode, once it holds a server, until it leaves).
 pub struct Relay<S> {
     client: S,
     cbuf: BytesMut,
@@ -369,7 +343,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
     secret: i32,
     params: BTreeMap<String, String>,
     state: Arc<ServerState>,
-) -> Option<Box<Relay<S>>> {
+) -> Option<Relay<S>> {
     let mut out = greeting;
     out.reserve(512);
     let server_params = match db.pool.server_params().await {
@@ -405,7 +379,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         .filter(|o| o.enabled())
         .cloned();
     let pause = state.pauses[&db.pool.name].clone();
-    Some(Box::new(Relay {
+    Some(Relay {
         client,
         cbuf: leftover,
         db,
@@ -436,92 +410,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         read_at: Instant::now(),
         wait: Duration::ZERO,
         pause,
-    }))
-}
-
-/// A parked client's named statements and their fingerprints.
-struct Named {
-    stmts: HashMap<Box<str>, Stmt>,
-    fps: HashMap<Box<str>, Fp>,
-}
-
-/// What ended a parked client's wait.
-enum Woke {
-    /// A message to relay.
-    Message,
-    /// The client left, or its connection failed.
-    Gone,
-    /// Closed by unidb with this FATAL error.
-    Closed(&'static str, &'static str),
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
-    /// Waits for the client's next message: true once a whole message (or the
-    /// header of one over 8 KiB) has arrived, false when the session has ended meanwhile (the
-    /// client left, the idle timeout, shutdown).
-    ///
-    /// Small: it is what every idle client's future holds, with the client.
-    async fn wait(&mut self) -> bool {
-        match self.next_message().await {
-            Woke::Message => true,
-            Woke::Gone => false,
-            Woke::Closed(code, message) => {
-                Box::pin(self.close(code, message)).await;
-                false
-            }
-        }
-    }
-
-    async fn next_message(&mut self) -> Woke {
-        const SHUTDOWN: Woke = Woke::Closed(
-            code::ADMIN_SHUTDOWN,
-            "terminating connection due to administrator command",
-        );
-        loop {
-            let shutdown = &self.state.shutdown;
-            if *shutdown.borrow() {
-                return SHUTDOWN;
-            }
-            // Woken by the session's own slot (cancel requests and shutdown), not
-            // by the server-wide shutdown channel: no shared lock per wait.
-            let woken = self.slot.notify.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if *shutdown.borrow() {
-                continue;
-            }
-            let read = tokio::select! {
-                biased;
-                r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
-                _ = woken => continue,
-                // Like PostgreSQL's idle_session_timeout: a parked client is never
-                // inside a transaction block.
-                _ = expire(self.state.config.server.idle_timeout) => {
-                    return Woke::Closed(
-                        code::IDLE_SESSION_TIMEOUT,
-                        "terminating connection due to idle-session timeout",
-                    );
-                }
-            };
-            match read {
-                Ok(0) | Err(_) => return Woke::Gone,
-                // A larger message is read by the relay, which checks its length
-                // against max_message_size and reads it straight into place.
-                Ok(_) if has_whole_message(&self.cbuf) || announced_len(&self.cbuf) > 8192 => {
-                    return Woke::Message
-                }
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Sends a FATAL error and closes the connection.
-    async fn close(&mut self, code: &'static str, message: &'static str) {
-        let mut out = BytesMut::new();
-        msg::error(&mut out, &PgError::fatal(code, message));
-        let _ = self.client.write_all(&out).await;
-        let _ = self.client.shutdown().await;
-    }
+    })
 }
 
 enum Event {
@@ -536,144 +425,30 @@ enum Event {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// Relays until the session ends, then returns or closes its server.
     ///
-    /// Between transactions the relay is taken apart into a [`Parked`] client and
-    /// its box freed, so that this future, which every connected client costs,
-    /// holds only the parked form and its wait.
-    pub async fn run(self: Box<Self>) {
-        let mut relay = self;
-        loop {
-            if !Box::pin(relay.until_parked()).await {
-                return;
+    /// An `async` block rather than an `async fn`: an `async fn` keeps a second
+    /// copy of `self` in its future (the argument and its binding), and this
+    /// future is what every connected client costs.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = self.relay().await;
+            match &end {
+                End::Fatal(e) => {
+                    msg::error(&mut self.to_client, e);
+                    let _ = self.client.write_all(&self.to_client).await;
+                }
+                End::Close => {
+                    let _ = self.client.write_all(&self.to_client).await;
+                }
+                End::Client | End::ClientIo => {}
             }
-            let mut parked = relay.park();
-            if !parked.wait().await {
-                return;
+            if !matches!(end, End::Client | End::ClientIo) {
+                // Flush (and for TLS, close_notify) what unidb had to say; a client that
+                // left needs no goodbye.
+                let _ = self.client.shutdown().await;
             }
-            relay = Relay::resume(parked);
+            self.finish_server().await;
         }
-    }
-
-    /// Relays until the client is parked (true) or the session has ended (false).
-    async fn until_parked(&mut self) -> bool {
-        match self.active().await {
-            Ok(()) => true,
-            Err(end) => {
-                // Boxed: the goodbye happens once, the relaying every transaction.
-                Box::pin(self.end(end)).await;
-                false
-            }
-        }
-    }
-
-    /// Says goodbye as `end` requires, then returns or closes the server.
-    async fn end(&mut self, end: End) {
-        match &end {
-            End::Fatal(e) => {
-                msg::error(&mut self.to_client, e);
-                let _ = self.client.write_all(&self.to_client).await;
-            }
-            End::Close => {
-                let _ = self.client.write_all(&self.to_client).await;
-            }
-            End::Client | End::ClientIo => {}
-        }
-        if !matches!(end, End::Client | End::ClientIo) {
-            // Flush (and for TLS, close_notify) what unidb had to say; a client that
-            // left needs no goodbye.
-            let _ = self.client.shutdown().await;
-        }
-        self.finish_server().await;
-    }
-
-    /// Takes a parked relay apart (see [`Relay::parked`]): what lasts beyond a
-    /// transaction is kept, and the rest freed. Takes the box itself: moving out
-    /// of a box the caller keeps would free it only when the variable is next
-    /// assigned, and the parked client would hold it all along.
-    #[allow(clippy::boxed_local)]
-    fn park(self: Box<Self>) -> Parked<S> {
-        let Relay {
-            client,
-            cbuf,
-            db,
-            state,
-            slot,
-            settings,
-            stmts,
-            stmt_fps,
-            fps,
-            obs,
-            wait,
-            pause,
-            ..
-        } = *self;
-        let named = if stmts.is_empty() && stmt_fps.named.is_empty() {
-            None
-        } else {
-            Some(Box::new(Named {
-                stmts,
-                fps: stmt_fps.named,
-            }))
-        };
-        Parked {
-            client,
-            cbuf: if cbuf.is_empty() {
-                BytesMut::new()
-            } else {
-                cbuf
-            },
-            db,
-            state,
-            slot,
-            settings,
-            named,
-            unnamed_fp: stmt_fps.unnamed,
-            fps,
-            obs,
-            pause,
-            wait,
-        }
-    }
-
-    /// The relay of a parked client that has sent a message.
-    fn resume(p: Parked<S>) -> Box<Self> {
-        let transaction_mode = p.db.pool.config.pool_mode == PoolMode::Transaction;
-        let max_message = p.state.config.server.max_message_size;
-        let (stmts, named_fps) = p.named.map_or_else(Default::default, |n| (n.stmts, n.fps));
-        Box::new(Relay {
-            client: p.client,
-            cbuf: p.cbuf,
-            db: p.db,
-            state: p.state,
-            slot: p.slot,
-            server: None,
-            queue: VecDeque::new(),
-            to_server: BytesMut::new(),
-            to_client: BytesMut::new(),
-            status: b'I',
-            unsynced: false,
-            skip_until_sync: false,
-            copy_in: false,
-            parsed_cmd: None,
-            tx_cmds: Vec::new(),
-            last_commit: false,
-            in_tx_block: false,
-            passthrough: None,
-            settings: p.settings,
-            stmts,
-            batch: Batch::default(),
-            transaction_mode,
-            max_message,
-            obs: p.obs,
-            fps: p.fps,
-            stmt_fps: StatementFps {
-                unnamed: p.unnamed_fp,
-                named: named_fps,
-            },
-            portal_fp: None,
-            read_at: Instant::now(),
-            wait: p.wait,
-            pause: p.pause,
-        })
     }
 
     /// Returns the server to the pool when it is clean, after the reset query in
@@ -708,6 +483,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 lease.settings = 0;
                 lease.sql_prepared = false;
                 lease.prepared.clear();
+            }
+        }
+    }
+
+    /// Alternates between waiting for a parked client (no server, nothing in
+    /// flight: a small future and no buffers, so thousands of idle clients cost
+    /// little memory) and relaying until the client is parked again.
+    async fn relay(&mut self) -> End {
+        let shutdown = self.state.shutdown.clone();
+        let idle_timeout = self.state.config.server.idle_timeout;
+        loop {
+            if self.parked() {
+                // A parked client holds no buffers: thousands of idle clients
+                // cost little memory, and an active one allocates a few small
+                // buffers per transaction.
+                for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
+                    if buf.is_empty() && buf.capacity() > 0 {
+                        *buf = BytesMut::new();
+                    }
+                }
+                if *shutdown.borrow() {
+                    return End::Fatal(PgError::fatal(
+                        code::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    ));
+                }
+                // Woken by the session's own slot (cancel requests and shutdown), not
+                // by the server-wide shutdown channel: no shared lock per wait.
+                let woken = self.slot.notify.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if *shutdown.borrow() {
+                    continue;
+                }
+                let read = tokio::select! {
+                    biased;
+                    r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
+                    _ = woken => continue,
+                    _ = expire(idle_timeout) => {
+                        return End::Fatal(PgError::fatal(
+                            code::IDLE_SESSION_TIMEOUT,
+                            "terminating connection due to idle-session timeout",
+                        ));
+                    }
+                };
+                match read {
+                    Ok(0) => return End::Client,
+                    Ok(_) => {}
+                    Err(_) => return End::ClientIo,
+                }
+            }
+            if let Err(end) = Box::pin(self.active()).await {
+                return end;
             }
         }
     }
@@ -893,13 +721,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             if self.forward_plain_run() {
                 continue;
             }
-            let frame = if self.cbuf.len() == total {
-                // The usual case, one message read: its buffer is the frame, with
-                // no allocation (a split would make the buffer shared).
-                std::mem::take(&mut self.cbuf).freeze()
-            } else {
-                self.cbuf.split_to(total).freeze()
-            };
+            let frame = self.cbuf.split_to(total).freeze();
             self.on_client_message(frame).await?;
         }
     }
@@ -1087,7 +909,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 } else {
                     self.push_timed(Expect::Query, fp);
                 }
-                self.send_frame(frame);
+                self.to_server.extend_from_slice(&frame);
             }
             b'F' => {
                 self.note_sync();
@@ -1320,11 +1142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             wait: std::mem::take(&mut self.wait),
         };
         if self.batch.eligible {
-            if self.batch.done.is_none() {
-                self.batch.done = Some(done);
-            } else {
-                self.batch.more_done.push(done);
-            }
+            self.batch.done.push(done);
         } else {
             record(obs, &done);
         }
@@ -1334,19 +1152,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.batch.syncs += 1;
         if self.batch.syncs > 1 {
             self.lose_retry();
-        }
-    }
-
-    /// Queues a whole client message for the server; when nothing else is queued,
-    /// its own buffer becomes the output (no copy, no allocation).
-    fn send_frame(&mut self, frame: Bytes) {
-        if !self.to_server.is_empty() {
-            self.to_server.extend_from_slice(&frame);
-            return;
-        }
-        match frame.try_into_mut() {
-            Ok(buf) => self.to_server = buf,
-            Err(frame) => self.to_server.extend_from_slice(&frame),
         }
     }
 
@@ -1376,23 +1181,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if self.batch.eligible {
             self.batch.eligible = false;
             if let Some(obs) = &self.obs {
-                for done in self
-                    .batch
-                    .done
-                    .take()
-                    .into_iter()
-                    .chain(self.batch.more_done.drain(..))
-                {
+                for done in self.batch.done.drain(..) {
                     record(obs, &done);
                 }
             }
             let held = std::mem::take(&mut self.batch.held);
-            if self.to_client.is_empty() {
-                // The usual case: the held responses become the output as they are.
-                self.to_client = held;
-            } else {
-                self.to_client.extend_from_slice(&held);
-            }
+            self.to_client.extend_from_slice(&held);
             self.batch.replay.clear();
         }
     }
@@ -2086,15 +1880,6 @@ fn whole_message_at(buf: &[u8], pos: usize) -> Option<(u8, usize)> {
     (rest.len() >= total).then_some((rest[0], total))
 }
 
-/// The length (with its type byte) of the message whose header starts `buf`; 0
-/// before the header is whole.
-fn announced_len(buf: &[u8]) -> usize {
-    match buf.get(..5) {
-        Some(h) => i32::from_be_bytes([h[1], h[2], h[3], h[4]]).max(0) as usize + 1,
-        None => 0,
-    }
-}
-
 /// Whether `buf` starts with a whole message.
 /// (A message with an invalid length counts: processing it reports the error.)
 fn has_whole_message(buf: &[u8]) -> bool {
@@ -2102,28 +1887,18 @@ fn has_whole_message(buf: &[u8]) -> bool {
         || (buf.len() >= 5 && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) < 4)
 }
 
-/// Resolves after `timeout`, never when it is zero. The timer is boxed, and
-/// allocated only when there is one: a parked client's future, which every idle
-/// client costs, stays small.
-fn expire(timeout: Duration) -> Expire {
-    Expire((!timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(timeout))))
-}
-
-struct Expire(Option<Pin<Box<tokio::time::Sleep>>>);
-
-impl Future for Expire {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        match self.0.as_mut() {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
+/// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
+/// so that a waiting client holds no heap buffer.
+/// Resolves after `timeout`, never when it is zero. The timer is boxed: a parked
+/// client's future, which every idle client costs, stays small.
+async fn expire(timeout: Duration) {
+    if timeout.is_zero() {
+        std::future::pending::<()>().await;
+    } else {
+        Box::pin(tokio::time::sleep(timeout)).await;
     }
 }
 
-/// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
-/// so that a waiting client holds no heap buffer.
 fn read_client<S: AsyncRead + Unpin>(
     client: &mut S,
     cx: &mut std::task::Context<'_>,
@@ -2226,12 +2001,8 @@ fn session_cmd(sql: &[u8]) -> Option<SessionCmd> {
         return None;
     }
     let mut words = text.split_whitespace();
-    let w1 = words.next()?;
-    // Most statements are none of these: decided without allocating.
-    let w1 = ["set", "reset", "discard", "deallocate", "prepare"]
-        .into_iter()
-        .find(|w| w1.eq_ignore_ascii_case(w))?;
-    match w1 {
+    let w1 = words.next()?.to_ascii_lowercase();
+    match w1.as_str() {
         "set" => {
             let mut name = words.next()?.to_ascii_lowercase();
             if name == "local" || name == "transaction" {
