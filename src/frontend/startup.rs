@@ -241,7 +241,6 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         state: state.clone(),
         pid,
     };
-    // One allocation per session: the guard and the session's future together.
     let session: SessionFuture = match db {
         Database::Sqlite(db) => {
             let session = Session::new(
@@ -256,9 +255,10 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 state.clone(),
                 greeting,
             );
+            let session = Box::pin(session.run());
             Box::pin(async move {
                 let _running = running;
-                session.run().await
+                session.await
             })
         }
         Database::Postgres(db) => {
@@ -277,7 +277,9 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 params,
                 state.clone(),
             );
-            let relay = Box::pin(relay).await?.run();
+            // Boxed on its own: a future held as a captured variable and then
+            // awaited would be stored twice.
+            let relay = Box::pin(Box::pin(relay).await?.run());
             Box::pin(async move {
                 let _running = running;
                 relay.await
