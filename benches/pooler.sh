@@ -12,7 +12,7 @@
 #   UNIDB_BIN     unidb binary, relative to the repository root or absolute
 #                 (default target/release/unidb, built with cargo if missing)
 #   IDLE_CLIENTS  idle connections for the memory measurement (default 2000; 0 skips it)
-#   WORKERS       `[server] workers` of the unidb targets (default 0: one per CPU)
+#   WORKERS       `[server] workers` of the unidb targets (default 0: half the CPUs)
 #   MODES         workloads, any of "select-simple select-extended select-prepared tpcb
 #                 connect" (default: all)
 #   DURATION, RUNS  used when the arguments are not given

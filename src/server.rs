@@ -49,14 +49,10 @@ impl CancelRegistry {
 
     /// Every connected client: pid, who it is, and its session's slot.
     pub fn clients(&self) -> Vec<(i32, ClientInfo, Arc<CancelSlot>)> {
-        let slots: Vec<(i32, Arc<CancelSlot>)> = self
+        let mut v: Vec<_> = self
             .lock()
             .iter()
-            .map(|(pid, slot)| (*pid, slot.clone()))
-            .collect();
-        let mut v: Vec<_> = slots
-            .into_iter()
-            .map(|(pid, slot)| (pid, slot.client(), slot))
+            .map(|(pid, slot)| (*pid, slot.client(), slot.clone()))
             .collect();
         v.sort_by_key(|(pid, _, _)| *pid);
         v

@@ -523,50 +523,23 @@ async fn idle_timeout_closes_idle_clients_but_not_open_transactions() {
     }
 }
 
-/// A raw protocol 3.0 session (trust authentication) as user and database `app`.
-async fn raw_session(server: &TestServer) -> TcpStream {
-    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    for s in ["user", "app", "database", "app"] {
-        body.extend_from_slice(s.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    startup.extend(body);
-    tcp.write_all(&startup).await.unwrap();
-    let greeting = read_messages_until(&mut tcp, b'Z').await;
-    assert!(
-        greeting.iter().any(|(t, _)| *t == b'R'),
-        "no AuthenticationOk"
-    );
-    tcp
-}
-
 /// Reads whole messages (type, body) up to one of type `ty`, or to EOF.
 async fn read_messages_until(tcp: &mut TcpStream, ty: u8) -> Vec<(u8, Vec<u8>)> {
-    let mut buf = Vec::new();
+    let buf = common::read_until(tcp, ty).await;
     let mut out = Vec::new();
-    loop {
-        while buf.len() >= 5 {
-            let len = i32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
-            if buf.len() < len + 1 {
-                break;
-            }
-            let msg: Vec<u8> = buf.drain(..len + 1).collect();
-            let t = msg[0];
-            out.push((t, msg[5..].to_vec()));
-            if t == ty {
-                return out;
-            }
+    let mut pos = 0;
+    while buf.len() >= pos + 5 {
+        let len = i32::from_be_bytes(buf[pos + 1..pos + 5].try_into().unwrap()) as usize;
+        if buf.len() < pos + 1 + len {
+            break;
         }
-        let mut chunk = [0u8; 8192];
-        match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return out,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("timed out waiting for message {}", ty as char),
+        out.push((buf[pos], buf[pos + 5..pos + 1 + len].to_vec()));
+        if buf[pos] == ty {
+            break;
         }
+        pos += 1 + len;
     }
+    out
 }
 
 fn query_message(sql: &str) -> Vec<u8> {
@@ -587,8 +560,8 @@ fn first_value(messages: &[(u8, Vec<u8>)]) -> String {
     String::from_utf8_lossy(&row[6..6 + len]).into_owned()
 }
 
-/// Between transactions a client holds no server and only a small parked state; its
-/// next message may still arrive in pieces of any size, and is relayed whole. An
+/// Between transactions a client holds no server and no buffers; its next message
+/// may still arrive in pieces of any size, and is relayed whole. An
 /// oversized message is refused as soon as its header is read.
 #[tokio::test]
 async fn messages_sent_in_pieces_between_transactions_are_relayed_whole() {
@@ -602,7 +575,7 @@ async fn messages_sent_in_pieces_between_transactions_are_relayed_whole() {
         common::APP_USER,
     );
     let server = TestServer::start_config(dir, &text).await;
-    let mut tcp = raw_session(&server).await;
+    let mut tcp = common::raw_session(&server).await;
 
     // A small query, three bytes at a time.
     for piece in query_message("SELECT 41 + 1").chunks(3) {

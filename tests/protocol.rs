@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{sqlstate, TestServer};
+use common::{raw_session, read_until, sqlstate, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -171,49 +171,6 @@ async fn concurrent_writers_and_readers_lose_nothing() {
         (1000, 1000, 1000)
     );
     s.stop().await;
-}
-
-/// A raw connection past startup with trust auth.
-async fn raw_session(s: &TestServer) -> TcpStream {
-    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608i32.to_be_bytes());
-    for kv in ["user", "app", "database", "app"] {
-        body.extend_from_slice(kv.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend(body);
-    tcp.write_all(&msg).await.unwrap();
-    // Read until ReadyForQuery ('Z').
-    let buf = read_until(&mut tcp, b'Z').await;
-    assert!(buf.contains(&b'Z'), "no ReadyForQuery in {buf:?}");
-    tcp
-}
-
-/// Reads messages until one of type `ty` or EOF; returns everything read.
-async fn read_until(tcp: &mut TcpStream, ty: u8) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut pos = 0;
-    loop {
-        while all.len() >= pos + 5 {
-            let len = i32::from_be_bytes(all[pos + 1..pos + 5].try_into().unwrap()) as usize;
-            if all.len() < pos + 1 + len {
-                break;
-            }
-            if all[pos] == ty {
-                return all;
-            }
-            pos += 1 + len;
-        }
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return all,
-            Ok(Ok(n)) => all.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("timed out waiting for message {}", ty as char),
-        }
-    }
 }
 
 /// Reads to EOF and returns the SQLSTATE of the first ErrorResponse.

@@ -90,7 +90,7 @@ pub async fn connect(
         }
         Database::Postgres(db) => {
             tokio::spawn(async move {
-                crate::backend::postgres::serve(
+                let relay = crate::backend::postgres::start(
                     theirs,
                     greeting,
                     BytesMut::new(),
@@ -100,8 +100,10 @@ pub async fn connect(
                     secret,
                     params,
                     st.clone(),
-                )
-                .await;
+                );
+                if let Some(relay) = Box::pin(relay).await {
+                    relay.run().await;
+                }
                 st.cancels.unregister(pid);
             });
         }

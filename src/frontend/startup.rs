@@ -255,11 +255,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 state.clone(),
                 greeting,
             );
-            let session = Box::pin(session.run());
-            Box::pin(async move {
-                let _running = running;
-                session.await
-            })
+            Box::pin(session.run())
         }
         Database::Postgres(db) => {
             // Only what the client already sent, not the reader's whole buffer:
@@ -277,16 +273,15 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 params,
                 state.clone(),
             );
-            // Boxed on its own: a future held as a captured variable and then
-            // awaited would be stored twice.
-            let relay = Box::pin(Box::pin(relay).await?.run());
-            Box::pin(async move {
-                let _running = running;
-                relay.await
-            })
+            Box::pin(Box::pin(relay).await?.run())
         }
     };
-    Some(session)
+    // The session's own future is boxed apart: a future captured here and then
+    // awaited would be stored twice.
+    Some(Box::pin(async move {
+        let _running = running;
+        session.await
+    }))
 }
 
 /// What a session holds while it runs, released when it ends (or is aborted): the

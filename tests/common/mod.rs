@@ -159,3 +159,49 @@ pub fn pgbench(port: u16, args: &[&str]) -> std::process::Child {
         .spawn()
         .expect("pgbench (installed with PostgreSQL)")
 }
+
+/// A raw protocol 3.0 connection as user and database `app`, past startup (the
+/// server must trust the user): AuthenticationOk, then up to ReadyForQuery.
+pub async fn raw_session(s: &TestServer) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608i32.to_be_bytes());
+    for kv in ["user", "app", "database", "app"] {
+        body.extend_from_slice(kv.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend(body);
+    tcp.write_all(&msg).await.unwrap();
+    let buf = read_until(&mut tcp, b'Z').await;
+    assert!(buf.contains(&b'Z'), "no ReadyForQuery in {buf:?}");
+    assert_eq!(buf.first(), Some(&b'R'), "no AuthenticationOk in {buf:?}");
+    tcp
+}
+
+/// Reads messages until one of type `ty` or EOF; returns everything read.
+pub async fn read_until(tcp: &mut tokio::net::TcpStream, ty: u8) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let mut pos = 0;
+    loop {
+        while all.len() >= pos + 5 {
+            let len = i32::from_be_bytes(all[pos + 1..pos + 5].try_into().unwrap()) as usize;
+            if all.len() < pos + 1 + len {
+                break;
+            }
+            if all[pos] == ty {
+                return all;
+            }
+            pos += 1 + len;
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return all,
+            Ok(Ok(n)) => all.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("timed out waiting for message {}", ty as char),
+        }
+    }
+}

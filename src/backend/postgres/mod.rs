@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use conn::{ConnectError, ServerConn, Stream};
 pub use pool::{Pool, PoolStats};
-pub use relay::{cancel_upstream, serve, start, Relay};
+pub use relay::{cancel_upstream, start, Relay};
 
 use crate::config::PostgresConfig;
 use crate::protocol::client::Client;

@@ -305,27 +305,6 @@ pub struct Relay<S> {
     pause: Arc<Pause>,
 }
 
-/// Serves a client of a PostgreSQL-backed database after authentication.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
-    client: S,
-    greeting: BytesMut,
-    leftover: BytesMut,
-    db: Arc<PostgresDb>,
-    slot: Arc<CancelSlot>,
-    pid: i32,
-    secret: i32,
-    params: BTreeMap<String, String>,
-    state: Arc<ServerState>,
-) {
-    let relay = start(
-        client, greeting, leftover, db, slot, pid, secret, params, state,
-    );
-    if let Some(relay) = Box::pin(relay).await {
-        relay.run().await;
-    }
-}
-
 /// Prepares the relay of a client after authentication: the greeting (with the
 /// upstream's parameters) is queued for the client. `None` when no upstream
 /// parameters can be had; the client has been sent a FATAL error.
@@ -1887,8 +1866,6 @@ fn has_whole_message(buf: &[u8]) -> bool {
         || (buf.len() >= 5 && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) < 4)
 }
 
-/// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
-/// so that a waiting client holds no heap buffer.
 /// Resolves after `timeout`, never when it is zero. The timer is boxed: a parked
 /// client's future, which every idle client costs, stays small.
 async fn expire(timeout: Duration) {
@@ -1899,6 +1876,8 @@ async fn expire(timeout: Duration) {
     }
 }
 
+/// Reads client bytes into `buf`; while `buf` has no room, through a stack buffer,
+/// so that a waiting client holds no heap buffer.
 fn read_client<S: AsyncRead + Unpin>(
     client: &mut S,
     cx: &mut std::task::Context<'_>,
