@@ -255,9 +255,15 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config: path } => {
             let config = Config::load(&path)?;
             init_logging(config.log.format, &config.log.level);
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            let workers = config.server.worker_threads();
+            let mut builder = if workers == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(workers);
+                b
+            };
             builder.enable_all();
-            builder.worker_threads(config.server.worker_threads());
             let runtime = builder.build()?;
             // The accept loop runs on a worker, so a new connection's task starts
             // on that worker instead of being handed over from the main thread.

@@ -226,6 +226,43 @@ async fn set_can_be_refused_in_transaction_mode() {
     let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
     server.stop().await;
+
+    // A SET refused in the middle of an extended-protocol batch fails the whole
+    // batch, as an error there would: the INSERT before it is rolled back.
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::pg::pooler_text(
+        &cluster.app_url(),
+        "pool_mode = \"transaction\"\nsession_set = \"refuse\"",
+        "auth = \"trust\"",
+        "",
+        common::APP_USER,
+    );
+    let server = TestServer::start_config(dir, &text).await;
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE refused_batch (i int)")
+        .await
+        .unwrap();
+    let mut tcp = common::raw_session(&server).await;
+    let mut batch = parse_unnamed_then_sync("INSERT INTO refused_batch VALUES (1)");
+    batch.truncate(batch.len() - 5);
+    batch.extend(bind_unnamed_execute_sync());
+    batch.truncate(batch.len() - 5);
+    batch.extend(parse_unnamed_then_sync("SET search_path = x"));
+    tcp.write_all(&batch).await.unwrap();
+    let r = read_messages_until(&mut tcp, b'Z').await;
+    let types: Vec<u8> = r.iter().map(|m| m.0).collect();
+    assert_eq!(types, b"12CEZ", "{r:?}");
+    assert_eq!(error_code(&r).as_deref(), Some("0A000"));
+    assert_eq!(common::count(&c, "refused_batch").await, 0);
+    // The session goes on.
+    tcp.write_all(&query_message("SELECT 'after'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first_value(&read_messages_until(&mut tcp, b'Z').await),
+        "after"
+    );
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -826,5 +863,158 @@ async fn pipelined_statements_with_errors_keep_their_order() {
             }
         }
     }
+    server.stop().await;
+}
+
+/// Frames one extended-protocol message.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse of the unnamed statement, then Sync: a batch of its own.
+fn parse_unnamed_then_sync(sql: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    let mut m = frame(b'P', &body);
+    m.extend(frame(b'S', &[]));
+    m
+}
+
+/// Bind of the unnamed statement to the unnamed portal, Execute, Sync.
+fn bind_unnamed_execute_sync() -> Vec<u8> {
+    let mut m = frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+    m.extend(frame(b'E', &[0, 0, 0, 0, 0]));
+    m.extend(frame(b'S', &[]));
+    m
+}
+
+/// A ParameterStatus `name` among `messages`, if any.
+fn parameter_status(messages: &[(u8, Vec<u8>)], name: &str) -> Option<String> {
+    messages.iter().find_map(|(t, body)| {
+        let mut parts = body.split(|b| *b == 0);
+        let key = parts.next()?;
+        (*t == b'S' && key == name.as_bytes())
+            .then(|| String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned())
+    })
+}
+
+/// The SQLSTATE of the first ErrorResponse among `messages`, if any.
+fn error_code(messages: &[(u8, Vec<u8>)]) -> Option<String> {
+    let (_, body) = messages.iter().find(|(t, _)| *t == b'E')?;
+    body.split(|b| *b == 0)
+        .find_map(|f| f.strip_prefix(b"C"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+}
+
+/// Drivers (psycopg among them) may Parse the unnamed statement in one batch and
+/// Bind and Execute it in the next. In transaction mode the second batch can land
+/// on another server: it must run the client's statement there, never what that
+/// server's unnamed statement happens to be, and a SET sent this way must be
+/// tracked only once it has run, and only if it succeeded.
+#[tokio::test]
+async fn unnamed_statements_follow_the_client_across_servers() {
+    let cluster = PgCluster::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::pg::pooler_text(
+        &cluster.app_url(),
+        "pool_mode = \"transaction\"\npool_size = 2",
+        "auth = \"trust\"",
+        "",
+        common::APP_USER,
+    );
+    let server = TestServer::start_config(dir, &text).await;
+    let mut a = common::raw_session(&server).await;
+    let mut b = common::raw_session(&server).await;
+    async fn send(tcp: &mut TcpStream, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        tcp.write_all(bytes).await.unwrap();
+        read_messages_until(tcp, b'Z').await
+    }
+    async fn pid(tcp: &mut TcpStream) -> String {
+        first_value(&send(tcp, &query_message("SELECT pg_backend_pid()")).await)
+    }
+    // Both servers connected; b's last statement on them is an unnamed COMMIT.
+    send(&mut b, &query_message("BEGIN")).await;
+    let b_server = pid(&mut b).await;
+    let a_server = pid(&mut a).await;
+    assert_ne!(a_server, b_server, "two servers in use");
+
+    // a parses on one server; b then takes that server, and leaves an unnamed
+    // statement of its own on it.
+    let r = send(&mut a, &parse_unnamed_then_sync("SELECT 'mine'")).await;
+    assert_eq!(r.first().map(|m| m.0), Some(b'1'), "{r:?}");
+    let mut commit = parse_unnamed_then_sync("COMMIT");
+    commit.truncate(commit.len() - 5);
+    commit.extend(bind_unnamed_execute_sync());
+    send(&mut b, &commit).await;
+    send(&mut b, &query_message("BEGIN")).await;
+    let held = pid(&mut b).await;
+    // a's Bind runs on the other server, which never saw a's Parse.
+    let r = send(&mut a, &bind_unnamed_execute_sync()).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    assert_eq!(first_value(&r), "mine");
+    assert_ne!(pid(&mut a).await, held);
+
+    // A SET parsed in one batch and executed in the next, on another server: the
+    // client is told the new value, and every server it uses later has it.
+    send(&mut b, &query_message("COMMIT")).await;
+    send(
+        &mut a,
+        &parse_unnamed_then_sync("SET TimeZone = 'Asia/Tokyo'"),
+    )
+    .await;
+    send(&mut b, &query_message("BEGIN")).await;
+    pid(&mut b).await;
+    let r = send(&mut a, &bind_unnamed_execute_sync()).await;
+    assert_eq!(
+        parameter_status(&r, "TimeZone").as_deref(),
+        Some("Asia/Tokyo"),
+        "{r:?}"
+    );
+    // A SET that fails is not tracked.
+    let mut bad = parse_unnamed_then_sync("SET TimeZone = 'Nowhere/Invalid'");
+    bad.truncate(bad.len() - 5);
+    bad.extend(bind_unnamed_execute_sync());
+    let r = send(&mut a, &bad).await;
+    assert_eq!(error_code(&r).as_deref(), Some("22023"), "{r:?}");
+    send(&mut b, &query_message("COMMIT")).await;
+    // a first on the server b held (the last returned), which never ran the SET,
+    // then on the other one while b holds that first server again.
+    let mut seen = std::collections::BTreeSet::new();
+    for round in 0..2 {
+        let held = if round == 1 {
+            send(&mut b, &query_message("BEGIN")).await;
+            Some(pid(&mut b).await)
+        } else {
+            None
+        };
+        let r = send(
+            &mut a,
+            &query_message("SELECT pg_backend_pid()::text || ' ' || current_setting('TimeZone')"),
+        )
+        .await;
+        let got = first_value(&r);
+        let (server_pid, zone) = got.split_once(' ').unwrap();
+        assert_eq!(zone, "Asia/Tokyo", "on server {server_pid}");
+        seen.insert(server_pid.to_string());
+        if let Some(held) = held {
+            assert_ne!(server_pid, held);
+            send(&mut b, &query_message("COMMIT")).await;
+        }
+    }
+    assert_eq!(seen.len(), 2, "a ran on both servers: {seen:?}");
+
+    // A client with no unnamed statement is told so, and runs nothing.
+    let mut c = common::raw_session(&server).await;
+    let r = send(&mut c, &bind_unnamed_execute_sync()).await;
+    assert_eq!(error_code(&r).as_deref(), Some("26000"), "{r:?}");
+    assert_eq!(r.last().map(|m| m.0), Some(b'Z'));
+    assert_eq!(
+        first_value(&send(&mut c, &query_message("SELECT 'fine'")).await),
+        "fine"
+    );
     server.stop().await;
 }

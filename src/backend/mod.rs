@@ -4,8 +4,8 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::InterruptHandle;
 
@@ -62,7 +62,11 @@ impl Who {
 #[derive(Default)]
 pub struct CancelSlot {
     running: Mutex<Option<(Arc<InterruptHandle>, Arc<AtomicBool>)>>,
-    upstream: Mutex<Option<(Arc<Upstream>, i32, i32)>>,
+    /// The upstream of the session's database, known from its first server.
+    upstream: OnceLock<Arc<Upstream>>,
+    /// Pid and secret of the attached server (pid in the high half); 0: none.
+    /// Set twice per transaction in transaction mode, so an atomic, not a lock.
+    server_key: AtomicU64,
     /// Wakes a session waiting for the SQLite writer, or a parked client.
     pub notify: tokio::sync::Notify,
     /// The secret of the session's cancel key.
@@ -92,13 +96,8 @@ impl CancelSlot {
             handle.interrupt();
         }
         drop(running);
-        let upstream = self
-            .upstream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some((up, pid, secret)) = upstream {
-            postgres::cancel_upstream(up, pid, secret);
+        if let (Some((pid, secret)), Some(up)) = (self.server_key(), self.upstream.get()) {
+            postgres::cancel_upstream(up.clone(), pid, secret);
         }
         self.notify.notify_waiters();
     }
@@ -109,11 +108,14 @@ impl CancelSlot {
 
     /// The backend pid of the upstream server attached to this session, if any.
     pub fn upstream_pid(&self) -> Option<i32> {
-        self.upstream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(_, pid, _)| *pid)
+        self.server_key().map(|(pid, _)| pid)
+    }
+
+    fn server_key(&self) -> Option<(i32, i32)> {
+        match self.server_key.load(Ordering::Acquire) {
+            0 => None,
+            key => Some(((key >> 32) as i32, key as u32 as i32)),
+        }
     }
 
     /// Whether a SQLite statement is running for this session.
@@ -125,7 +127,17 @@ impl CancelSlot {
     }
 
     /// The upstream server (and its cancel key) running this session's statements.
-    pub(crate) fn set_upstream(&self, value: Option<(Arc<Upstream>, i32, i32)>) {
-        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    /// A session's servers all come from one upstream, its database's.
+    pub(crate) fn set_upstream(&self, upstream: &Arc<Upstream>, pid: i32, secret: i32) {
+        if self.upstream.get().is_none() {
+            let _ = self.upstream.set(upstream.clone());
+        }
+        let key = ((pid as u32 as u64) << 32) | secret as u32 as u64;
+        self.server_key.store(key, Ordering::Release);
+    }
+
+    /// No server is attached to the session.
+    pub(crate) fn clear_upstream(&self) {
+        self.server_key.store(0, Ordering::Release);
     }
 }

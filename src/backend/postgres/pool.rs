@@ -146,6 +146,31 @@ impl Pool {
             .ok_or_else(|| PgError::new(code::CONNECTION_FAILURE, "no server parameters"))
     }
 
+    /// An idle server connection, if one is free now (no wait, no connect).
+    pub fn try_checkout(self: &Arc<Self>) -> Option<Lease> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let conn = self.pop_idle()?;
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// An idle server that has not outlived `server_lifetime`; older ones are closed.
+    fn pop_idle(&self) -> Option<Box<ServerConn>> {
+        let lifetime = self.config.server_lifetime;
+        loop {
+            let conn = lock(&self.idle).pop()?;
+            if !lifetime.is_zero() && conn.created.elapsed() > lifetime {
+                self.stats.servers_closed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            return Some(conn);
+        }
+    }
+
     /// A server connection, waiting at most `wait` for one to be free.
     pub async fn checkout(self: &Arc<Self>, wait: Duration) -> Result<Lease, PgError> {
         let permit = match self.permits.clone().try_acquire_owned() {
@@ -183,22 +208,12 @@ impl Pool {
             }
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        let lifetime = self.config.server_lifetime;
-        loop {
-            let conn = lock(&self.idle).pop();
-            match conn {
-                Some(c) if !lifetime.is_zero() && c.created.elapsed() > lifetime => {
-                    self.stats.servers_closed.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(c) => {
-                    return Ok(Lease {
-                        conn: Some(c),
-                        pool: self.clone(),
-                        _permit: permit,
-                    })
-                }
-                None => break,
-            }
+        if let Some(conn) = self.pop_idle() {
+            return Ok(Lease {
+                conn: Some(conn),
+                pool: self.clone(),
+                _permit: permit,
+            });
         }
         let conn = Box::pin(self.connect()).await?;
         Ok(Lease {

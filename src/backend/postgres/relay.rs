@@ -40,6 +40,9 @@ const BACKPRESSURE: usize = 256 * 1024;
 const HOLD_LIMIT: usize = 64 * 1024;
 /// Client bytes kept for a retry.
 const REPLAY_LIMIT: usize = 64 * 1024;
+/// A Bind of a statement no server has (pool-wide names have no space): sent to
+/// make the server fail a batch unidb refused part of.
+const FAILING_BIND: &[u8] = b"B\0\0\0\x1f\0unidb refused batch\0\0\0\0\0\0\0";
 /// Settings fingerprint of a server whose session state matches no client.
 const DIRTY: u64 = 1;
 
@@ -75,6 +78,9 @@ enum SessionCmd {
     Prepare(String),
     Deallocate(String),
 }
+
+/// A session command and its text (as tracked and replayed).
+type Cmd = Box<(SessionCmd, Box<str>)>;
 
 /// Key of a SQL-level prepared statement in the tracked session commands.
 fn prepare_key(name: &str) -> String {
@@ -152,6 +158,8 @@ struct Stmt {
     key: u64,
     /// The Parse message under the pool-wide name.
     parse: Bytes,
+    /// The session command the statement is, if any: tracked when it is executed.
+    cmd: Option<Cmd>,
 }
 
 /// Session parameters the client asked for (startup packet and tracked `SET`s).
@@ -243,7 +251,8 @@ struct Batch {
     /// Still retryable: one statement, outside a transaction, nothing sent to the client.
     eligible: bool,
     replay: BytesMut,
-    held: BytesMut,
+    /// Bytes at the end of `to_client` held back from the client.
+    held: usize,
     syncs: u32,
     completed: u32,
     retryable_error: bool,
@@ -275,8 +284,19 @@ pub struct Relay<S> {
     skip_until_sync: bool,
     /// The server is in copy-in mode (it ignores Sync until CopyDone/CopyFail).
     copy_in: bool,
-    /// A session command parsed in the current extended batch.
-    parsed_cmd: Option<(SessionCmd, Box<str>)>,
+    /// A session command executed in the current extended batch: tracked at its
+    /// Sync, if nothing failed.
+    executed_cmd: Option<Cmd>,
+    /// The client's unnamed statement (its Parse message) in transaction mode:
+    /// a Bind in a later transaction may land on another server, which is sent
+    /// the Parse first. Empty: the client has none.
+    unnamed: Bytes,
+    /// The session command the unnamed statement is, if any.
+    unnamed_cmd: Option<Cmd>,
+    /// The attached server holds the client's unnamed statement.
+    unnamed_here: bool,
+    /// The session command the last bound portal runs, if any.
+    portal_cmd: Option<Cmd>,
     /// Session commands run inside the open transaction block: tracked at COMMIT.
     tx_cmds: Vec<(SessionCmd, Box<str>)>,
     /// The last CommandComplete was COMMIT.
@@ -373,7 +393,11 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         unsynced: false,
         skip_until_sync: false,
         copy_in: false,
-        parsed_cmd: None,
+        executed_cmd: None,
+        unnamed: Bytes::new(),
+        unnamed_cmd: None,
+        unnamed_here: false,
+        portal_cmd: None,
         tx_cmds: Vec::new(),
         last_commit: false,
         in_tx_block: false,
@@ -411,6 +435,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     pub fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             let end = self.relay().await;
+            self.drop_held();
             match &end {
                 End::Fatal(e) => {
                     msg::error(&mut self.to_client, e);
@@ -436,7 +461,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         let Some(mut lease) = self.server.take() else {
             return;
         };
-        self.slot.set_upstream(None);
+        self.slot.clear_upstream();
         let clean = self.queue.is_empty()
             && self.status == b'I'
             && !self.unsynced
@@ -477,8 +502,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 // A parked client holds no buffers: thousands of idle clients
                 // cost little memory, and an active one allocates a few small
                 // buffers per transaction.
+                // (A buffer consumed to its end reports no capacity but still
+                // holds its allocation: emptiness is what counts.)
                 for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
-                    if buf.is_empty() && buf.capacity() > 0 {
+                    if buf.is_empty() {
                         *buf = BytesMut::new();
                     }
                 }
@@ -549,7 +576,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     let mut progressed = false;
                     if let Some(server) = self.server.as_mut() {
                         while !self.to_server.is_empty() {
-                            match write_some(&mut server.stream, cx, &mut self.to_server) {
+                            let all = self.to_server.len();
+                            match write_some(&mut server.stream, cx, &mut self.to_server, all) {
                                 Poll::Ready(Ok(0)) => {
                                     return Poll::Ready(Event::ServerLost(
                                         "write returned 0".into(),
@@ -563,8 +591,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             }
                         }
                     }
-                    while !self.to_client.is_empty() {
-                        match write_some(&mut self.client, cx, &mut self.to_client) {
+                    while self.to_client.len() > self.batch.held {
+                        let ready = self.to_client.len() - self.batch.held;
+                        match write_some(&mut self.client, cx, &mut self.to_client, ready) {
                             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                                 return Poll::Ready(Event::ClientError)
                             }
@@ -572,7 +601,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             Poll::Pending => break,
                         }
                     }
-                    if self.to_client.is_empty() {
+                    if self.to_client.len() == self.batch.held {
                         if let Poll::Ready(Err(_)) = Pin::new(&mut self.client).poll_flush(cx) {
                             return Poll::Ready(Event::ClientError);
                         }
@@ -721,11 +750,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             let body = &self.cbuf[pos + 5..pos + total];
             let mut fp = None;
             let expect = match tag {
-                b'E' => {
+                b'E' if self.portal_cmd.is_none() => {
                     fp = self.portal_fp;
                     Some(Expect::Execute)
                 }
-                b'S' if !self.copy_in && self.parsed_cmd.is_none() => Some(Expect::Sync),
+                b'S' if !self.copy_in && self.executed_cmd.is_none() => Some(Expect::Sync),
                 b'P' => match cstr(body) {
                     Some((name, rest))
                         if (name.is_empty() || !self.transaction_mode)
@@ -735,23 +764,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             fp = Some(self.fps.get_or_insert_with(Default::default).get(obs, sql));
                             self.stmt_fps.set(name, fp);
                         }
+                        if name.is_empty() && self.transaction_mode {
+                            let frame = &self.cbuf[pos..pos + total];
+                            // Clients repeat the same statement: no copy then.
+                            if self.unnamed[..] != *frame {
+                                self.unnamed = Bytes::copy_from_slice(frame);
+                            }
+                            self.unnamed_cmd = None;
+                            self.unnamed_here = true;
+                        }
                         Some(Expect::Parse)
                     }
                     _ => break,
                 },
                 b'B' => match cstr(body).and_then(|(_, rest)| cstr(rest)) {
-                    Some((name, _)) if name.is_empty() || !self.transaction_mode => {
+                    Some((name, _))
+                        if !self.transaction_mode
+                            || (name.is_empty()
+                                && self.unnamed_here
+                                && self.unnamed_cmd.is_none()) =>
+                    {
                         if self.obs.is_some() {
                             self.portal_fp = self.stmt_fps.get(name);
                             fp = self.portal_fp;
                         }
+                        self.portal_cmd = None;
                         Some(Expect::Bind)
                     }
                     _ => break,
                 },
                 b'D' => match (body.first(), cstr(body.get(1..).unwrap_or_default())) {
                     (Some(b'P'), Some(_)) => Some(Expect::DescribePortal),
-                    (Some(b'S'), Some((name, _))) if name.is_empty() || !self.transaction_mode => {
+                    (Some(b'S'), Some((name, _)))
+                        if !self.transaction_mode || (name.is_empty() && self.unnamed_here) =>
+                    {
                         Some(Expect::DescribeStatement)
                     }
                     _ => break,
@@ -761,6 +807,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         if let Some(obs) = &self.obs {
                             fp = Some(self.fps.get_or_insert_with(Default::default).get(obs, sql));
                         }
+                        self.forget_unnamed();
                         Some(Expect::Query)
                     }
                     _ => break,
@@ -788,15 +835,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if pos == 0 {
             return false;
         }
-        let run = self.cbuf.split_to(pos);
+        // The usual batch is all the client sent: its buffer is then moved, not
+        // copied, into the replay copy or the server's output.
+        let whole = pos == self.cbuf.len();
         if self.batch.eligible {
-            if self.batch.replay.len() + run.len() > REPLAY_LIMIT || copy_data {
+            if self.batch.replay.len() + pos > REPLAY_LIMIT || copy_data {
                 self.lose_retry();
+            } else if whole && self.batch.replay.is_empty() {
+                self.to_server.extend_from_slice(&self.cbuf);
+                self.batch.replay = std::mem::take(&mut self.cbuf);
+                return true;
             } else {
-                self.batch.replay.extend_from_slice(&run);
+                self.batch.replay.extend_from_slice(&self.cbuf[..pos]);
             }
         }
-        self.to_server.extend_from_slice(&run);
+        if whole && self.to_server.is_empty() {
+            std::mem::swap(&mut self.to_server, &mut self.cbuf);
+        } else {
+            self.to_server.extend_from_slice(&self.cbuf[..pos]);
+            bytes::Buf::advance(&mut self.cbuf, pos);
+        }
         true
     }
 
@@ -808,12 +866,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if self.skip_until_sync {
             if tag == b'S' {
                 self.skip_until_sync = false;
-                let status = if self.server.is_some() {
-                    self.status
+                if self.server.is_some() && self.unsynced {
+                    // Messages of this batch reached the server before it was
+                    // refused: a Bind that fails ends the batch there as a failed
+                    // one ends (its implicit transaction rolled back), then the
+                    // client's Sync answers it.
+                    self.queue.push_back(Pending::Hidden {
+                        expect: Expect::Bind,
+                        stmt: None,
+                    });
+                    self.to_server.extend_from_slice(FAILING_BIND);
+                    self.note_sync();
+                    self.unsynced = false;
+                    self.queue.push_back(Pending::Client {
+                        expect: Expect::Sync,
+                        stmt: None,
+                        cmd: None,
+                        errored: true,
+                        timing: None,
+                    });
+                    self.executed_cmd = None;
+                    self.to_server.extend_from_slice(&frame);
                 } else {
-                    b'I'
-                };
-                self.synthetic(Bytes::copy_from_slice(&[b'Z', 0, 0, 0, 5, status]));
+                    let status = if self.server.is_some() {
+                        self.status
+                    } else {
+                        b'I'
+                    };
+                    self.synthetic(Bytes::copy_from_slice(&[b'Z', 0, 0, 0, 5, status]));
+                }
             }
             return Ok(());
         }
@@ -867,6 +948,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         match tag {
             b'Q' => {
                 self.note_sync();
+                self.forget_unnamed();
                 let sql = cstr(body).map(|(s, _)| s).unwrap_or_default();
                 let fp = self.fp_of(sql);
                 let cmd = session_cmd(sql);
@@ -902,7 +984,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     self.queue.push_back(Pending::Client {
                         expect: Expect::Sync,
                         stmt: None,
-                        cmd: self.parsed_cmd.take(),
+                        cmd: self.executed_cmd.take().map(|c| *c),
                         errored: false,
                         timing: None,
                     });
@@ -921,19 +1003,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
             b'E' => {
                 self.unsynced = true;
+                if let Some(cmd) = &self.portal_cmd {
+                    self.executed_cmd = Some(cmd.clone());
+                }
                 self.push_timed(Expect::Execute, self.portal_fp);
                 self.to_server.extend_from_slice(&frame);
             }
-            b'P' => {
-                self.unsynced = true;
-                self.on_parse(&frame)?;
-            }
+            b'P' => self.on_parse(&frame)?,
             b'B' => {
-                self.unsynced = true;
                 let (portal, rest) = cstr(body).ok_or_else(malformed)?;
                 let (name, params) = cstr(rest).ok_or_else(malformed)?;
                 self.portal_fp = self.stmt_fps.get(name);
                 let fp = self.portal_fp;
+                self.portal_cmd = if name.is_empty() {
+                    self.unnamed_cmd.clone()
+                } else {
+                    std::str::from_utf8(name)
+                        .ok()
+                        .and_then(|n| self.stmts.get(n))
+                        .and_then(|s| s.cmd.clone())
+                };
+                if self.transaction_mode && name.is_empty() && !self.ensure_unnamed() {
+                    return Ok(());
+                }
+                self.unsynced = true;
                 if self.transaction_mode && !name.is_empty() {
                     if let Some(server_name) = self.ensure_prepared(name) {
                         let mut m = BytesMut::with_capacity(frame.len() + 16);
@@ -952,9 +1045,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.to_server.extend_from_slice(&frame);
             }
             b'D' => {
-                self.unsynced = true;
                 let kind = *body.first().ok_or_else(malformed)?;
                 let (name, _) = cstr(&body[1..]).ok_or_else(malformed)?;
+                if kind == b'S'
+                    && self.transaction_mode
+                    && name.is_empty()
+                    && !self.ensure_unnamed()
+                {
+                    return Ok(());
+                }
+                self.unsynced = true;
                 if kind == b'S' {
                     if self.transaction_mode && !name.is_empty() {
                         if let Some(server_name) = self.ensure_prepared(name) {
@@ -979,6 +1079,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.unsynced = true;
                 let kind = *body.first().ok_or_else(malformed)?;
                 let (name, _) = cstr(&body[1..]).ok_or_else(malformed)?;
+                if kind == b'S' && name.is_empty() {
+                    self.forget_unnamed();
+                }
                 if kind == b'S' && self.transaction_mode && !name.is_empty() {
                     // The server statement is shared by the pool; only the client's
                     // name goes away.
@@ -1002,11 +1105,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             None => None,
         };
         self.stmt_fps.set(name, fp);
+        // A session command through the extended protocol (drivers such as pgjdbc
+        // and psycopg send SET this way) is tracked when a portal of it is
+        // executed, at that batch's Sync: a driver may Parse in one batch and
+        // Bind and Execute in the next.
+        let mut cmd: Option<Cmd> = None;
         if let Some((sql, _)) = cstr(rest) {
-            // A session command through the extended protocol takes effect at the
-            // batch's Sync (drivers such as pgjdbc and psycopg send SET this way).
-            if let Some(cmd) = session_cmd(sql) {
-                if self.refuses(&cmd) {
+            if let Some(c) = session_cmd(sql) {
+                if self.refuses(&c) {
                     self.synthetic(refusal());
                     self.skip_until_sync = true;
                     return Ok(());
@@ -1015,10 +1121,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     .trim()
                     .trim_end_matches(';')
                     .into();
-                self.parsed_cmd = Some((cmd, text));
+                cmd = Some(Box::new((c, text)));
             }
         }
+        self.unsynced = true;
         if !self.transaction_mode || name.is_empty() {
+            if self.transaction_mode {
+                self.unnamed = frame.clone();
+                self.unnamed_cmd = cmd;
+                self.unnamed_here = true;
+            }
             self.push_timed(Expect::Parse, fp);
             self.to_server.extend_from_slice(frame);
             return Ok(());
@@ -1040,6 +1152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             Stmt {
                 key,
                 parse: parse.clone(),
+                cmd,
             },
         );
         let server = self.server.as_mut().expect("attached before handling");
@@ -1054,6 +1167,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             self.to_server.extend_from_slice(&parse);
         }
         Ok(())
+    }
+
+    /// Makes sure the attached server holds the client's unnamed statement before
+    /// a Bind or Describe of it (sending its Parse first if not). False if the
+    /// client has none: it is told so, as PostgreSQL would, and nothing is sent
+    /// (the server may hold another client's unnamed statement).
+    fn ensure_unnamed(&mut self) -> bool {
+        if self.unnamed_here {
+            return true;
+        }
+        if self.unnamed.is_empty() {
+            let mut out = BytesMut::new();
+            msg::error(
+                &mut out,
+                &PgError::new(
+                    code::INVALID_SQL_STATEMENT_NAME,
+                    "unnamed prepared statement does not exist",
+                ),
+            );
+            self.synthetic(out.freeze());
+            self.skip_until_sync = true;
+            return false;
+        }
+        self.queue.push_back(Pending::Hidden {
+            expect: Expect::Parse,
+            stmt: None,
+        });
+        self.to_server.extend_from_slice(&self.unnamed);
+        self.unnamed_here = true;
+        true
+    }
+
+    /// The client's unnamed statement is gone (a simple Query or a Close of it
+    /// destroys it, on the server too).
+    fn forget_unnamed(&mut self) {
+        self.unnamed = Bytes::new();
+        self.unnamed_cmd = None;
+        self.unnamed_here = false;
     }
 
     /// Makes sure the client's statement `name` exists on the attached server
@@ -1145,13 +1296,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// Bytes for the client: held while the batch may be retried.
     fn emit(&mut self, bytes: &[u8]) {
+        self.to_client.extend_from_slice(bytes);
         if self.batch.eligible {
-            self.batch.held.extend_from_slice(bytes);
-            if self.batch.held.len() > HOLD_LIMIT {
+            self.batch.held += bytes.len();
+            if self.batch.held > HOLD_LIMIT {
                 self.lose_retry();
             }
-        } else {
-            self.to_client.extend_from_slice(bytes);
         }
     }
 
@@ -1164,30 +1314,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     record(obs, &done);
                 }
             }
-            let held = std::mem::take(&mut self.batch.held);
-            self.to_client.extend_from_slice(&held);
+            self.batch.held = 0;
             self.batch.replay.clear();
         }
     }
 
+    /// Forgets the responses held back for a batch that is retried or abandoned.
+    fn drop_held(&mut self) {
+        let keep = self.to_client.len() - self.batch.held;
+        self.to_client.truncate(keep);
+        self.batch.held = 0;
+    }
+
     /// Checks out a server and brings it to the client's session settings.
     async fn attach(&mut self) -> Result<(), PgError> {
-        let wait = self.db.pool.config.max_client_wait;
-        let started = Instant::now();
-        // PAUSE: new transactions wait here until RESUME.
-        self.pause.wait_resumed().await;
-        let checkout = self.db.pool.checkout(wait).await;
-        if let Some(obs) = &self.obs {
-            let waited = started.elapsed();
-            self.wait += waited;
-            obs.pool_wait(waited);
-        }
-        let mut lease = checkout?;
-        self.slot.set_upstream(Some((
-            self.db.pool.upstream.clone(),
-            lease.pid,
-            lease.secret,
-        )));
+        // An idle server free now is taken without timing a wait that did not
+        // happen; otherwise the wait (for RESUME after PAUSE, for a free server, for
+        // a connect) is timed.
+        let now = if self.pause.is_paused() {
+            None
+        } else {
+            self.db.pool.try_checkout()
+        };
+        let mut lease = match now {
+            Some(lease) => {
+                if let Some(obs) = &self.obs {
+                    obs.pool_wait(Duration::ZERO);
+                }
+                lease
+            }
+            None => {
+                let wait = self.db.pool.config.max_client_wait;
+                let started = Instant::now();
+                self.pause.wait_resumed().await;
+                let checkout = self.db.pool.checkout(wait).await;
+                if let Some(obs) = &self.obs {
+                    let waited = started.elapsed();
+                    self.wait += waited;
+                    obs.pool_wait(waited);
+                }
+                checkout?
+            }
+        };
+        self.slot
+            .set_upstream(&self.db.pool.upstream, lease.pid, lease.secret);
         if lease.settings != self.settings.fingerprint {
             let deallocate = lease.sql_prepared || self.settings.has_prepares();
             if deallocate {
@@ -1204,6 +1374,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             lease.settings = self.settings.fingerprint;
         }
         self.server = Some(lease);
+        self.unnamed_here = false;
         self.status = b'I';
         let attempts = self.batch.attempts;
         self.batch = Batch {
@@ -1228,7 +1399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         }
         self.lose_retry();
         self.batch = Batch::default();
-        self.slot.set_upstream(None);
+        self.slot.clear_upstream();
         let lease = self.server.take();
         if let Some(mut lease) = lease {
             if lease.prepared.len() > self.db.pool.config.max_prepared_statements {
@@ -1245,6 +1416,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         };
         let mut buf = std::mem::take(&mut server.buf);
         self.batch.server_bytes += buf.len();
+        // At most this much is relayed: one allocation rather than one per message.
+        self.to_client.reserve(buf.len());
         let result = self.process_server(&mut buf);
         if let Some(server) = self.server.as_mut() {
             // Keep the unprocessed tail (a partial message) for the next read.
@@ -1389,6 +1562,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         if expect == Expect::Parse {
                             // The client's Bind fails because of this: it must know why.
                             self.emit(frame);
+                        } else if expect == Expect::Bind {
+                            // FAILING_BIND, failing as it should.
                         } else {
                             tracing::warn!(
                                 database = %self.db.pool.name,
@@ -1563,7 +1738,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// After an error in an extended batch the server ignores everything up to Sync.
     fn skip_to_sync(&mut self) {
-        while let Some(p) = self.queue.front() {
+        while let Some(p) = self.queue.front_mut() {
+            if let Pending::Client {
+                expect: Expect::Sync,
+                errored,
+                ..
+            } = p
+            {
+                // The batch failed: a session command in it did not take effect.
+                *errored = true;
+                break;
+            }
             match p {
                 Pending::Client {
                     expect: Expect::Sync,
@@ -1754,7 +1939,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if let Some(mut s) = self.server.take() {
             s.broken = true;
         }
-        self.slot.set_upstream(None);
+        self.slot.clear_upstream();
         self.queue.clear();
         self.to_server.clear();
         self.passthrough = None;
@@ -1765,6 +1950,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// Runs the batch again on a server from the pool after a jittered backoff.
     async fn retry(&mut self, server_dead: bool) -> Result<(), End> {
+        self.drop_held();
         let attempts = self.batch.attempts + 1;
         let replay = std::mem::take(&mut self.batch.replay);
         if let Some(obs) = &self.obs {
@@ -1790,7 +1976,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         } else {
             // The server is clean (ReadyForQuery idle): back to the pool.
             self.queue.clear();
-            self.slot.set_upstream(None);
+            self.slot.clear_upstream();
             self.server = None;
             self.status = b'I';
             self.unsynced = false;
@@ -1831,12 +2017,14 @@ fn tag_rows(body: &[u8]) -> u64 {
 
 /// Writes from the front of `buf` with one plain write (the buffer is contiguous;
 /// a vectored write of one slice only costs more).
+/// Writes from the first `len` bytes of `buf`, consuming what was written.
 fn write_some<S: AsyncWrite + Unpin>(
     stream: &mut S,
     cx: &mut std::task::Context<'_>,
     buf: &mut BytesMut,
+    len: usize,
 ) -> Poll<io::Result<usize>> {
-    match Pin::new(stream).poll_write(cx, buf) {
+    match Pin::new(stream).poll_write(cx, &buf[..len]) {
         Poll::Ready(Ok(n)) => {
             bytes::Buf::advance(buf, n);
             Poll::Ready(Ok(n))
@@ -2099,6 +2287,19 @@ mod tests {
         );
         assert_eq!(session_cmd(b"SELECT 1"), None);
         assert_eq!(session_cmd(b"SET a = 1; SELECT 1"), None);
+    }
+
+    #[test]
+    fn failing_bind_is_one_whole_bind() {
+        assert_eq!(
+            whole_message_at(FAILING_BIND, 0),
+            Some((b'B', FAILING_BIND.len()))
+        );
+        let (portal, rest) = cstr(&FAILING_BIND[5..]).unwrap();
+        let (statement, counts) = cstr(rest).unwrap();
+        assert!(portal.is_empty());
+        assert!(statement.contains(&b' '));
+        assert_eq!(counts, [0; 6]);
     }
 
     #[test]
