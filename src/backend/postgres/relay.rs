@@ -2156,8 +2156,17 @@ async fn run_hidden_query(lease: &mut Lease, sql: &str) -> io::Result<()> {
 /// Recognises the session-level commands whose effect the pool must track.
 /// Only single statements are recognised.
 fn session_cmd(sql: &[u8]) -> Option<SessionCmd> {
-    let first = sql.iter().find(|c| !c.is_ascii_whitespace())?;
-    if !matches!(first.to_ascii_lowercase(), b's' | b'r' | b'd' | b'p') {
+    // Looked at for every statement: most are ruled out by their first word,
+    // without allocating.
+    let start = sql.iter().position(|c| !c.is_ascii_whitespace())?;
+    let word = sql[start..]
+        .split(|c| c.is_ascii_whitespace() || *c == b';')
+        .next()
+        .unwrap_or_default();
+    if !["set", "reset", "discard", "deallocate", "prepare"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+    {
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?;
