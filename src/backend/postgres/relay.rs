@@ -1127,7 +1127,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.unsynced = true;
         if !self.transaction_mode || name.is_empty() {
             if self.transaction_mode {
-                self.unnamed = frame.clone();
+                // A copy: the frame shares the whole buffer it was read into.
+                self.unnamed = Bytes::copy_from_slice(frame);
                 self.unnamed_cmd = cmd;
                 self.unnamed_here = true;
             }
