@@ -892,6 +892,45 @@ fn bind_unnamed_execute_sync() -> Vec<u8> {
     m
 }
 
+/// The messages of the next `n` batches (each up to its ReadyForQuery), however
+/// the replies are split across reads.
+async fn read_batches(tcp: &mut TcpStream, n: usize) -> Vec<Vec<(u8, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let mut batches = vec![Vec::new()];
+    let mut pos = 0;
+    while batches.len() <= n {
+        while buf.len() >= pos + 5 {
+            let len = i32::from_be_bytes(buf[pos + 1..pos + 5].try_into().unwrap()) as usize;
+            if buf.len() < pos + 1 + len {
+                break;
+            }
+            let ty = buf[pos];
+            batches
+                .last_mut()
+                .unwrap()
+                .push((ty, buf[pos + 5..pos + 1 + len].to_vec()));
+            pos += 1 + len;
+            if ty == b'Z' {
+                batches.push(Vec::new());
+                if batches.len() > n {
+                    break;
+                }
+            }
+        }
+        if batches.len() > n {
+            break;
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("connection closed in {batches:?}"),
+            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+            Err(_) => panic!("timed out waiting for ReadyForQuery: {batches:?}"),
+        }
+    }
+    batches.truncate(n);
+    batches
+}
+
 /// A ParameterStatus `name` among `messages`, if any.
 fn parameter_status(messages: &[(u8, Vec<u8>)], name: &str) -> Option<String> {
     messages.iter().find_map(|(t, body)| {
@@ -1006,6 +1045,36 @@ async fn unnamed_statements_follow_the_client_across_servers() {
         }
     }
     assert_eq!(seen.len(), 2, "a ran on both servers: {seen:?}");
+
+    // A Parse skipped after an error earlier in its batch is not taken for done:
+    // the next batch's Bind never binds what the server had before.
+    let mut d = common::raw_session(&server).await;
+    let mut pipelined = frame(b'E', b"nope\0\0\0\0\0");
+    pipelined.extend(parse_unnamed_then_sync("SELECT 'd'"));
+    pipelined.extend(bind_unnamed_execute_sync());
+    d.write_all(&pipelined).await.unwrap();
+    let mut replies = read_batches(&mut d, 2).await;
+    let second = replies.pop().unwrap();
+    let first = replies.pop().unwrap();
+    assert_eq!(error_code(&first).as_deref(), Some("34000"), "{first:?}");
+    match error_code(&second) {
+        Some(code) => assert_eq!(code, "26000", "{second:?}"),
+        None => assert_eq!(first_value(&second), "d"),
+    }
+
+    // The server failed the batch before unidb refuses a later message of it:
+    // the client's Sync still gets its ReadyForQuery.
+    let mut e = common::raw_session(&server).await;
+    e.write_all(&frame(b'E', b"nope\0\0\0\0\0")).await.unwrap();
+    e.write_all(&frame(b'H', &[])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    e.write_all(&bind_unnamed_execute_sync()).await.unwrap();
+    let r = read_messages_until(&mut e, b'Z').await;
+    assert!(error_code(&r).is_some(), "{r:?}");
+    assert_eq!(
+        first_value(&send(&mut e, &query_message("SELECT 'e'")).await),
+        "e"
+    );
 
     // A client with no unnamed statement is told so, and runs nothing.
     let mut c = common::raw_session(&server).await;

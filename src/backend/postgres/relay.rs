@@ -40,9 +40,9 @@ const BACKPRESSURE: usize = 256 * 1024;
 const HOLD_LIMIT: usize = 64 * 1024;
 /// Client bytes kept for a retry.
 const REPLAY_LIMIT: usize = 64 * 1024;
-/// A Bind of a statement no server has (pool-wide names have no space): sent to
-/// make the server fail a batch unidb refused part of.
-const FAILING_BIND: &[u8] = b"B\0\0\0\x1f\0unidb refused batch\0\0\0\0\0\0\0";
+/// A Parse that always fails (its text is not SQL; if its name were taken, that
+/// fails too): sent to make the server fail a batch unidb refused part of.
+const FAILING_PARSE: &[u8] = b"P\0\0\0\x2dunidb refused\0unidb refused this batch\0\0\0";
 /// Settings fingerprint of a server whose session state matches no client.
 const DIRTY: u64 = 1;
 
@@ -50,6 +50,11 @@ const DIRTY: u64 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     Parse,
+    /// A Parse of the client's unnamed statement (transaction mode): its answer
+    /// tells whether the server now holds that statement.
+    ParseUnnamed,
+    /// unidb's own [`FAILING_PARSE`]: its error is expected and swallowed.
+    Fail,
     Bind,
     DescribeStatement,
     DescribePortal,
@@ -293,8 +298,18 @@ pub struct Relay<S> {
     unnamed: Bytes,
     /// The session command the unnamed statement is, if any.
     unnamed_cmd: Option<Cmd>,
-    /// The attached server holds the client's unnamed statement.
-    unnamed_here: bool,
+    /// The client's unnamed statement was sent to the server in the current
+    /// batch (a Bind in the same batch is safe: if the Parse fails, so does it).
+    unnamed_batch: bool,
+    /// Parses of the client's unnamed statement sent to the attached server and
+    /// not yet answered.
+    unnamed_inflight: u32,
+    /// The attached server answered the client's latest unnamed Parse with
+    /// ParseComplete.
+    unnamed_ok: bool,
+    /// The server failed a message of the current batch and skips the rest of it
+    /// until the client's Sync (which unidb has not sent yet).
+    server_skipping: bool,
     /// The session command the last bound portal runs, if any.
     portal_cmd: Option<Cmd>,
     /// Session commands run inside the open transaction block: tracked at COMMIT.
@@ -396,7 +411,10 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         executed_cmd: None,
         unnamed: Bytes::new(),
         unnamed_cmd: None,
-        unnamed_here: false,
+        unnamed_batch: false,
+        unnamed_inflight: 0,
+        unnamed_ok: false,
+        server_skipping: false,
         portal_cmd: None,
         tx_cmds: Vec::new(),
         last_commit: false,
@@ -754,7 +772,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     fp = self.portal_fp;
                     Some(Expect::Execute)
                 }
-                b'S' if !self.copy_in && self.executed_cmd.is_none() => Some(Expect::Sync),
+                b'S' if !self.copy_in && self.executed_cmd.is_none() && !self.server_skipping => {
+                    self.unnamed_batch = false;
+                    Some(Expect::Sync)
+                }
                 b'P' => match cstr(body) {
                     Some((name, rest))
                         if (name.is_empty() || !self.transaction_mode)
@@ -771,9 +792,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                                 self.unnamed = Bytes::copy_from_slice(frame);
                             }
                             self.unnamed_cmd = None;
-                            self.unnamed_here = true;
+                            self.unnamed_sent();
+                            Some(Expect::ParseUnnamed)
+                        } else {
+                            Some(Expect::Parse)
                         }
-                        Some(Expect::Parse)
                     }
                     _ => break,
                 },
@@ -781,7 +804,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     Some((name, _))
                         if !self.transaction_mode
                             || (name.is_empty()
-                                && self.unnamed_here
+                                && self.unnamed_ready()
                                 && self.unnamed_cmd.is_none()) =>
                     {
                         if self.obs.is_some() {
@@ -796,7 +819,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 b'D' => match (body.first(), cstr(body.get(1..).unwrap_or_default())) {
                     (Some(b'P'), Some(_)) => Some(Expect::DescribePortal),
                     (Some(b'S'), Some((name, _)))
-                        if !self.transaction_mode || (name.is_empty() && self.unnamed_here) =>
+                        if !self.transaction_mode || (name.is_empty() && self.unnamed_ready()) =>
                     {
                         Some(Expect::DescribeStatement)
                     }
@@ -866,16 +889,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if self.skip_until_sync {
             if tag == b'S' {
                 self.skip_until_sync = false;
+                self.executed_cmd = None;
                 if self.server.is_some() && self.unsynced {
                     // Messages of this batch reached the server before it was
-                    // refused: a Bind that fails ends the batch there as a failed
-                    // one ends (its implicit transaction rolled back), then the
-                    // client's Sync answers it.
-                    self.queue.push_back(Pending::Hidden {
-                        expect: Expect::Bind,
-                        stmt: None,
-                    });
-                    self.to_server.extend_from_slice(FAILING_BIND);
+                    // refused. Unless the server already failed the batch itself,
+                    // a Parse that fails ends it there as a failed batch ends (its
+                    // implicit transaction rolled back); the client's Sync then
+                    // answers it. A refused batch is not retried.
+                    self.lose_retry();
+                    if !self.server_skipping {
+                        self.queue.push_back(Pending::Hidden {
+                            expect: Expect::Fail,
+                            stmt: None,
+                        });
+                        self.to_server.extend_from_slice(FAILING_PARSE);
+                    }
+                    self.server_skipping = false;
+                    self.unnamed_batch = false;
                     self.note_sync();
                     self.unsynced = false;
                     self.queue.push_back(Pending::Client {
@@ -981,14 +1011,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.note_sync();
                 self.unsynced = false;
                 if !self.copy_in {
+                    // A batch the server already failed: its session command did
+                    // not take effect.
                     self.queue.push_back(Pending::Client {
                         expect: Expect::Sync,
                         stmt: None,
                         cmd: self.executed_cmd.take().map(|c| *c),
-                        errored: false,
+                        errored: self.server_skipping,
                         timing: None,
                     });
                 }
+                self.server_skipping = false;
+                self.unnamed_batch = false;
                 self.to_server.extend_from_slice(&frame);
             }
             b'H' => {
@@ -1113,6 +1147,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if let Some((sql, _)) = cstr(rest) {
             if let Some(c) = session_cmd(sql) {
                 if self.refuses(&c) {
+                    // As a Parse that failed: the client has no unnamed statement.
+                    if name.is_empty() {
+                        self.forget_unnamed();
+                    }
                     self.synthetic(refusal());
                     self.skip_until_sync = true;
                     return Ok(());
@@ -1130,9 +1168,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 // A copy: the frame shares the whole buffer it was read into.
                 self.unnamed = Bytes::copy_from_slice(frame);
                 self.unnamed_cmd = cmd;
-                self.unnamed_here = true;
+                self.unnamed_sent();
+                self.push_timed(Expect::ParseUnnamed, fp);
+            } else {
+                self.push_timed(Expect::Parse, fp);
             }
-            self.push_timed(Expect::Parse, fp);
             self.to_server.extend_from_slice(frame);
             return Ok(());
         }
@@ -1175,7 +1215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// client has none: it is told so, as PostgreSQL would, and nothing is sent
     /// (the server may hold another client's unnamed statement).
     fn ensure_unnamed(&mut self) -> bool {
-        if self.unnamed_here {
+        if self.unnamed_ready() {
             return true;
         }
         if self.unnamed.is_empty() {
@@ -1192,12 +1232,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             return false;
         }
         self.queue.push_back(Pending::Hidden {
-            expect: Expect::Parse,
+            expect: Expect::ParseUnnamed,
             stmt: None,
         });
         self.to_server.extend_from_slice(&self.unnamed);
-        self.unnamed_here = true;
+        self.unnamed_sent();
         true
+    }
+
+    /// Whether the attached server holds the client's unnamed statement for a
+    /// Bind or Describe sent now: parsed earlier in this batch, or answered with
+    /// ParseComplete (a Parse in an earlier batch may have been skipped after an
+    /// error, leaving whatever statement the server had).
+    fn unnamed_ready(&self) -> bool {
+        self.unnamed_batch || (self.unnamed_inflight == 0 && self.unnamed_ok)
+    }
+
+    fn unnamed_sent(&mut self) {
+        self.unnamed_inflight += 1;
+        self.unnamed_batch = true;
+        self.unnamed_ok = false;
+    }
+
+    /// The server answered a Parse of the client's unnamed statement (`ok`:
+    /// ParseComplete; otherwise an error, or skipped after one).
+    fn unnamed_answered(&mut self, ok: bool) {
+        self.unnamed_inflight = self.unnamed_inflight.saturating_sub(1);
+        if self.unnamed_inflight == 0 {
+            self.unnamed_ok = ok;
+            if !ok {
+                // The client's latest unnamed statement does not exist.
+                self.unnamed = Bytes::new();
+                self.unnamed_cmd = None;
+            }
+        }
+    }
+
+    /// Forgets what is known of the server's unnamed statement (a new server, or
+    /// one whose queue was dropped).
+    fn unnamed_unknown(&mut self) {
+        self.unnamed_batch = false;
+        self.unnamed_inflight = 0;
+        self.unnamed_ok = false;
+        self.server_skipping = false;
     }
 
     /// The client's unnamed statement is gone (a simple Query or a Close of it
@@ -1205,7 +1282,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     fn forget_unnamed(&mut self) {
         self.unnamed = Bytes::new();
         self.unnamed_cmd = None;
-        self.unnamed_here = false;
+        self.unnamed_batch = false;
+        self.unnamed_inflight = 0;
+        self.unnamed_ok = false;
+        // Parses still in flight no longer define the client's statement.
+        for p in self.queue.iter_mut() {
+            if let Pending::Client { expect, .. } | Pending::Hidden { expect, .. } = p {
+                if *expect == Expect::ParseUnnamed {
+                    *expect = Expect::Parse;
+                }
+            }
+        }
     }
 
     /// Makes sure the client's statement `name` exists on the attached server
@@ -1375,7 +1462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             lease.settings = self.settings.fingerprint;
         }
         self.server = Some(lease);
-        self.unnamed_here = false;
+        self.unnamed_unknown();
         self.status = b'I';
         let attempts = self.batch.attempts;
         self.batch = Batch {
@@ -1546,6 +1633,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                                 s.prepared.remove(&key);
                             }
                         }
+                        if expect == Expect::ParseUnnamed {
+                            self.unnamed_answered(false);
+                        }
                         self.emit(frame);
                         if let Some(t) = finished {
                             self.finish(t);
@@ -1560,11 +1650,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         if let (Some(key), Some(s)) = (*stmt, self.server.as_mut()) {
                             s.prepared.remove(&key);
                         }
-                        if expect == Expect::Parse {
+                        if expect == Expect::ParseUnnamed {
+                            self.unnamed_answered(false);
+                        }
+                        if matches!(expect, Expect::Parse | Expect::ParseUnnamed) {
                             // The client's Bind fails because of this: it must know why.
                             self.emit(frame);
-                        } else if expect == Expect::Bind {
-                            // FAILING_BIND, failing as it should.
+                        } else if expect == Expect::Fail {
+                            // FAILING_PARSE, failing as it should.
                         } else {
                             tracing::warn!(
                                 database = %self.db.pool.name,
@@ -1686,7 +1779,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     Some(Pending::Client { expect, .. } | Pending::Hidden { expect, .. }) => {
                         matches!(
                             (tag, expect),
-                            (b'1', Expect::Parse)
+                            (b'1', Expect::Parse | Expect::ParseUnnamed)
                                 | (b'2', Expect::Bind)
                                 | (b'3', Expect::Close)
                                 | (
@@ -1698,7 +1791,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     _ => false,
                 };
                 if completes {
-                    self.queue.pop_front();
+                    if let Some(
+                        Pending::Client {
+                            expect: Expect::ParseUnnamed,
+                            ..
+                        }
+                        | Pending::Hidden {
+                            expect: Expect::ParseUnnamed,
+                            ..
+                        },
+                    ) = self.queue.pop_front()
+                    {
+                        self.unnamed_answered(true);
+                    }
                     self.drain_synthetic();
                 }
             }
@@ -1739,6 +1844,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// After an error in an extended batch the server ignores everything up to Sync.
     fn skip_to_sync(&mut self) {
+        // Until the client's Sync is sent, the server skips what follows.
+        self.server_skipping = true;
         while let Some(p) = self.queue.front_mut() {
             if let Pending::Client {
                 expect: Expect::Sync,
@@ -1748,8 +1855,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             {
                 // The batch failed: a session command in it did not take effect.
                 *errored = true;
+                self.server_skipping = false;
                 break;
             }
+            if let Pending::Client {
+                expect: Expect::ParseUnnamed,
+                ..
+            }
+            | Pending::Hidden {
+                expect: Expect::ParseUnnamed,
+                ..
+            } = p
+            {
+                self.unnamed_answered(false);
+                self.queue.pop_front();
+                continue;
+            }
+            let p = self.queue.front().expect("looked at above");
             match p {
                 Pending::Client {
                     expect: Expect::Sync,
@@ -1766,7 +1888,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 | Pending::Hidden {
                     expect: Expect::Query,
                     ..
-                } => break,
+                } => {
+                    self.server_skipping = false;
+                    break;
+                }
                 Pending::Client {
                     stmt: Some((key, name)),
                     ..
@@ -1942,6 +2067,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         }
         self.slot.clear_upstream();
         self.queue.clear();
+        self.unnamed_unknown();
+        self.executed_cmd = None;
         self.to_server.clear();
         self.passthrough = None;
         self.status = b'I';
@@ -1977,6 +2104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         } else {
             // The server is clean (ReadyForQuery idle): back to the pool.
             self.queue.clear();
+            self.unnamed_unknown();
             self.slot.clear_upstream();
             self.server = None;
             self.status = b'I';
@@ -2300,16 +2428,16 @@ mod tests {
     }
 
     #[test]
-    fn failing_bind_is_one_whole_bind() {
+    fn failing_parse_is_one_whole_parse_of_no_sql() {
         assert_eq!(
-            whole_message_at(FAILING_BIND, 0),
-            Some((b'B', FAILING_BIND.len()))
+            whole_message_at(FAILING_PARSE, 0),
+            Some((b'P', FAILING_PARSE.len()))
         );
-        let (portal, rest) = cstr(&FAILING_BIND[5..]).unwrap();
-        let (statement, counts) = cstr(rest).unwrap();
-        assert!(portal.is_empty());
-        assert!(statement.contains(&b' '));
-        assert_eq!(counts, [0; 6]);
+        let (name, rest) = cstr(&FAILING_PARSE[5..]).unwrap();
+        let (sql, counts) = cstr(rest).unwrap();
+        assert!(!name.is_empty());
+        assert!(sql.starts_with(b"unidb "));
+        assert_eq!(counts, [0; 2]);
     }
 
     #[test]
