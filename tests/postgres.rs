@@ -1076,6 +1076,38 @@ async fn unnamed_statements_follow_the_client_across_servers() {
         "e"
     );
 
+    // A SET bound to a named portal is tracked when that portal is executed,
+    // whatever was bound after it.
+    let mut f = common::raw_session(&server).await;
+    let mut batch = frame(b'P', b"tz\0SET TimeZone = 'Europe/Paris'\0\0\0");
+    batch.extend(frame(b'P', b"\0SELECT 1\0\0\0"));
+    batch.extend(frame(b'B', b"p1\0tz\0\0\0\0\0\0\0"));
+    batch.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(frame(b'E', b"\0\0\0\0\0"));
+    batch.extend(frame(b'S', &[]));
+    let r = send(&mut f, &batch).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    let shown = |r: &[(u8, Vec<u8>)]| first_value(r);
+    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
+    assert_ne!(shown(&now), "Europe/Paris", "the SET portal never ran");
+    let mut batch = frame(b'B', b"p2\0tz\0\0\0\0\0\0\0");
+    batch.extend(frame(b'P', b"\0SELECT 1\0\0\0"));
+    batch.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(frame(b'E', b"p2\0\0\0\0\0"));
+    batch.extend(frame(b'S', &[]));
+    let r = send(&mut f, &batch).await;
+    assert_eq!(
+        parameter_status(&r, "TimeZone").as_deref(),
+        Some("Europe/Paris"),
+        "{r:?}"
+    );
+    // On whichever server f gets next (b holds the last one used).
+    send(&mut b, &query_message("BEGIN")).await;
+    pid(&mut b).await;
+    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
+    assert_eq!(shown(&now), "Europe/Paris");
+    send(&mut b, &query_message("COMMIT")).await;
+
     // A client with no unnamed statement is told so, and runs nothing.
     let mut c = common::raw_session(&server).await;
     let r = send(&mut c, &bind_unnamed_execute_sync()).await;

@@ -311,7 +311,7 @@ pub struct Relay<S> {
     /// until the client's Sync (which unidb has not sent yet).
     server_skipping: bool,
     /// The session command the last bound portal runs, if any.
-    portal_cmd: Option<Cmd>,
+    portal_cmd: Option<(Box<[u8]>, Cmd)>,
     /// Session commands run inside the open transaction block: tracked at COMMIT.
     tx_cmds: Vec<(SessionCmd, Box<str>)>,
     /// The last CommandComplete was COMMIT.
@@ -768,7 +768,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             let body = &self.cbuf[pos + 5..pos + total];
             let mut fp = None;
             let expect = match tag {
-                b'E' if self.portal_cmd.is_none() => {
+                b'E' if !self.portal_is_cmd(body) => {
                     fp = self.portal_fp;
                     Some(Expect::Execute)
                 }
@@ -811,7 +811,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             self.portal_fp = self.stmt_fps.get(name);
                             fp = self.portal_fp;
                         }
-                        self.portal_cmd = None;
+                        // Rebinding the portal of a session command replaces it.
+                        if self.portal_is_cmd(body) {
+                            self.portal_cmd = None;
+                        }
                         Some(Expect::Bind)
                     }
                     _ => break,
@@ -1037,8 +1040,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
             b'E' => {
                 self.unsynced = true;
-                if let Some(cmd) = &self.portal_cmd {
-                    self.executed_cmd = Some(cmd.clone());
+                if self.portal_is_cmd(body) {
+                    self.executed_cmd = self.portal_cmd.as_ref().map(|(_, c)| c.clone());
                 }
                 self.push_timed(Expect::Execute, self.portal_fp);
                 self.to_server.extend_from_slice(&frame);
@@ -1049,7 +1052,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 let (name, params) = cstr(rest).ok_or_else(malformed)?;
                 self.portal_fp = self.stmt_fps.get(name);
                 let fp = self.portal_fp;
-                self.portal_cmd = if name.is_empty() {
+                let cmd = if name.is_empty() {
                     self.unnamed_cmd.clone()
                 } else {
                     std::str::from_utf8(name)
@@ -1057,6 +1060,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         .and_then(|n| self.stmts.get(n))
                         .and_then(|s| s.cmd.clone())
                 };
+                if let Some(cmd) = cmd {
+                    self.portal_cmd = Some((portal.into(), cmd));
+                } else if self.portal_is_cmd(body) {
+                    self.portal_cmd = None;
+                }
                 if self.transaction_mode && name.is_empty() && !self.ensure_unnamed() {
                     return Ok(());
                 }
@@ -1208,6 +1216,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             self.to_server.extend_from_slice(&parse);
         }
         Ok(())
+    }
+
+    /// Whether the portal named at the start of `body` (a Bind or Execute) is the
+    /// one bound to a session command.
+    fn portal_is_cmd(&self, body: &[u8]) -> bool {
+        match (&self.portal_cmd, cstr(body)) {
+            (Some((cmd_portal, _)), Some((portal, _))) => **cmd_portal == *portal,
+            _ => false,
+        }
     }
 
     /// Makes sure the attached server holds the client's unnamed statement before
