@@ -1108,6 +1108,55 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     assert_eq!(shown(&now), "Europe/Paris");
     send(&mut b, &query_message("COMMIT")).await;
 
+    // Two session commands in one batch (as pgjdbc's executeBatch sends them):
+    // both are tracked.
+    let mut two = parse_unnamed_then_sync("SET application_name = 'two_sets'");
+    two.truncate(two.len() - 5);
+    two.extend(bind_unnamed_execute_sync());
+    two.truncate(two.len() - 5);
+    two.extend(parse_unnamed_then_sync("SET TimeZone = 'America/Lima'"));
+    two.truncate(two.len() - 5);
+    two.extend(bind_unnamed_execute_sync());
+    let r = send(&mut f, &two).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    send(&mut b, &query_message("BEGIN")).await;
+    pid(&mut b).await;
+    let now = send(
+        &mut f,
+        &query_message(
+            "SELECT current_setting('application_name') || ' ' || current_setting('TimeZone')",
+        ),
+    )
+    .await;
+    assert_eq!(shown(&now), "two_sets America/Lima");
+    send(&mut b, &query_message("COMMIT")).await;
+
+    // The server fails a batch whose rest arrives later: unidb drops the rest as
+    // the server does, answers the Sync, and the server goes back to the pool.
+    let mut g = common::raw_session(&server).await;
+    let mut head = frame(b'P', b"\0SELEC nothing\0\0\0");
+    head.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    head.extend(frame(b'E', b"\0\0\0\0\0"));
+    head.extend(frame(b'H', &[]));
+    g.write_all(&head).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut rest = parse_unnamed_then_sync("SELECT 'skipped'");
+    rest.truncate(rest.len() - 5);
+    rest.extend(bind_unnamed_execute_sync());
+    let r = send(&mut g, &rest).await;
+    assert_eq!(error_code(&r).as_deref(), Some("42601"), "{r:?}");
+    assert!(r.iter().all(|(t, _)| *t != b'D'), "{r:?}");
+    assert_eq!(
+        first_value(&send(&mut g, &query_message("SELECT 'g'")).await),
+        "g"
+    );
+    // Both servers are free: two transactions at once.
+    send(&mut a, &query_message("BEGIN")).await;
+    send(&mut b, &query_message("BEGIN")).await;
+    assert_ne!(pid(&mut a).await, pid(&mut b).await);
+    send(&mut a, &query_message("COMMIT")).await;
+    send(&mut b, &query_message("COMMIT")).await;
+
     // A client with no unnamed statement is told so, and runs nothing.
     let mut c = common::raw_session(&server).await;
     let r = send(&mut c, &bind_unnamed_execute_sync()).await;

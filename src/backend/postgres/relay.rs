@@ -98,8 +98,9 @@ enum Pending {
         expect: Expect,
         /// For a Parse of a named statement: its key and client name.
         stmt: Option<(u64, Box<str>)>,
-        /// For a simple Query that changes session state.
-        cmd: Option<(SessionCmd, Box<str>)>,
+        /// For a simple Query that changes session state, or a Sync after
+        /// Executes of session commands: tracked at its ReadyForQuery.
+        cmds: Vec<(SessionCmd, Box<str>)>,
         errored: bool,
         /// For a Query or Execute (and a Parse or Bind, recorded only if it
         /// fails): the statement being timed.
@@ -291,7 +292,7 @@ pub struct Relay<S> {
     copy_in: bool,
     /// A session command executed in the current extended batch: tracked at its
     /// Sync, if nothing failed.
-    executed_cmd: Option<Cmd>,
+    executed_cmds: Vec<(SessionCmd, Box<str>)>,
     /// The client's unnamed statement (its Parse message) in transaction mode:
     /// a Bind in a later transaction may land on another server, which is sent
     /// the Parse first. Empty: the client has none.
@@ -311,7 +312,7 @@ pub struct Relay<S> {
     /// until the client's Sync (which unidb has not sent yet).
     server_skipping: bool,
     /// The session command the last bound portal runs, if any.
-    portal_cmd: Option<(Box<[u8]>, Cmd)>,
+    portal_cmds: Vec<(Box<[u8]>, Cmd)>,
     /// Session commands run inside the open transaction block: tracked at COMMIT.
     tx_cmds: Vec<(SessionCmd, Box<str>)>,
     /// The last CommandComplete was COMMIT.
@@ -408,14 +409,14 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         unsynced: false,
         skip_until_sync: false,
         copy_in: false,
-        executed_cmd: None,
+        executed_cmds: Vec::new(),
         unnamed: Bytes::new(),
         unnamed_cmd: None,
         unnamed_batch: false,
         unnamed_inflight: 0,
         unnamed_ok: false,
         server_skipping: false,
-        portal_cmd: None,
+        portal_cmds: Vec::new(),
         tx_cmds: Vec::new(),
         last_commit: false,
         in_tx_block: false,
@@ -768,12 +769,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             let body = &self.cbuf[pos + 5..pos + total];
             let mut fp = None;
             let expect = match tag {
-                b'E' if !self.portal_is_cmd(body) => {
+                b'E' if self.portal_cmd(body).is_none() => {
                     fp = self.portal_fp;
                     Some(Expect::Execute)
                 }
-                b'S' if !self.copy_in && self.executed_cmd.is_none() && !self.server_skipping => {
+                b'S' if !self.copy_in && self.executed_cmds.is_empty() && !self.server_skipping => {
                     self.unnamed_batch = false;
+                    self.portal_cmds.clear();
                     Some(Expect::Sync)
                 }
                 b'P' => match cstr(body) {
@@ -812,8 +814,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             fp = self.portal_fp;
                         }
                         // Rebinding the portal of a session command replaces it.
-                        if self.portal_is_cmd(body) {
-                            self.portal_cmd = None;
+                        if let (false, Some((portal, _))) =
+                            (self.portal_cmds.is_empty(), cstr(body))
+                        {
+                            self.portal_cmds.retain(|(p, _)| **p != *portal);
                         }
                         Some(Expect::Bind)
                     }
@@ -890,9 +894,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             return Err(End::Client);
         }
         if self.skip_until_sync {
+            // The server skips these too (or never got the batch); a retry of the
+            // batch replays them all the same.
+            if self.transaction_mode && self.batch.eligible {
+                if self.batch.replay.len() + frame.len() > REPLAY_LIMIT {
+                    self.lose_retry();
+                } else {
+                    self.batch.replay.extend_from_slice(&frame);
+                }
+            }
+            if matches!(tag, b'c' | b'f') {
+                self.copy_in = false;
+            }
             if tag == b'S' {
                 self.skip_until_sync = false;
-                self.executed_cmd = None;
+                self.executed_cmds.clear();
+                self.portal_cmds.clear();
                 if self.server.is_some() && self.unsynced {
                     // Messages of this batch reached the server before it was
                     // refused. Unless the server already failed the batch itself,
@@ -914,11 +931,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     self.queue.push_back(Pending::Client {
                         expect: Expect::Sync,
                         stmt: None,
-                        cmd: None,
+                        cmds: Vec::new(),
                         errored: true,
                         timing: None,
                     });
-                    self.executed_cmd = None;
+                    self.executed_cmds.clear();
                     self.to_server.extend_from_slice(&frame);
                 } else {
                     let status = if self.server.is_some() {
@@ -997,8 +1014,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         return Ok(());
                     }
                     self.push_timed(Expect::Query, fp);
-                    if let Some(Pending::Client { cmd: c, .. }) = self.queue.back_mut() {
-                        *c = Some((cmd, text));
+                    if let Some(Pending::Client { cmds, .. }) = self.queue.back_mut() {
+                        cmds.push((cmd, text));
                     }
                 } else {
                     self.push_timed(Expect::Query, fp);
@@ -1019,11 +1036,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     self.queue.push_back(Pending::Client {
                         expect: Expect::Sync,
                         stmt: None,
-                        cmd: self.executed_cmd.take().map(|c| *c),
+                        cmds: std::mem::take(&mut self.executed_cmds),
                         errored: self.server_skipping,
                         timing: None,
                     });
                 }
+                self.portal_cmds.clear();
                 self.server_skipping = false;
                 self.unnamed_batch = false;
                 self.to_server.extend_from_slice(&frame);
@@ -1040,8 +1058,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
             b'E' => {
                 self.unsynced = true;
-                if self.portal_is_cmd(body) {
-                    self.executed_cmd = self.portal_cmd.as_ref().map(|(_, c)| c.clone());
+                if let Some(cmd) = self.portal_cmd(body) {
+                    let cmd = (**cmd).clone();
+                    self.executed_cmds.push(cmd);
                 }
                 self.push_timed(Expect::Execute, self.portal_fp);
                 self.to_server.extend_from_slice(&frame);
@@ -1060,10 +1079,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         .and_then(|n| self.stmts.get(n))
                         .and_then(|s| s.cmd.clone())
                 };
+                self.unbind_portal_cmd(body);
                 if let Some(cmd) = cmd {
-                    self.portal_cmd = Some((portal.into(), cmd));
-                } else if self.portal_is_cmd(body) {
-                    self.portal_cmd = None;
+                    self.portal_cmds.push((portal.into(), cmd));
                 }
                 if self.transaction_mode && name.is_empty() && !self.ensure_unnamed() {
                     return Ok(());
@@ -1159,6 +1177,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     if name.is_empty() {
                         self.forget_unnamed();
                     }
+                    // A refusal is deterministic: the batch is not retried.
+                    self.lose_retry();
                     self.synthetic(refusal());
                     self.skip_until_sync = true;
                     return Ok(());
@@ -1218,12 +1238,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         Ok(())
     }
 
-    /// Whether the portal named at the start of `body` (a Bind or Execute) is the
-    /// one bound to a session command.
-    fn portal_is_cmd(&self, body: &[u8]) -> bool {
-        match (&self.portal_cmd, cstr(body)) {
-            (Some((cmd_portal, _)), Some((portal, _))) => **cmd_portal == *portal,
-            _ => false,
+    /// The session command bound to the portal named at the start of `body` (a
+    /// Bind or Execute), if any.
+    fn portal_cmd(&self, body: &[u8]) -> Option<&Cmd> {
+        let (portal, _) = cstr(body)?;
+        self.portal_cmds
+            .iter()
+            .find(|(p, _)| **p == *portal)
+            .map(|(_, c)| c)
+    }
+
+    /// The portal named at the start of `body` (a Bind) is bound anew.
+    fn unbind_portal_cmd(&mut self, body: &[u8]) {
+        if let (false, Some((portal, _))) = (self.portal_cmds.is_empty(), cstr(body)) {
+            self.portal_cmds.retain(|(p, _)| **p != *portal);
         }
     }
 
@@ -1244,6 +1272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     "unnamed prepared statement does not exist",
                 ),
             );
+            self.lose_retry();
             self.synthetic(out.freeze());
             self.skip_until_sync = true;
             return false;
@@ -1272,12 +1301,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     }
 
     /// The server answered a Parse of the client's unnamed statement (`ok`:
-    /// ParseComplete; otherwise an error, or skipped after one).
-    fn unnamed_answered(&mut self, ok: bool) {
+    /// ParseComplete; otherwise an error, or skipped after one). `forget`: the
+    /// Parse was the client's, so its failure leaves the client without one.
+    fn unnamed_answered(&mut self, ok: bool, forget: bool) {
         self.unnamed_inflight = self.unnamed_inflight.saturating_sub(1);
         if self.unnamed_inflight == 0 {
             self.unnamed_ok = ok;
-            if !ok {
+            if !ok && forget {
                 // The client's latest unnamed statement does not exist.
                 self.unnamed = Bytes::new();
                 self.unnamed_cmd = None;
@@ -1350,7 +1380,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.queue.push_back(Pending::Client {
             expect,
             stmt: None,
-            cmd: None,
+            cmds: Vec::new(),
             errored: false,
             timing: fp.map(|fp| Timing {
                 fp,
@@ -1651,7 +1681,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             }
                         }
                         if expect == Expect::ParseUnnamed {
-                            self.unnamed_answered(false);
+                            self.unnamed_answered(false, true);
                         }
                         self.emit(frame);
                         if let Some(t) = finished {
@@ -1668,7 +1698,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             s.prepared.remove(&key);
                         }
                         if expect == Expect::ParseUnnamed {
-                            self.unnamed_answered(false);
+                            self.unnamed_answered(false, false);
                         }
                         if matches!(expect, Expect::Parse | Expect::ParseUnnamed) {
                             // The client's Bind fails because of this: it must know why.
@@ -1701,13 +1731,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 self.status = body.first().copied().unwrap_or(b'I');
                 match self.queue.pop_front() {
                     Some(Pending::Client {
-                        cmd,
+                        cmds,
                         errored,
                         timing,
                         ..
                     }) => {
-                        if let (Some(cmd), false) = (cmd, errored) {
-                            self.tx_cmds.push(cmd);
+                        if !errored {
+                            self.tx_cmds.extend(cmds);
                         }
                         if self.status == b'I' && !self.tx_cmds.is_empty() {
                             // Autocommitted, or the end of the transaction that ran
@@ -1819,7 +1849,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         },
                     ) = self.queue.pop_front()
                     {
-                        self.unnamed_answered(true);
+                        self.unnamed_answered(true, false);
                     }
                     self.drain_synthetic();
                 }
@@ -1861,8 +1891,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// After an error in an extended batch the server ignores everything up to Sync.
     fn skip_to_sync(&mut self) {
-        // Until the client's Sync is sent, the server skips what follows.
+        // Until the client's Sync is sent, the server skips what follows: so does
+        // unidb (expecting answers to skipped messages would misalign the queue).
         self.server_skipping = true;
+        self.skip_until_sync = true;
         while let Some(p) = self.queue.front_mut() {
             if let Pending::Client {
                 expect: Expect::Sync,
@@ -1873,18 +1905,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 // The batch failed: a session command in it did not take effect.
                 *errored = true;
                 self.server_skipping = false;
+                self.skip_until_sync = false;
                 break;
             }
             if let Pending::Client {
                 expect: Expect::ParseUnnamed,
                 ..
+            } = p
+            {
+                self.unnamed_answered(false, true);
+                self.queue.pop_front();
+                continue;
             }
-            | Pending::Hidden {
+            if let Pending::Hidden {
                 expect: Expect::ParseUnnamed,
                 ..
             } = p
             {
-                self.unnamed_answered(false);
+                // unidb's own copy: the client's statement stands.
+                self.unnamed_answered(false, false);
                 self.queue.pop_front();
                 continue;
             }
@@ -1907,6 +1946,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     ..
                 } => {
                     self.server_skipping = false;
+                    self.skip_until_sync = false;
                     break;
                 }
                 Pending::Client {
@@ -2085,7 +2125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.slot.clear_upstream();
         self.queue.clear();
         self.unnamed_unknown();
-        self.executed_cmd = None;
+        self.executed_cmds.clear();
         self.to_server.clear();
         self.passthrough = None;
         self.status = b'I';
@@ -2096,6 +2136,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// Runs the batch again on a server from the pool after a jittered backoff.
     async fn retry(&mut self, server_dead: bool) -> Result<(), End> {
         self.drop_held();
+        // The replay is the whole batch so far: it is handled afresh.
+        self.skip_until_sync = false;
         let attempts = self.batch.attempts + 1;
         let replay = std::mem::take(&mut self.batch.replay);
         if let Some(obs) = &self.obs {
