@@ -16,6 +16,19 @@ async fn proxy(cluster: &PgCluster, pool: &str) -> TestServer {
     common::pg::pooler(&cluster.app_url(), pool).await
 }
 
+/// The same, trusting its clients (for raw-protocol sessions).
+async fn trusting_proxy(cluster: &PgCluster, pool: &str) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::pg::pooler_text(
+        &cluster.app_url(),
+        pool,
+        "auth = \"trust\"",
+        "",
+        common::APP_USER,
+    );
+    TestServer::start_config(dir, &text).await
+}
+
 /// The server's message of a database error, or the client's description.
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -229,15 +242,11 @@ async fn set_can_be_refused_in_transaction_mode() {
 
     // A SET refused in the middle of an extended-protocol batch fails the whole
     // batch, as an error there would: the INSERT before it is rolled back.
-    let dir = tempfile::tempdir().unwrap();
-    let text = common::pg::pooler_text(
-        &cluster.app_url(),
+    let server = trusting_proxy(
+        &cluster,
         "pool_mode = \"transaction\"\nsession_set = \"refuse\"",
-        "auth = \"trust\"",
-        "",
-        common::APP_USER,
-    );
-    let server = TestServer::start_config(dir, &text).await;
+    )
+    .await;
     let c = server.connect().await;
     c.batch_execute("CREATE TABLE refused_batch (i int)")
         .await
@@ -603,15 +612,7 @@ fn first_value(messages: &[(u8, Vec<u8>)]) -> String {
 #[tokio::test]
 async fn messages_sent_in_pieces_between_transactions_are_relayed_whole() {
     let cluster = PgCluster::start("");
-    let dir = tempfile::tempdir().unwrap();
-    let text = common::pg::pooler_text(
-        &cluster.app_url(),
-        "pool_mode = \"transaction\"\npool_size = 2",
-        "auth = \"trust\"",
-        "",
-        common::APP_USER,
-    );
-    let server = TestServer::start_config(dir, &text).await;
+    let server = trusting_proxy(&cluster, "pool_mode = \"transaction\"\npool_size = 2").await;
     let mut tcp = common::raw_session(&server).await;
 
     // A small query, three bytes at a time.
@@ -957,15 +958,7 @@ fn error_code(messages: &[(u8, Vec<u8>)]) -> Option<String> {
 #[tokio::test]
 async fn unnamed_statements_follow_the_client_across_servers() {
     let cluster = PgCluster::start("");
-    let dir = tempfile::tempdir().unwrap();
-    let text = common::pg::pooler_text(
-        &cluster.app_url(),
-        "pool_mode = \"transaction\"\npool_size = 2",
-        "auth = \"trust\"",
-        "",
-        common::APP_USER,
-    );
-    let server = TestServer::start_config(dir, &text).await;
+    let server = trusting_proxy(&cluster, "pool_mode = \"transaction\"\npool_size = 2").await;
     let mut a = common::raw_session(&server).await;
     let mut b = common::raw_session(&server).await;
     async fn send(tcp: &mut TcpStream, bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {

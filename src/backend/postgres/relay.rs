@@ -1891,64 +1891,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// After an error in an extended batch the server ignores everything up to Sync.
     fn skip_to_sync(&mut self) {
-        // Until the client's Sync is sent, the server skips what follows: so does
-        // unidb (expecting answers to skipped messages would misalign the queue).
-        self.server_skipping = true;
-        self.skip_until_sync = true;
+        let mut reached_sync = false;
         while let Some(p) = self.queue.front_mut() {
-            if let Pending::Client {
-                expect: Expect::Sync,
-                errored,
-                ..
-            } = p
-            {
-                // The batch failed: a session command in it did not take effect.
-                *errored = true;
-                self.server_skipping = false;
-                self.skip_until_sync = false;
-                break;
-            }
-            if let Pending::Client {
-                expect: Expect::ParseUnnamed,
-                ..
-            } = p
-            {
-                self.unnamed_answered(false, true);
-                self.queue.pop_front();
-                continue;
-            }
-            if let Pending::Hidden {
-                expect: Expect::ParseUnnamed,
-                ..
-            } = p
-            {
-                // unidb's own copy: the client's statement stands.
-                self.unnamed_answered(false, false);
-                self.queue.pop_front();
-                continue;
-            }
-            let p = self.queue.front().expect("looked at above");
+            let mut unnamed_skipped = None;
             match p {
                 Pending::Client {
                     expect: Expect::Sync,
-                    ..
-                }
-                | Pending::Hidden {
-                    expect: Expect::Sync,
-                    ..
-                }
-                | Pending::Client {
-                    expect: Expect::Query,
-                    ..
-                }
-                | Pending::Hidden {
-                    expect: Expect::Query,
+                    errored,
                     ..
                 } => {
-                    self.server_skipping = false;
-                    self.skip_until_sync = false;
+                    // The batch failed: a session command in it did not take effect.
+                    *errored = true;
+                    reached_sync = true;
                     break;
                 }
+                Pending::Client {
+                    expect: Expect::Query,
+                    ..
+                }
+                | Pending::Hidden {
+                    expect: Expect::Sync | Expect::Query,
+                    ..
+                } => {
+                    reached_sync = true;
+                    break;
+                }
+                Pending::Client {
+                    expect: Expect::ParseUnnamed,
+                    ..
+                } => unnamed_skipped = Some(true),
+                // unidb's own copy: the client's statement stands.
+                Pending::Hidden {
+                    expect: Expect::ParseUnnamed,
+                    ..
+                } => unnamed_skipped = Some(false),
                 Pending::Client {
                     stmt: Some((key, name)),
                     ..
@@ -1969,8 +1945,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 }
                 _ => {}
             }
+            if let Some(forget) = unnamed_skipped {
+                self.unnamed_answered(false, forget);
+            }
             self.queue.pop_front();
         }
+        // Short of the client's Sync, the server skips what follows until it comes:
+        // so does unidb (expecting answers to skipped messages would misalign the
+        // queue).
+        self.server_skipping = !reached_sync;
+        self.skip_until_sync = !reached_sync;
     }
 
     fn drain_synthetic(&mut self) {
