@@ -21,18 +21,25 @@ use crate::server::{ClientInfo, Database, ServerState};
 /// A session after its handshake: what a connected client costs while it lives.
 type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A session ready to run and what it holds while it runs. The guard lives in the
+/// connection's task beside the boxed session, not in a box of its own.
+struct Started {
+    session: SessionFuture,
+    _running: Running,
+}
+
 /// Serves one TCP connection from accept to close.
 pub async fn serve_tcp(tcp: TcpStream, state: Arc<ServerState>) {
     // The handshake's state (TLS, authentication) is freed before the session
     // runs, so an idle client holds only its session's own state.
-    let session = Box::pin(handshake(tcp, state)).await;
-    if let Some(session) = session {
-        session.await;
+    let started = Box::pin(handshake(tcp, state)).await;
+    if let Some(mut started) = started {
+        (&mut started.session).await;
     }
 }
 
 /// Negotiation and authentication; returns the session to run, if any.
-async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<SessionFuture> {
+async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<Started> {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
     let mut buf = BytesMut::with_capacity(1024);
@@ -86,7 +93,7 @@ async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
     state: Arc<ServerState>,
     peer: Option<std::net::SocketAddr>,
-) -> Option<SessionFuture> {
+) -> Option<Started> {
     let mut buf = BytesMut::with_capacity(1024);
     match protocol::read_startup(&mut stream, &mut buf).await {
         Ok(StartupRequest::Startup { params, .. }) => {
@@ -137,7 +144,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     state: Arc<ServerState>,
     peer: Option<std::net::SocketAddr>,
     tls: bool,
-) -> Option<SessionFuture> {
+) -> Option<Started> {
     let mut reader = FrontendReader::new(buf, state.config.server.max_message_size);
     let Some(user) = params.get("user").filter(|u| !u.is_empty()).cloned() else {
         {
@@ -208,11 +215,15 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let (pid, secret, _slot) = state.cancels.register(info);
         tracing::info!(pid, user = %user, "admin console session started");
         let session = crate::admin::serve(stream, reader, greeting, state.clone(), pid, secret);
-        return Some(Box::pin(async move {
-            let _client_permit = client_permit;
-            session.await;
-            state.cancels.unregister(pid);
-        }));
+        return Some(Started {
+            session: Box::pin(session),
+            _running: Running {
+                _client_permit: client_permit,
+                clients: None,
+                state,
+                pid,
+            },
+        });
     }
     let Some(db) = state.databases.get(&database).cloned() else {
         let _ = stream.write_all(&greeting).await;
@@ -276,12 +287,10 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             Box::pin(Box::pin(relay).await?.run())
         }
     };
-    // The session's own future is boxed apart: a future captured here and then
-    // awaited would be stored twice.
-    Some(Box::pin(async move {
-        let _running = running;
-        session.await
-    }))
+    Some(Started {
+        session,
+        _running: running,
+    })
 }
 
 /// What a session holds while it runs, released when it ends (or is aborted): the

@@ -272,6 +272,124 @@ struct Batch {
     done: Vec<Done>,
 }
 
+/// A client between transactions: no server, nothing in flight. Only what
+/// outlives a transaction is kept (the socket, the session's settings, its
+/// statements), so that thousands of idle clients cost little memory; the
+/// [`Relay`], with its buffers and queues, is built again when the client sends
+/// its next message.
+struct Parked<S> {
+    client: S,
+    /// A partial message the client has sent.
+    cbuf: BytesMut,
+    db: Arc<PostgresDb>,
+    state: Arc<ServerState>,
+    slot: Arc<CancelSlot>,
+    settings: Settings,
+    /// The client's statements, if it has any.
+    kept: Option<Box<Kept>>,
+    fps: Option<Box<FpCache>>,
+    obs: Option<Arc<DbObs>>,
+    pause: Arc<Pause>,
+    wait: Duration,
+    max_message: usize,
+    transaction_mode: bool,
+    last_commit: bool,
+    in_tx_block: bool,
+}
+
+/// A parked client's statements: named ones, the unnamed one, and their
+/// fingerprints.
+struct Kept {
+    stmts: HashMap<Box<str>, Stmt>,
+    stmt_fps: StatementFps,
+    unnamed: Bytes,
+    unnamed_cmd: Option<Cmd>,
+    portal_fp: Option<Fp>,
+}
+
+/// What ended a waiting client's wait.
+enum Woke {
+    /// A message to relay.
+    Message,
+    /// The client left, or its connection failed.
+    Gone,
+    /// To be closed by unidb with this FATAL error.
+    Closed(PgError),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
+    /// Waits for the client's next message. Small: it is what every idle
+    /// client's future holds, beside the parked client.
+    async fn wait(&mut self) -> Woke {
+        wait_message(&mut self.client, &mut self.cbuf, &self.slot, &self.state).await
+    }
+
+    /// Sends a FATAL error and closes the connection.
+    async fn close(&mut self, e: PgError) {
+        let mut out = BytesMut::new();
+        msg::error(&mut out, &e);
+        let _ = self.client.write_all(&out).await;
+        let _ = self.client.shutdown().await;
+    }
+}
+
+/// Waits until a client with no server and nothing in flight has sent a whole
+/// message (or the header of one over 8 KiB, so that an oversized message is
+/// refused without waiting for its body), has left, or must be closed (shutdown,
+/// idle timeout).
+async fn wait_message<S: AsyncRead + Unpin>(
+    client: &mut S,
+    cbuf: &mut BytesMut,
+    slot: &CancelSlot,
+    state: &ServerState,
+) -> Woke {
+    loop {
+        if *state.shutdown.borrow() {
+            return Woke::Closed(PgError::fatal(
+                code::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command",
+            ));
+        }
+        // Woken by the session's own slot (cancel requests and shutdown), not
+        // by the server-wide shutdown channel: no shared lock per wait.
+        let woken = slot.notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if *state.shutdown.borrow() {
+            continue;
+        }
+        let read = tokio::select! {
+            biased;
+            r = poll_fn(|cx| read_client(&mut *client, cx, &mut *cbuf)) => r,
+            _ = woken => continue,
+            // Like PostgreSQL's idle_session_timeout: a waiting client is never
+            // inside a transaction block.
+            _ = expire(state.config.server.idle_timeout) => {
+                return Woke::Closed(PgError::fatal(
+                    code::IDLE_SESSION_TIMEOUT,
+                    "terminating connection due to idle-session timeout",
+                ));
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return Woke::Gone,
+            Ok(_) if has_whole_message(cbuf) || announced_len(cbuf) > 8192 => {
+                return Woke::Message
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The length (with its type byte) of the message whose header starts `buf`; 0
+/// before the header is whole.
+fn announced_len(buf: &[u8]) -> usize {
+    match buf.get(..5) {
+        Some(h) => i32::from_be_bytes([h[1], h[2], h[3], h[4]]).max(0) as usize + 1,
+        None => 0,
+    }
+}
+
 pub struct Relay<S> {
     client: S,
     cbuf: BytesMut,
@@ -358,7 +476,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
     secret: i32,
     params: BTreeMap<String, String>,
     state: Arc<ServerState>,
-) -> Option<Relay<S>> {
+) -> Option<Box<Relay<S>>> {
     let mut out = greeting;
     out.reserve(512);
     let server_params = match db.pool.server_params().await {
@@ -394,7 +512,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         .filter(|o| o.enabled())
         .cloned();
     let pause = state.pauses[&db.pool.name].clone();
-    Some(Relay {
+    Some(Box::new(Relay {
         client,
         cbuf: leftover,
         db,
@@ -432,7 +550,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         read_at: Instant::now(),
         wait: Duration::ZERO,
         pause,
-    })
+    }))
 }
 
 enum Event {
@@ -447,31 +565,261 @@ enum Event {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// Relays until the session ends, then returns or closes its server.
     ///
-    /// An `async` block rather than an `async fn`: an `async fn` keeps a second
-    /// copy of `self` in its future (the argument and its binding), and this
-    /// future is what every connected client costs.
+    /// Between transactions the relay is taken apart into a [`Parked`] client and
+    /// its box freed, so that this future, which every connected client costs,
+    /// holds only the parked form and its wait. (An `async` block rather than an
+    /// `async fn`: an `async fn` keeps a second copy of its argument.)
     #[allow(clippy::manual_async_fn)]
-    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+    pub fn run(self: Box<Self>) -> impl Future<Output = ()> + Send {
         async move {
-            let end = self.relay().await;
-            self.drop_held();
-            match &end {
-                End::Fatal(e) => {
-                    msg::error(&mut self.to_client, e);
-                    let _ = self.client.write_all(&self.to_client).await;
+            let mut relay = self;
+            let end = loop {
+                if relay.parked() {
+                    match relay.park() {
+                        Ok(mut parked) => match parked.wait().await {
+                            Woke::Message => relay = Relay::resume(parked),
+                            Woke::Gone => return,
+                            Woke::Closed(e) => {
+                                Box::pin(parked.close(e)).await;
+                                return;
+                            }
+                        },
+                        Err(full) => {
+                            // State that outlives the transaction and has no place
+                            // in the parked form: the client waits in full.
+                            relay = full;
+                            let r = &mut *relay;
+                            let woke = Box::pin(wait_message(
+                                &mut r.client,
+                                &mut r.cbuf,
+                                &r.slot,
+                                &r.state,
+                            ))
+                            .await;
+                            match woke {
+                                Woke::Message => {}
+                                Woke::Gone => break End::Client,
+                                Woke::Closed(e) => break End::Fatal(e),
+                            }
+                        }
+                    }
                 }
-                End::Close => {
-                    let _ = self.client.write_all(&self.to_client).await;
+                if let Err(end) = Box::pin(relay.active()).await {
+                    break end;
                 }
-                End::Client | End::ClientIo => {}
-            }
-            if !matches!(end, End::Client | End::ClientIo) {
-                // Flush (and for TLS, close_notify) what unidb had to say; a client that
-                // left needs no goodbye.
-                let _ = self.client.shutdown().await;
-            }
-            self.finish_server().await;
+            };
+            Box::pin(relay.end(end)).await;
         }
+    }
+
+    /// Says goodbye as `end` requires, then returns or closes the server.
+    async fn end(&mut self, end: End) {
+        self.drop_held();
+        match &end {
+            End::Fatal(e) => {
+                msg::error(&mut self.to_client, e);
+                let _ = self.client.write_all(&self.to_client).await;
+            }
+            End::Close => {
+                let _ = self.client.write_all(&self.to_client).await;
+            }
+            End::Client | End::ClientIo => {}
+        }
+        if !matches!(end, End::Client | End::ClientIo) {
+            // Flush (and for TLS, close_notify) what unidb had to say; a client that
+            // left needs no goodbye.
+            let _ = self.client.shutdown().await;
+        }
+        self.finish_server().await;
+    }
+
+    /// Takes a parked relay (see [`Relay::parked`]) apart: what outlives a
+    /// transaction is kept and the rest freed. Gives the relay back whole when
+    /// some state that normally ends with a transaction is still there.
+    ///
+    /// Takes the box itself: moving out of a box the caller keeps would free it
+    /// only when the variable is next assigned, and the parked client would hold
+    /// it all along.
+    fn park(self: Box<Self>) -> Result<Parked<S>, Box<Self>> {
+        if !self.transient_state_is_clear() {
+            return Err(self);
+        }
+        // Every field is named: a new one must be placed here.
+        let Relay {
+            client,
+            cbuf,
+            db,
+            state,
+            slot,
+            server: _,
+            queue: _,
+            to_server: _,
+            to_client: _,
+            status: _,
+            unsynced: _,
+            skip_until_sync: _,
+            copy_in: _,
+            executed_cmds: _,
+            unnamed,
+            unnamed_cmd,
+            unnamed_batch: _,
+            unnamed_inflight: _,
+            unnamed_ok: _,
+            server_skipping: _,
+            portal_cmds: _,
+            tx_cmds: _,
+            last_commit,
+            in_tx_block,
+            passthrough: _,
+            settings,
+            stmts,
+            batch: _,
+            transaction_mode,
+            max_message,
+            obs,
+            fps,
+            stmt_fps,
+            portal_fp,
+            read_at: _,
+            wait,
+            pause,
+        } = *self;
+        let kept = (!stmts.is_empty()
+            || !unnamed.is_empty()
+            || unnamed_cmd.is_some()
+            || stmt_fps.unnamed.is_some()
+            || !stmt_fps.named.is_empty()
+            || portal_fp.is_some())
+        .then(|| {
+            Box::new(Kept {
+                stmts,
+                stmt_fps,
+                unnamed,
+                unnamed_cmd,
+                portal_fp,
+            })
+        });
+        Ok(Parked {
+            client,
+            cbuf: if cbuf.is_empty() {
+                BytesMut::new()
+            } else {
+                cbuf
+            },
+            db,
+            state,
+            slot,
+            settings,
+            kept,
+            fps,
+            obs,
+            pause,
+            wait,
+            max_message,
+            transaction_mode,
+            last_commit,
+            in_tx_block,
+        })
+    }
+
+    /// Whether everything a parked client drops is in the state a client with no
+    /// server and no transaction has (it always is when the relay parks; checked
+    /// rather than assumed, so that nothing is lost).
+    fn transient_state_is_clear(&self) -> bool {
+        let Batch {
+            eligible,
+            replay,
+            held,
+            syncs,
+            completed,
+            retryable_error,
+            retry_reason: _,
+            server_bytes,
+            server_msgs,
+            dead_on_arrival,
+            attempts,
+            done,
+        } = &self.batch;
+        self.server.is_none()
+            && self.queue.is_empty()
+            && self.to_server.is_empty()
+            && self.to_client.is_empty()
+            && self.status == b'I'
+            && !self.unsynced
+            && !self.skip_until_sync
+            && !self.copy_in
+            && self.executed_cmds.is_empty()
+            && !self.unnamed_batch
+            && self.unnamed_inflight == 0
+            && !self.unnamed_ok
+            && !self.server_skipping
+            && self.portal_cmds.is_empty()
+            && self.tx_cmds.is_empty()
+            && self.passthrough.is_none()
+            && !eligible
+            && replay.is_empty()
+            && *held == 0
+            && *syncs == 0
+            && *completed == 0
+            && !retryable_error
+            && *server_bytes == 0
+            && *server_msgs == 0
+            && !dead_on_arrival
+            && *attempts == 0
+            && done.is_empty()
+    }
+
+    /// The relay of a parked client that has sent a message.
+    fn resume(p: Parked<S>) -> Box<Self> {
+        let kept = p.kept.map_or_else(
+            || Kept {
+                stmts: HashMap::new(),
+                stmt_fps: StatementFps::default(),
+                unnamed: Bytes::new(),
+                unnamed_cmd: None,
+                portal_fp: None,
+            },
+            |k| *k,
+        );
+        Box::new(Relay {
+            client: p.client,
+            cbuf: p.cbuf,
+            db: p.db,
+            state: p.state,
+            slot: p.slot,
+            server: None,
+            queue: VecDeque::new(),
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
+            status: b'I',
+            unsynced: false,
+            skip_until_sync: false,
+            copy_in: false,
+            executed_cmds: Vec::new(),
+            unnamed: kept.unnamed,
+            unnamed_cmd: kept.unnamed_cmd,
+            unnamed_batch: false,
+            unnamed_inflight: 0,
+            unnamed_ok: false,
+            server_skipping: false,
+            portal_cmds: Vec::new(),
+            tx_cmds: Vec::new(),
+            last_commit: p.last_commit,
+            in_tx_block: p.in_tx_block,
+            passthrough: None,
+            settings: p.settings,
+            stmts: kept.stmts,
+            batch: Batch::default(),
+            transaction_mode: p.transaction_mode,
+            max_message: p.max_message,
+            obs: p.obs,
+            fps: p.fps,
+            stmt_fps: kept.stmt_fps,
+            portal_fp: kept.portal_fp,
+            read_at: Instant::now(),
+            wait: p.wait,
+            pause: p.pause,
+        })
     }
 
     /// Returns the server to the pool when it is clean, after the reset query in
@@ -506,61 +854,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 lease.settings = 0;
                 lease.sql_prepared = false;
                 lease.prepared.clear();
-            }
-        }
-    }
-
-    /// Alternates between waiting for a parked client (no server, nothing in
-    /// flight: a small future and no buffers, so thousands of idle clients cost
-    /// little memory) and relaying until the client is parked again.
-    async fn relay(&mut self) -> End {
-        let shutdown = self.state.shutdown.clone();
-        let idle_timeout = self.state.config.server.idle_timeout;
-        loop {
-            if self.parked() {
-                // A parked client holds no buffers: thousands of idle clients
-                // cost little memory, and an active one allocates a few small
-                // buffers per transaction.
-                // (A buffer consumed to its end reports no capacity but still
-                // holds its allocation: emptiness is what counts.)
-                for buf in [&mut self.cbuf, &mut self.to_server, &mut self.to_client] {
-                    if buf.is_empty() {
-                        *buf = BytesMut::new();
-                    }
-                }
-                if *shutdown.borrow() {
-                    return End::Fatal(PgError::fatal(
-                        code::ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command",
-                    ));
-                }
-                // Woken by the session's own slot (cancel requests and shutdown), not
-                // by the server-wide shutdown channel: no shared lock per wait.
-                let woken = self.slot.notify.notified();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                if *shutdown.borrow() {
-                    continue;
-                }
-                let read = tokio::select! {
-                    biased;
-                    r = poll_fn(|cx| read_client(&mut self.client, cx, &mut self.cbuf)) => r,
-                    _ = woken => continue,
-                    _ = expire(idle_timeout) => {
-                        return End::Fatal(PgError::fatal(
-                            code::IDLE_SESSION_TIMEOUT,
-                            "terminating connection due to idle-session timeout",
-                        ));
-                    }
-                };
-                match read {
-                    Ok(0) => return End::Client,
-                    Ok(_) => {}
-                    Err(_) => return End::ClientIo,
-                }
-            }
-            if let Err(end) = Box::pin(self.active()).await {
-                return end;
             }
         }
     }
@@ -2226,13 +2519,23 @@ fn has_whole_message(buf: &[u8]) -> bool {
         || (buf.len() >= 5 && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) < 4)
 }
 
-/// Resolves after `timeout`, never when it is zero. The timer is boxed: a parked
-/// client's future, which every idle client costs, stays small.
-async fn expire(timeout: Duration) {
-    if timeout.is_zero() {
-        std::future::pending::<()>().await;
-    } else {
-        Box::pin(tokio::time::sleep(timeout)).await;
+/// Resolves after `timeout`, never when it is zero. The timer is boxed, and
+/// allocated only when there is one: a waiting client's future, which every
+/// idle client costs, stays small.
+fn expire(timeout: Duration) -> Expire {
+    Expire((!timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(timeout))))
+}
+
+struct Expire(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Future for Expire {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.0.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
