@@ -307,14 +307,28 @@ struct Kept {
     portal_fp: Option<Fp>,
 }
 
+/// What a parked client's wait ended with.
+enum Waited<S> {
+    /// A message to relay, by this relay.
+    Message(Box<Relay<S>>),
+    /// The relay could not be taken apart: it waits in full.
+    Full(Box<Relay<S>>),
+    /// The client left.
+    Left(Box<Relay<S>>),
+    /// To be closed by unidb with a FATAL error of this code and message.
+    Closed(Box<Relay<S>>, &'static str, &'static str),
+    /// The session is over (the client left, or was told why it is closed).
+    Over,
+}
+
 /// What ended a waiting client's wait.
 enum Woke {
     /// A message to relay.
     Message,
     /// The client left, or its connection failed.
     Gone,
-    /// To be closed by unidb with this FATAL error.
-    Closed(PgError),
+    /// To be closed by unidb with a FATAL error of this code and message.
+    Closed(&'static str, &'static str),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
@@ -325,9 +339,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
     }
 
     /// Sends a FATAL error and closes the connection.
-    async fn close(&mut self, e: PgError) {
+    async fn close(&mut self, code: &'static str, message: &'static str) {
         let mut out = BytesMut::new();
-        msg::error(&mut out, &e);
+        msg::error(&mut out, &PgError::fatal(code, message));
         let _ = self.client.write_all(&out).await;
         let _ = self.client.shutdown().await;
     }
@@ -345,10 +359,10 @@ async fn wait_message<S: AsyncRead + Unpin>(
 ) -> Woke {
     loop {
         if *state.shutdown.borrow() {
-            return Woke::Closed(PgError::fatal(
+            return Woke::Closed(
                 code::ADMIN_SHUTDOWN,
                 "terminating connection due to administrator command",
-            ));
+            );
         }
         // Woken by the session's own slot (cancel requests and shutdown), not
         // by the server-wide shutdown channel: no shared lock per wait.
@@ -365,10 +379,10 @@ async fn wait_message<S: AsyncRead + Unpin>(
             // Like PostgreSQL's idle_session_timeout: a waiting client is never
             // inside a transaction block.
             _ = expire(state.config.server.idle_timeout) => {
-                return Woke::Closed(PgError::fatal(
+                return Woke::Closed(
                     code::IDLE_SESSION_TIMEOUT,
                     "terminating connection due to idle-session timeout",
-                ));
+                );
             }
         };
         match read {
@@ -575,40 +589,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             let mut relay = self;
             let end = loop {
                 if relay.parked() {
-                    match relay.park() {
-                        Ok(mut parked) => match parked.wait().await {
-                            Woke::Message => relay = Relay::resume(parked),
-                            Woke::Gone => return,
-                            Woke::Closed(e) => {
-                                Box::pin(parked.close(e)).await;
-                                return;
-                            }
-                        },
-                        Err(full) => {
-                            // State that outlives the transaction and has no place
-                            // in the parked form: the client waits in full.
-                            relay = full;
-                            let r = &mut *relay;
-                            let woke = Box::pin(wait_message(
-                                &mut r.client,
-                                &mut r.cbuf,
-                                &r.slot,
-                                &r.state,
-                            ))
-                            .await;
-                            match woke {
-                                Woke::Message => {}
-                                Woke::Gone => break End::Client,
-                                Woke::Closed(e) => break End::Fatal(e),
-                            }
+                    let mut waited = Relay::wait_parked(relay).await;
+                    if let Waited::Full(r) = waited {
+                        let wait = Box::pin(Relay::wait_full(r));
+                        waited = wait.await;
+                    }
+                    match waited {
+                        Waited::Message(r) | Waited::Full(r) => relay = r,
+                        Waited::Left(r) => {
+                            relay = r;
+                            break End::Client;
                         }
+                        Waited::Closed(r, code, message) => {
+                            relay = r;
+                            break End::Fatal(PgError::fatal(code, message));
+                        }
+                        Waited::Over => return,
                     }
                 }
-                if let Err(end) = Box::pin(relay.active()).await {
+                // Boxed, and bound before it is awaited: a temporary would keep its
+                // place in this future (which every idle client costs) across the await.
+                let active = Box::pin(relay.active());
+                if let Err(end) = active.await {
                     break end;
                 }
             };
-            Box::pin(relay.end(end)).await;
+            let end = Box::pin(relay.end(end));
+            end.await;
+        }
+    }
+
+    /// Waits for the next message of a parked client, taken apart meanwhile.
+    ///
+    /// (No value is matched across an await here: it would keep a place in this
+    /// future, which every idle client costs, beside the parked client.)
+    async fn wait_parked(relay: Box<Self>) -> Waited<S> {
+        let mut parked = match relay.park() {
+            Ok(parked) => parked,
+            Err(full) => return Waited::Full(full),
+        };
+        let close = match parked.wait().await {
+            Woke::Message => return Waited::Message(Relay::resume(parked)),
+            Woke::Gone => return Waited::Over,
+            Woke::Closed(code, message) => Box::pin(parked.close(code, message)),
+        };
+        close.await;
+        Waited::Over
+    }
+
+    /// Waits for the next message of a client whose relay could not be taken
+    /// apart: state that outlives the transaction has no place in the parked
+    /// form, so the client waits in full.
+    async fn wait_full(mut relay: Box<Self>) -> Waited<S> {
+        let r = &mut *relay;
+        match wait_message(&mut r.client, &mut r.cbuf, &r.slot, &r.state).await {
+            Woke::Message => Waited::Message(relay),
+            Woke::Gone => Waited::Left(relay),
+            Woke::Closed(code, message) => Waited::Closed(relay, code, message),
         }
     }
 
@@ -2798,5 +2835,25 @@ mod tests {
         );
         assert!(s.fingerprint > DIRTY);
         assert_eq!(Settings::new(&BTreeMap::new()).fingerprint, 0);
+    }
+
+    /// The size of the future a function returns.
+    fn future_size<A, R>(_: fn(A) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn an_idle_client_costs_its_parked_form_not_its_relay() {
+        type Client = tokio::net::TcpStream;
+        let relay = std::mem::size_of::<Relay<Client>>();
+        let parked = std::mem::size_of::<Parked<Client>>();
+        let session = future_size(Relay::<Client>::run);
+        assert!(parked * 3 < relay, "parked form {parked} B, relay {relay} B");
+        // The session's future holds a parked client and its wait; the relay is
+        // boxed apart while it runs.
+        assert!(
+            session < relay && session < 640,
+            "session future {session} B (relay {relay} B, parked form {parked} B)"
+        );
     }
 }
