@@ -271,6 +271,34 @@ async fn set_can_be_refused_in_transaction_mode() {
         first_value(&read_messages_until(&mut tcp, b'Z').await),
         "after"
     );
+
+    // A refusal pipelined behind a BEGIN reports the transaction status the
+    // BEGIN left (not the one from before it), as a simple query and as an
+    // extended-protocol batch.
+    let mut pipelined = query_message("BEGIN");
+    pipelined.extend(query_message("SET search_path = x"));
+    pipelined.extend(parse_unnamed_then_sync("SET search_path = y"));
+    pipelined.extend(query_message("COMMIT"));
+    tcp.write_all(&pipelined).await.unwrap();
+    let batches = read_batches(&mut tcp, 4).await;
+    let shape: Vec<(Vec<u8>, u8)> = batches
+        .iter()
+        .map(|b| {
+            let types = b.iter().map(|m| m.0).collect();
+            let status = b.last().map_or(0, |m| m.1[0]);
+            (types, status)
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (b"CZ".to_vec(), b'T'),
+            (b"EZ".to_vec(), b'T'),
+            (b"EZ".to_vec(), b'T'),
+            (b"CZ".to_vec(), b'I'),
+        ],
+        "{batches:?}"
+    );
     server.stop().await;
 }
 
@@ -1122,6 +1150,25 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     )
     .await;
     assert_eq!(shown(&now), "two_sets America/Lima");
+    send(&mut b, &query_message("COMMIT")).await;
+
+    // Inside a transaction block a portal outlives its Sync: a SET bound in one
+    // batch and executed in the next is tracked at COMMIT.
+    send(&mut f, &query_message("BEGIN")).await;
+    let mut bind = frame(b'P', b"tz2\0SET TimeZone = 'Asia/Kolkata'\0\0\0");
+    bind.extend(frame(b'B', b"p3\0tz2\0\0\0\0\0\0\0"));
+    bind.extend(frame(b'S', &[]));
+    let r = send(&mut f, &bind).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    let mut execute = frame(b'E', b"p3\0\0\0\0\0");
+    execute.extend(frame(b'S', &[]));
+    let r = send(&mut f, &execute).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    send(&mut f, &query_message("COMMIT")).await;
+    send(&mut b, &query_message("BEGIN")).await;
+    pid(&mut b).await;
+    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
+    assert_eq!(shown(&now), "Asia/Kolkata");
     send(&mut b, &query_message("COMMIT")).await;
 
     // The server fails a batch whose rest arrives later: unidb drops the rest as

@@ -38,6 +38,9 @@ use crate::server::{Pause, ServerState};
 const BACKPRESSURE: usize = 256 * 1024;
 /// Responses held back while a statement may still be retried.
 const HOLD_LIMIT: usize = 64 * 1024;
+/// Portals bound to session commands a client keeps track of (the oldest goes
+/// first).
+const MAX_PORTAL_CMDS: usize = 64;
 /// Client bytes kept for a retry.
 const REPLAY_LIMIT: usize = 64 * 1024;
 /// A Parse that always fails (its text is not SQL; if its name were taken, that
@@ -108,8 +111,10 @@ enum Pending {
     },
     /// Responses to a message unidb sent on its own: swallowed.
     Hidden { expect: Expect, stmt: Option<u64> },
-    /// An answer unidb gives itself, sent when everything before it has been.
-    Synthetic(Bytes),
+    /// An answer unidb gives itself, sent when everything before it has been;
+    /// `ready`: followed by a ReadyForQuery with the transaction status at that
+    /// point (a `BEGIN` pipelined ahead of it may not have been answered yet).
+    Synthetic { bytes: Bytes, ready: bool },
 }
 
 /// A statement in flight, timed from its receipt.
@@ -170,21 +175,19 @@ struct Stmt {
 
 /// Session parameters the client asked for (startup packet and tracked `SET`s).
 struct Settings {
-    startup: Vec<(String, String)>,
+    /// Kept for the session's life, so exactly sized.
+    startup: Box<[(Box<str>, Box<str>)]>,
     sets: Vec<(String, String)>,
     fingerprint: u64,
 }
 
 impl Settings {
     fn new(params: &BTreeMap<String, String>) -> Settings {
-        let mut startup = params
+        let startup = params
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication" | "options"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Vec<_>>();
-        // Kept for the session's life: no spare capacity (collect from a filter
-        // reserves room for four).
-        startup.shrink_to_fit();
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect();
         let mut s = Settings {
             startup,
             sets: Vec::new(),
@@ -291,20 +294,19 @@ struct Parked<S> {
     obs: Option<Arc<DbObs>>,
     pause: Arc<Pause>,
     wait: Duration,
-    max_message: usize,
-    transaction_mode: bool,
     last_commit: bool,
     in_tx_block: bool,
 }
 
-/// A parked client's statements: named ones, the unnamed one, and their
-/// fingerprints.
+/// A parked client's statements: named ones, the unnamed one, their
+/// fingerprints, and portals bound to session commands.
 struct Kept {
     stmts: HashMap<Box<str>, Stmt>,
     stmt_fps: StatementFps,
     unnamed: Bytes,
     unnamed_cmd: Option<Cmd>,
     portal_fp: Option<Fp>,
+    portal_cmds: Vec<(Box<[u8]>, Cmd)>,
 }
 
 /// What a parked client's wait ended with.
@@ -387,9 +389,7 @@ async fn wait_message<S: AsyncRead + Unpin>(
         };
         match read {
             Ok(0) | Err(_) => return Woke::Gone,
-            Ok(_) if has_whole_message(cbuf) || announced_len(cbuf) > 8192 => {
-                return Woke::Message
-            }
+            Ok(_) if has_whole_message(cbuf) || announced_len(cbuf) > 8192 => return Woke::Message,
             Ok(_) => {}
         }
     }
@@ -443,7 +443,10 @@ pub struct Relay<S> {
     /// The server failed a message of the current batch and skips the rest of it
     /// until the client's Sync (which unidb has not sent yet).
     server_skipping: bool,
-    /// The session command the last bound portal runs, if any.
+    /// Portals bound to session commands, by name. A portal outlives its Sync
+    /// inside a transaction block, so these are kept until the portal is bound
+    /// anew or closed; an entry for a portal that no longer exists is harmless
+    /// (executing it fails, and a failed batch tracks nothing).
     portal_cmds: Vec<(Box<[u8]>, Cmd)>,
     /// Session commands run inside the open transaction block: tracked at COMMIT.
     tx_cmds: Vec<(SessionCmd, Box<str>)>,
@@ -514,7 +517,7 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
             .startup
             .iter()
             .find(|(ck, _)| ck.eq_ignore_ascii_case(k))
-            .map_or(v.as_str(), |(_, cv)| cv.as_str());
+            .map_or(v.as_str(), |(_, cv)| cv);
         msg::parameter_status(&mut out, k, value);
     }
     msg::backend_key_data(&mut out, pid, secret);
@@ -641,6 +644,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     /// apart: state that outlives the transaction has no place in the parked
     /// form, so the client waits in full.
     async fn wait_full(mut relay: Box<Self>) -> Waited<S> {
+        tracing::debug!(
+            database = %relay.db.pool.name,
+            "client waits with its whole relay: state from its last transaction remains"
+        );
         let r = &mut *relay;
         match wait_message(&mut r.client, &mut r.cbuf, &r.slot, &r.state).await {
             Woke::Message => Waited::Message(relay),
@@ -703,7 +710,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             unnamed_inflight: _,
             unnamed_ok: _,
             server_skipping: _,
-            portal_cmds: _,
+            portal_cmds,
             tx_cmds: _,
             last_commit,
             in_tx_block,
@@ -711,8 +718,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             settings,
             stmts,
             batch: _,
-            transaction_mode,
-            max_message,
+            transaction_mode: _,
+            max_message: _,
             obs,
             fps,
             stmt_fps,
@@ -726,7 +733,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             || unnamed_cmd.is_some()
             || stmt_fps.unnamed.is_some()
             || !stmt_fps.named.is_empty()
-            || portal_fp.is_some())
+            || portal_fp.is_some()
+            || !portal_cmds.is_empty())
         .then(|| {
             Box::new(Kept {
                 stmts,
@@ -734,6 +742,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 unnamed,
                 unnamed_cmd,
                 portal_fp,
+                portal_cmds,
             })
         });
         Ok(Parked {
@@ -752,8 +761,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             obs,
             pause,
             wait,
-            max_message,
-            transaction_mode,
             last_commit,
             in_tx_block,
         })
@@ -790,7 +797,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             && self.unnamed_inflight == 0
             && !self.unnamed_ok
             && !self.server_skipping
-            && self.portal_cmds.is_empty()
             && self.tx_cmds.is_empty()
             && self.passthrough.is_none()
             && !eligible
@@ -815,9 +821,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 unnamed: Bytes::new(),
                 unnamed_cmd: None,
                 portal_fp: None,
+                portal_cmds: Vec::new(),
             },
             |k| *k,
         );
+        // As `start` sets them: neither changes while the server runs.
+        let transaction_mode = p.db.pool.config.pool_mode == PoolMode::Transaction;
+        let max_message = p.state.config.server.max_message_size;
         Box::new(Relay {
             client: p.client,
             cbuf: p.cbuf,
@@ -839,7 +849,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             unnamed_inflight: 0,
             unnamed_ok: false,
             server_skipping: false,
-            portal_cmds: Vec::new(),
+            portal_cmds: kept.portal_cmds,
             tx_cmds: Vec::new(),
             last_commit: p.last_commit,
             in_tx_block: p.in_tx_block,
@@ -847,8 +857,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             settings: p.settings,
             stmts: kept.stmts,
             batch: Batch::default(),
-            transaction_mode: p.transaction_mode,
-            max_message: p.max_message,
+            transaction_mode,
+            max_message,
             obs: p.obs,
             fps: p.fps,
             stmt_fps: kept.stmt_fps,
@@ -1105,7 +1115,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 }
                 b'S' if !self.copy_in && self.executed_cmds.is_empty() && !self.server_skipping => {
                     self.unnamed_batch = false;
-                    self.portal_cmds.clear();
                     Some(Expect::Sync)
                 }
                 b'P' => match cstr(body) {
@@ -1239,7 +1248,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             if tag == b'S' {
                 self.skip_until_sync = false;
                 self.executed_cmds.clear();
-                self.portal_cmds.clear();
                 if self.server.is_some() && self.unsynced {
                     // Messages of this batch reached the server before it was
                     // refused. Unless the server already failed the batch itself,
@@ -1268,12 +1276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     self.executed_cmds.clear();
                     self.to_server.extend_from_slice(&frame);
                 } else {
-                    let status = if self.server.is_some() {
-                        self.status
-                    } else {
-                        b'I'
-                    };
-                    self.synthetic(Bytes::copy_from_slice(&[b'Z', 0, 0, 0, 5, status]));
+                    self.synthetic_ready(Bytes::new());
                 }
             }
             return Ok(());
@@ -1338,9 +1341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         .trim_end_matches(';')
                         .into();
                     if self.refuses(&cmd) {
-                        let mut out = BytesMut::from(&refusal()[..]);
-                        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, self.status]);
-                        self.synthetic(out.freeze());
+                        self.synthetic_ready(refusal());
                         return Ok(());
                     }
                     self.push_timed(Expect::Query, fp);
@@ -1371,7 +1372,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         timing: None,
                     });
                 }
-                self.portal_cmds.clear();
                 self.server_skipping = false;
                 self.unnamed_batch = false;
                 self.to_server.extend_from_slice(&frame);
@@ -1411,6 +1411,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 };
                 self.unbind_portal_cmd(body);
                 if let Some(cmd) = cmd {
+                    if self.portal_cmds.len() >= MAX_PORTAL_CMDS {
+                        self.portal_cmds.remove(0);
+                    }
                     self.portal_cmds.push((portal.into(), cmd));
                 }
                 if self.transaction_mode && name.is_empty() && !self.ensure_unnamed() {
@@ -1471,6 +1474,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 let (name, _) = cstr(&body[1..]).ok_or_else(malformed)?;
                 if kind == b'S' && name.is_empty() {
                     self.forget_unnamed();
+                }
+                if kind == b'P' {
+                    self.unbind_portal_cmd(&body[1..]);
                 }
                 if kind == b'S' && self.transaction_mode && !name.is_empty() {
                     // The server statement is shared by the pool; only the client's
@@ -1755,7 +1761,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if self.queue.is_empty() {
             self.emit(&bytes);
         } else {
-            self.queue.push_back(Pending::Synthetic(bytes));
+            self.queue.push_back(Pending::Synthetic {
+                bytes,
+                ready: false,
+            });
+        }
+    }
+
+    /// Like [`Relay::synthetic`], then a ReadyForQuery reporting the transaction
+    /// status once everything before it has been answered.
+    fn synthetic_ready(&mut self, bytes: Bytes) {
+        if self.queue.is_empty() {
+            self.emit_synthetic(&bytes, true);
+        } else {
+            self.queue
+                .push_back(Pending::Synthetic { bytes, ready: true });
+        }
+    }
+
+    fn emit_synthetic(&mut self, bytes: &[u8], ready: bool) {
+        self.emit(bytes);
+        if ready {
+            // With no server the client is outside any transaction.
+            let status = if self.server.is_some() {
+                self.status
+            } else {
+                b'I'
+            };
+            self.emit(&[b'Z', 0, 0, 0, 5, status]);
         }
     }
 
@@ -2098,10 +2131,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         }
                     }
                     Some(Pending::Hidden { .. }) => {}
-                    Some(Pending::Synthetic(b)) => {
+                    Some(Pending::Synthetic { bytes, ready }) => {
                         // Cannot happen: synthetic entries are drained when they reach
                         // the head. Keep the order anyway.
-                        self.emit(&b);
+                        self.emit_synthetic(&bytes, ready);
                         self.emit(frame);
                     }
                     None => self.emit(frame),
@@ -2288,9 +2321,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     }
 
     fn drain_synthetic(&mut self) {
-        while let Some(Pending::Synthetic(_)) = self.queue.front() {
-            if let Some(Pending::Synthetic(b)) = self.queue.pop_front() {
-                self.emit(&b);
+        while let Some(Pending::Synthetic { .. }) = self.queue.front() {
+            if let Some(Pending::Synthetic { bytes, ready }) = self.queue.pop_front() {
+                self.emit_synthetic(&bytes, ready);
             }
         }
     }
@@ -2848,7 +2881,10 @@ mod tests {
         let relay = std::mem::size_of::<Relay<Client>>();
         let parked = std::mem::size_of::<Parked<Client>>();
         let session = future_size(Relay::<Client>::run);
-        assert!(parked * 3 < relay, "parked form {parked} B, relay {relay} B");
+        assert!(
+            parked * 3 < relay,
+            "parked form {parked} B, relay {relay} B"
+        );
         // The session's future holds a parked client and its wait; the relay is
         // boxed apart while it runs.
         assert!(
