@@ -1898,6 +1898,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.lose_retry();
         self.batch = Batch::default();
         self.slot.clear_upstream();
+        self.unnamed_unknown();
         let lease = self.server.take();
         if let Some(mut lease) = lease {
             if lease.prepared.len() > self.db.pool.config.max_prepared_statements {
