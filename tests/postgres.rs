@@ -1171,6 +1171,29 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     assert_eq!(shown(&now), "Asia/Kolkata");
     send(&mut b, &query_message("COMMIT")).await;
 
+    // A portal bound to a SET but never executed dies with its transaction: a
+    // cursor of the same name in a later transaction tracks nothing.
+    send(&mut f, &query_message("BEGIN")).await;
+    let mut bind = frame(b'P', b"\0SET TimeZone = 'Africa/Nairobi'\0\0\0");
+    bind.extend(frame(b'B', b"c\0\0\0\0\0\0\0\0"));
+    bind.extend(frame(b'S', &[]));
+    let r = send(&mut f, &bind).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    send(&mut f, &query_message("ROLLBACK")).await;
+    send(&mut f, &query_message("BEGIN")).await;
+    send(&mut f, &query_message("DECLARE c CURSOR FOR SELECT 1")).await;
+    let mut execute = frame(b'E', b"c\0\0\0\0\0");
+    execute.extend(frame(b'S', &[]));
+    let r = send(&mut f, &execute).await;
+    assert_eq!(error_code(&r), None, "{r:?}");
+    assert_eq!(first_value(&r), "1");
+    send(&mut f, &query_message("COMMIT")).await;
+    send(&mut b, &query_message("BEGIN")).await;
+    pid(&mut b).await;
+    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
+    assert_eq!(shown(&now), "Asia/Kolkata");
+    send(&mut b, &query_message("COMMIT")).await;
+
     // The server fails a batch whose rest arrives later: unidb drops the rest as
     // the server does, answers the Sync, and the server goes back to the pool.
     let mut g = common::raw_session(&server).await;

@@ -445,8 +445,8 @@ pub struct Relay<S> {
     server_skipping: bool,
     /// Portals bound to session commands, by name. A portal outlives its Sync
     /// inside a transaction block, so these are kept until the portal is bound
-    /// anew or closed; an entry for a portal that no longer exists is harmless
-    /// (executing it fails, and a failed batch tracks nothing).
+    /// anew or closed, or the transaction is over with nothing more from the
+    /// client in flight (then every portal is gone).
     portal_cmds: Vec<(Box<[u8]>, Cmd)>,
     /// Session commands run inside the open transaction block: tracked at COMMIT.
     tx_cmds: Vec<(SessionCmd, Box<str>)>,
@@ -648,6 +648,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             database = %relay.db.pool.name,
             "client waits with its whole relay: state from its last transaction remains"
         );
+        // (A buffer consumed to its end reports no capacity but still holds its
+        // allocation: emptiness is what counts.)
+        for buf in [&mut relay.cbuf, &mut relay.to_server, &mut relay.to_client] {
+            if buf.is_empty() {
+                *buf = BytesMut::new();
+            }
+        }
         let r = &mut *relay;
         match wait_message(&mut r.client, &mut r.cbuf, &r.slot, &r.state).await {
             Woke::Message => Waited::Message(relay),
@@ -2122,6 +2129,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             && self.status == b'I'
                         {
                             return Ok(Some(Retry { dead: false }));
+                        }
+                        if done && self.status == b'I' {
+                            // No transaction and nothing more from the client in
+                            // flight: every portal it had is gone.
+                            self.portal_cmds.clear();
                         }
                         if let Some(t) = timing {
                             self.finish(t);
