@@ -79,6 +79,7 @@ impl CancelRegistry {
     pub fn wake_all(&self) {
         for slot in self.lock().values() {
             slot.notify.notify_waiters();
+            slot.parked.wake();
         }
     }
 

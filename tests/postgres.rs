@@ -1231,3 +1231,44 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     );
     server.stop().await;
 }
+
+/// At shutdown a client waiting between transactions is closed at once with
+/// 57P01, while a client inside a transaction may finish it.
+#[tokio::test]
+async fn shutdown_closes_waiting_clients_and_lets_open_transactions_finish() {
+    let cluster = PgCluster::start("");
+    let server = trusting_proxy(&cluster, "pool_mode = \"transaction\"").await;
+    let mut waiting = common::raw_session(&server).await;
+    waiting
+        .write_all(&query_message("SELECT 'ran'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first_value(&read_messages_until(&mut waiting, b'Z').await),
+        "ran"
+    );
+    let mut busy = common::raw_session(&server).await;
+    busy.write_all(&query_message("BEGIN")).await.unwrap();
+    read_messages_until(&mut busy, b'Z').await;
+    let stopping = tokio::spawn(server.stop());
+    // Told while the other client's transaction is still open.
+    let r = read_messages_until(&mut waiting, b'E').await;
+    assert_eq!(error_code(&r).as_deref(), Some("57P01"), "{r:?}");
+    let mut rest = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), waiting.read(&mut rest))
+        .await
+        .expect("the connection is closed after the error")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing after the FATAL error");
+    busy.write_all(&query_message("SELECT 'still here'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first_value(&read_messages_until(&mut busy, b'Z').await),
+        "still here"
+    );
+    busy.write_all(&query_message("COMMIT")).await.unwrap();
+    let r = read_messages_until(&mut busy, b'Z').await;
+    assert!(r.iter().any(|(t, _)| *t == b'C'), "{r:?}");
+    stopping.await.unwrap();
+}

@@ -67,8 +67,11 @@ pub struct CancelSlot {
     /// Pid and secret of the attached server (pid in the high half); 0: none.
     /// Set twice per transaction in transaction mode, so an atomic, not a lock.
     server_key: AtomicU64,
-    /// Wakes a session waiting for the SQLite writer, or a parked client.
+    /// Wakes a session waiting for the SQLite writer.
     pub notify: tokio::sync::Notify,
+    /// Wakes the session's parked client (at shutdown). Registering it costs no
+    /// lock and the waiting client's future holds nothing for it.
+    pub(crate) parked: futures_util::task::AtomicWaker,
     /// The secret of the session's cancel key.
     pub(crate) secret: i32,
     pub(crate) who: Who,

@@ -359,40 +359,41 @@ async fn wait_message<S: AsyncRead + Unpin>(
     slot: &CancelSlot,
     state: &ServerState,
 ) -> Woke {
-    loop {
+    let timeout = state.config.server.idle_timeout;
+    let mut idle = expire(timeout);
+    poll_fn(|cx| {
+        // Registered before the flag is read: shutdown sets the flag, then wakes.
+        slot.parked.register(cx.waker());
         if *state.shutdown.borrow() {
-            return Woke::Closed(
+            return Poll::Ready(Woke::Closed(
                 code::ADMIN_SHUTDOWN,
                 "terminating connection due to administrator command",
-            );
+            ));
         }
-        // Woken by the session's own slot (cancel requests and shutdown), not
-        // by the server-wide shutdown channel: no shared lock per wait.
-        let woken = slot.notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if *state.shutdown.borrow() {
-            continue;
-        }
-        let read = tokio::select! {
-            biased;
-            r = poll_fn(|cx| read_client(&mut *client, cx, &mut *cbuf)) => r,
-            _ = woken => continue,
-            // Like PostgreSQL's idle_session_timeout: a waiting client is never
-            // inside a transaction block.
-            _ = expire(state.config.server.idle_timeout) => {
-                return Woke::Closed(
-                    code::IDLE_SESSION_TIMEOUT,
-                    "terminating connection due to idle-session timeout",
-                );
+        loop {
+            match read_client(&mut *client, cx, &mut *cbuf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Woke::Gone),
+                Poll::Ready(Ok(_)) => {
+                    if has_whole_message(cbuf) || announced_len(cbuf) > 8192 {
+                        return Poll::Ready(Woke::Message);
+                    }
+                    // Part of a message: the idle time starts again.
+                    idle = expire(timeout);
+                }
+                Poll::Pending => break,
             }
-        };
-        match read {
-            Ok(0) | Err(_) => return Woke::Gone,
-            Ok(_) if has_whole_message(cbuf) || announced_len(cbuf) > 8192 => return Woke::Message,
-            Ok(_) => {}
         }
-    }
+        // Like PostgreSQL's idle_session_timeout: a waiting client is never
+        // inside a transaction block.
+        match Pin::new(&mut idle).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Woke::Closed(
+                code::IDLE_SESSION_TIMEOUT,
+                "terminating connection due to idle-session timeout",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// The length (with its type byte) of the message whose header starts `buf`; 0
@@ -2901,7 +2902,7 @@ mod tests {
         // The session's future holds a parked client and its wait; the relay is
         // boxed apart while it runs.
         assert!(
-            session < relay && session < 640,
+            session < relay && session < 512,
             "session future {session} B (relay {relay} B, parked form {parked} B)"
         );
     }
