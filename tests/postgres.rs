@@ -1194,6 +1194,31 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     assert_eq!(shown(&now), "Asia/Kolkata");
     send(&mut b, &query_message("COMMIT")).await;
 
+    // The same, all in one write: the ReadyForQuery of each batch tells which
+    // portals are gone, whatever the client has sent since.
+    let mut pipelined = query_message("BEGIN");
+    pipelined.extend(frame(b'P', b"\0SET TimeZone = 'Africa/Nairobi'\0\0\0"));
+    pipelined.extend(frame(b'B', b"c\0\0\0\0\0\0\0\0"));
+    pipelined.extend(frame(b'S', &[]));
+    pipelined.extend(query_message("ROLLBACK"));
+    pipelined.extend(query_message("BEGIN"));
+    pipelined.extend(query_message("DECLARE c CURSOR FOR SELECT 1"));
+    pipelined.extend(frame(b'E', b"c\0\0\0\0\0"));
+    pipelined.extend(frame(b'S', &[]));
+    pipelined.extend(query_message("COMMIT"));
+    f.write_all(&pipelined).await.unwrap();
+    let batches = read_batches(&mut f, 7).await;
+    assert!(
+        batches.iter().all(|b| error_code(b).is_none()),
+        "{batches:?}"
+    );
+    assert_eq!(first_value(&batches[5]), "1", "{batches:?}");
+    send(&mut b, &query_message("BEGIN")).await;
+    pid(&mut b).await;
+    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
+    assert_eq!(shown(&now), "Asia/Kolkata");
+    send(&mut b, &query_message("COMMIT")).await;
+
     // The server fails a batch whose rest arrives later: unidb drops the rest as
     // the server does, answers the Sync, and the server goes back to the pool.
     let mut g = common::raw_session(&server).await;

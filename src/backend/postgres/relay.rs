@@ -90,6 +90,13 @@ enum SessionCmd {
 /// A session command and its text (as tracked and replayed).
 type Cmd = Box<(SessionCmd, Box<str>)>;
 
+/// A session command on its way to being tracked, with the number of client
+/// Syncs and Queries queued before its portal was bound (`u64::MAX` for a simple
+/// Query's): if a transaction ended after that and before the command's own
+/// batch, the portal it ran was not the one bound (it was gone), and it is not
+/// tracked.
+type Executed = (SessionCmd, Box<str>, u64);
+
 /// Key of a SQL-level prepared statement in the tracked session commands.
 fn prepare_key(name: &str) -> String {
     format!("\0prepare {name}")
@@ -103,8 +110,10 @@ enum Pending {
         stmt: Option<(u64, Box<str>)>,
         /// For a simple Query that changes session state, or a Sync after
         /// Executes of session commands: tracked at its ReadyForQuery.
-        cmds: Vec<(SessionCmd, Box<str>)>,
+        cmds: Vec<Executed>,
         errored: bool,
+        /// For a Sync or Query: its number among the client's (from 1); 0 otherwise.
+        sync: u64,
         /// For a Query or Execute (and a Parse or Bind, recorded only if it
         /// fails): the statement being timed.
         timing: Option<Timing>,
@@ -298,15 +307,24 @@ struct Parked<S> {
     in_tx_block: bool,
 }
 
-/// A parked client's statements: named ones, the unnamed one, their
-/// fingerprints, and portals bound to session commands.
+/// A portal bound to a session command.
+struct PortalCmd {
+    portal: Box<[u8]>,
+    cmd: Cmd,
+    /// Client Syncs and Queries queued before its Bind: it belongs to the batch
+    /// ended by the next one, and is gone once a later ReadyForQuery reports no
+    /// transaction.
+    bound: u64,
+}
+
+/// A parked client's statements: named ones, the unnamed one, and their
+/// fingerprints.
 struct Kept {
     stmts: HashMap<Box<str>, Stmt>,
     stmt_fps: StatementFps,
     unnamed: Bytes,
     unnamed_cmd: Option<Cmd>,
     portal_fp: Option<Fp>,
-    portal_cmds: Vec<(Box<[u8]>, Cmd)>,
 }
 
 /// What a parked client's wait ended with.
@@ -425,7 +443,7 @@ pub struct Relay<S> {
     copy_in: bool,
     /// A session command executed in the current extended batch: tracked at its
     /// Sync, if nothing failed.
-    executed_cmds: Vec<(SessionCmd, Box<str>)>,
+    executed_cmds: Vec<Executed>,
     /// The client's unnamed statement (its Parse message) in transaction mode:
     /// a Bind in a later transaction may land on another server, which is sent
     /// the Parse first. Empty: the client has none.
@@ -446,9 +464,12 @@ pub struct Relay<S> {
     server_skipping: bool,
     /// Portals bound to session commands, by name. A portal outlives its Sync
     /// inside a transaction block, so these are kept until the portal is bound
-    /// anew or closed, or the transaction is over with nothing more from the
-    /// client in flight (then every portal is gone).
-    portal_cmds: Vec<(Box<[u8]>, Cmd)>,
+    /// anew or closed, or a ReadyForQuery after its batch reports no transaction.
+    portal_cmds: Vec<PortalCmd>,
+    /// Client Syncs and Queries queued so far (numbers them for `portal_cmds`).
+    syncs_queued: u64,
+    /// The last of them whose ReadyForQuery reported no transaction.
+    idle_upto: u64,
     /// Session commands run inside the open transaction block: tracked at COMMIT.
     tx_cmds: Vec<(SessionCmd, Box<str>)>,
     /// The last CommandComplete was COMMIT.
@@ -553,6 +574,8 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         unnamed_ok: false,
         server_skipping: false,
         portal_cmds: Vec::new(),
+        syncs_queued: 0,
+        idle_upto: 0,
         tx_cmds: Vec::new(),
         last_commit: false,
         in_tx_block: false,
@@ -718,7 +741,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             unnamed_inflight: _,
             unnamed_ok: _,
             server_skipping: _,
-            portal_cmds,
+            // With no server and no transaction, every portal is gone.
+            portal_cmds: _,
+            syncs_queued: _,
+            idle_upto: _,
             tx_cmds: _,
             last_commit,
             in_tx_block,
@@ -741,8 +767,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             || unnamed_cmd.is_some()
             || stmt_fps.unnamed.is_some()
             || !stmt_fps.named.is_empty()
-            || portal_fp.is_some()
-            || !portal_cmds.is_empty())
+            || portal_fp.is_some())
         .then(|| {
             Box::new(Kept {
                 stmts,
@@ -750,7 +775,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 unnamed,
                 unnamed_cmd,
                 portal_fp,
-                portal_cmds,
             })
         });
         Ok(Parked {
@@ -829,7 +853,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 unnamed: Bytes::new(),
                 unnamed_cmd: None,
                 portal_fp: None,
-                portal_cmds: Vec::new(),
             },
             |k| *k,
         );
@@ -857,7 +880,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             unnamed_inflight: 0,
             unnamed_ok: false,
             server_skipping: false,
-            portal_cmds: kept.portal_cmds,
+            portal_cmds: Vec::new(),
+            syncs_queued: 0,
+            idle_upto: 0,
             tx_cmds: Vec::new(),
             last_commit: p.last_commit,
             in_tx_block: p.in_tx_block,
@@ -1164,7 +1189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         if let (false, Some((portal, _))) =
                             (self.portal_cmds.is_empty(), cstr(body))
                         {
-                            self.portal_cmds.retain(|(p, _)| **p != *portal);
+                            self.portal_cmds.retain(|e| *e.portal != *portal);
                         }
                         Some(Expect::Bind)
                     }
@@ -1274,11 +1299,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     self.unnamed_batch = false;
                     self.note_sync();
                     self.unsynced = false;
+                    let sync = self.next_sync();
                     self.queue.push_back(Pending::Client {
                         expect: Expect::Sync,
                         stmt: None,
                         cmds: Vec::new(),
                         errored: true,
+                        sync,
                         timing: None,
                     });
                     self.executed_cmds.clear();
@@ -1354,7 +1381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     }
                     self.push_timed(Expect::Query, fp);
                     if let Some(Pending::Client { cmds, .. }) = self.queue.back_mut() {
-                        cmds.push((cmd, text));
+                        cmds.push((cmd, text, u64::MAX));
                     }
                 } else {
                     self.push_timed(Expect::Query, fp);
@@ -1372,11 +1399,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 if !self.copy_in {
                     // A batch the server already failed: its session command did
                     // not take effect.
+                    let sync = self.next_sync();
                     self.queue.push_back(Pending::Client {
                         expect: Expect::Sync,
                         stmt: None,
                         cmds: std::mem::take(&mut self.executed_cmds),
                         errored: self.server_skipping,
+                        sync,
                         timing: None,
                     });
                 }
@@ -1396,9 +1425,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             }
             b'E' => {
                 self.unsynced = true;
-                if let Some(cmd) = self.portal_cmd(body) {
-                    let cmd = (**cmd).clone();
-                    self.executed_cmds.push(cmd);
+                if let Some(e) = self.portal_cmd(body) {
+                    let (cmd, text) = (*e.cmd).clone();
+                    let bound = e.bound;
+                    self.executed_cmds.push((cmd, text, bound));
                 }
                 self.push_timed(Expect::Execute, self.portal_fp);
                 self.to_server.extend_from_slice(&frame);
@@ -1422,7 +1452,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     if self.portal_cmds.len() >= MAX_PORTAL_CMDS {
                         self.portal_cmds.remove(0);
                     }
-                    self.portal_cmds.push((portal.into(), cmd));
+                    self.portal_cmds.push(PortalCmd {
+                        portal: portal.into(),
+                        cmd,
+                        bound: self.syncs_queued,
+                    });
                 }
                 if self.transaction_mode && name.is_empty() && !self.ensure_unnamed() {
                     return Ok(());
@@ -1584,18 +1618,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// The session command bound to the portal named at the start of `body` (a
     /// Bind or Execute), if any.
-    fn portal_cmd(&self, body: &[u8]) -> Option<&Cmd> {
+    fn portal_cmd(&self, body: &[u8]) -> Option<&PortalCmd> {
         let (portal, _) = cstr(body)?;
-        self.portal_cmds
-            .iter()
-            .find(|(p, _)| **p == *portal)
-            .map(|(_, c)| c)
+        self.portal_cmds.iter().find(|e| *e.portal == *portal)
     }
 
     /// The portal named at the start of `body` (a Bind) is bound anew.
     fn unbind_portal_cmd(&mut self, body: &[u8]) {
         if let (false, Some((portal, _))) = (self.portal_cmds.is_empty(), cstr(body)) {
-            self.portal_cmds.retain(|(p, _)| **p != *portal);
+            self.portal_cmds.retain(|e| *e.portal != *portal);
         }
     }
 
@@ -1721,11 +1752,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     }
 
     fn push_timed(&mut self, expect: Expect, fp: Option<Fp>) {
+        let sync = if matches!(expect, Expect::Sync | Expect::Query) {
+            self.next_sync()
+        } else {
+            0
+        };
         self.queue.push_back(Pending::Client {
             expect,
             stmt: None,
             cmds: Vec::new(),
             errored: false,
+            sync,
             timing: fp.map(|fp| Timing {
                 fp,
                 start: self.read_at,
@@ -1755,6 +1792,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         } else {
             record(obs, &done);
         }
+    }
+
+    /// Numbers a client Sync or Query being queued.
+    fn next_sync(&mut self) -> u64 {
+        self.syncs_queued += 1;
+        self.syncs_queued
     }
 
     fn note_sync(&mut self) {
@@ -2106,10 +2149,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         cmds,
                         errored,
                         timing,
+                        sync,
                         ..
                     }) => {
                         if !errored {
-                            self.tx_cmds.extend(cmds);
+                            let idle_upto = self.idle_upto;
+                            self.tx_cmds.extend(
+                                cmds.into_iter()
+                                    .filter(|c| idle_upto <= c.2)
+                                    .map(|(cmd, text, _)| (cmd, text)),
+                            );
                         }
                         if self.status == b'I' && !self.tx_cmds.is_empty() {
                             // Autocommitted, or the end of the transaction that ran
@@ -2131,10 +2180,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         {
                             return Ok(Some(Retry { dead: false }));
                         }
-                        if done && self.status == b'I' {
-                            // No transaction and nothing more from the client in
-                            // flight: every portal it had is gone.
-                            self.portal_cmds.clear();
+                        if self.status == b'I' {
+                            // No transaction after this batch: every portal bound up
+                            // to it is gone (later batches may already have bound some).
+                            self.idle_upto = sync;
+                            self.portal_cmds.retain(|e| e.bound >= sync);
                         }
                         if let Some(t) = timing {
                             self.finish(t);
