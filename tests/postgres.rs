@@ -996,6 +996,15 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     async fn pid(tcp: &mut TcpStream) -> String {
         first_value(&send(tcp, &query_message("SELECT pg_backend_pid()")).await)
     }
+    /// The first value of `sql` as `client` gets it on a server other than the
+    /// last one returned to the pool, which `holder` takes meanwhile.
+    async fn value_elsewhere(client: &mut TcpStream, holder: &mut TcpStream, sql: &str) -> String {
+        send(holder, &query_message("BEGIN")).await;
+        pid(holder).await;
+        let value = first_value(&send(client, &query_message(sql)).await);
+        send(holder, &query_message("COMMIT")).await;
+        value
+    }
     // Both servers connected; b's last statement on them is an unnamed COMMIT.
     send(&mut b, &query_message("BEGIN")).await;
     let b_server = pid(&mut b).await;
@@ -1108,9 +1117,12 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     batch.extend(frame(b'S', &[]));
     let r = send(&mut f, &batch).await;
     assert_eq!(error_code(&r), None, "{r:?}");
-    let shown = |r: &[(u8, Vec<u8>)]| first_value(r);
     let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
-    assert_ne!(shown(&now), "Europe/Paris", "the SET portal never ran");
+    assert_ne!(
+        first_value(&now),
+        "Europe/Paris",
+        "the SET portal never ran"
+    );
     let mut batch = frame(b'B', b"p2\0tz\0\0\0\0\0\0\0");
     batch.extend(frame(b'P', b"\0SELECT 1\0\0\0"));
     batch.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
@@ -1123,11 +1135,10 @@ async fn unnamed_statements_follow_the_client_across_servers() {
         "{r:?}"
     );
     // On whichever server f gets next (b holds the last one used).
-    send(&mut b, &query_message("BEGIN")).await;
-    pid(&mut b).await;
-    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
-    assert_eq!(shown(&now), "Europe/Paris");
-    send(&mut b, &query_message("COMMIT")).await;
+    assert_eq!(
+        value_elsewhere(&mut f, &mut b, "SELECT current_setting('TimeZone')").await,
+        "Europe/Paris"
+    );
 
     // Two session commands in one batch (as pgjdbc's executeBatch sends them):
     // both are tracked.
@@ -1140,17 +1151,11 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     two.extend(bind_unnamed_execute_sync());
     let r = send(&mut f, &two).await;
     assert_eq!(error_code(&r), None, "{r:?}");
-    send(&mut b, &query_message("BEGIN")).await;
-    pid(&mut b).await;
-    let now = send(
-        &mut f,
-        &query_message(
-            "SELECT current_setting('application_name') || ' ' || current_setting('TimeZone')",
-        ),
-    )
-    .await;
-    assert_eq!(shown(&now), "two_sets America/Lima");
-    send(&mut b, &query_message("COMMIT")).await;
+    let sql = "SELECT current_setting('application_name') || ' ' || current_setting('TimeZone')";
+    assert_eq!(
+        value_elsewhere(&mut f, &mut b, sql).await,
+        "two_sets America/Lima"
+    );
 
     // Inside a transaction block a portal outlives its Sync: a SET bound in one
     // batch and executed in the next is tracked at COMMIT.
@@ -1165,11 +1170,10 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     let r = send(&mut f, &execute).await;
     assert_eq!(error_code(&r), None, "{r:?}");
     send(&mut f, &query_message("COMMIT")).await;
-    send(&mut b, &query_message("BEGIN")).await;
-    pid(&mut b).await;
-    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
-    assert_eq!(shown(&now), "Asia/Kolkata");
-    send(&mut b, &query_message("COMMIT")).await;
+    assert_eq!(
+        value_elsewhere(&mut f, &mut b, "SELECT current_setting('TimeZone')").await,
+        "Asia/Kolkata"
+    );
 
     // A portal bound to a SET but never executed dies with its transaction: a
     // cursor of the same name in a later transaction tracks nothing.
@@ -1188,11 +1192,10 @@ async fn unnamed_statements_follow_the_client_across_servers() {
     assert_eq!(error_code(&r), None, "{r:?}");
     assert_eq!(first_value(&r), "1");
     send(&mut f, &query_message("COMMIT")).await;
-    send(&mut b, &query_message("BEGIN")).await;
-    pid(&mut b).await;
-    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
-    assert_eq!(shown(&now), "Asia/Kolkata");
-    send(&mut b, &query_message("COMMIT")).await;
+    assert_eq!(
+        value_elsewhere(&mut f, &mut b, "SELECT current_setting('TimeZone')").await,
+        "Asia/Kolkata"
+    );
 
     // The same, all in one write: the ReadyForQuery of each batch tells which
     // portals are gone, whatever the client has sent since.
@@ -1213,11 +1216,10 @@ async fn unnamed_statements_follow_the_client_across_servers() {
         "{batches:?}"
     );
     assert_eq!(first_value(&batches[5]), "1", "{batches:?}");
-    send(&mut b, &query_message("BEGIN")).await;
-    pid(&mut b).await;
-    let now = send(&mut f, &query_message("SELECT current_setting('TimeZone')")).await;
-    assert_eq!(shown(&now), "Asia/Kolkata");
-    send(&mut b, &query_message("COMMIT")).await;
+    assert_eq!(
+        value_elsewhere(&mut f, &mut b, "SELECT current_setting('TimeZone')").await,
+        "Asia/Kolkata"
+    );
 
     // The server fails a batch whose rest arrives later: unidb drops the rest as
     // the server does, answers the Sync, and the server goes back to the pool.
