@@ -90,12 +90,16 @@ enum SessionCmd {
 /// A session command and its text (as tracked and replayed).
 type Cmd = Box<(SessionCmd, Box<str>)>;
 
-/// A session command on its way to being tracked, with the number of client
-/// Syncs and Queries queued before its portal was bound (`u64::MAX` for a simple
-/// Query's): if a transaction ended after that and before the command's own
-/// batch, the portal it ran was not the one bound (it was gone), and it is not
-/// tracked.
-type Executed = (SessionCmd, Box<str>, u64);
+/// A session command on its way to being tracked.
+struct Executed {
+    cmd: SessionCmd,
+    text: Box<str>,
+    /// Client Syncs and Queries queued before its portal was bound (`u64::MAX`
+    /// for a simple Query's): if a transaction ended after that and before the
+    /// command's own batch, the portal it ran was not the one bound (that was
+    /// gone), and it is not tracked.
+    bound: u64,
+}
 
 /// Key of a SQL-level prepared statement in the tracked session commands.
 fn prepare_key(name: &str) -> String {
@@ -544,54 +548,30 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
     }
     msg::backend_key_data(&mut out, pid, secret);
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
-    let transaction_mode = db.pool.config.pool_mode == PoolMode::Transaction;
     let obs = state
         .observer
         .db(&db.pool.name)
         .filter(|o| o.enabled())
         .cloned();
     let pause = state.pauses[&db.pool.name].clone();
-    Some(Box::new(Relay {
+    // A new client is a parked one with nothing but its greeting to send.
+    let mut relay = Relay::resume(Parked {
         client,
         cbuf: leftover,
         db,
-        max_message: state.config.server.max_message_size,
         state,
         slot,
-        server: None,
-        queue: VecDeque::new(),
-        to_server: BytesMut::new(),
-        to_client: out,
-        status: b'I',
-        unsynced: false,
-        skip_until_sync: false,
-        copy_in: false,
-        executed_cmds: Vec::new(),
-        unnamed: Bytes::new(),
-        unnamed_cmd: None,
-        unnamed_batch: false,
-        unnamed_inflight: 0,
-        unnamed_ok: false,
-        server_skipping: false,
-        portal_cmds: Vec::new(),
-        syncs_queued: 0,
-        idle_upto: 0,
-        tx_cmds: Vec::new(),
+        settings,
+        kept: None,
+        fps: None,
+        obs,
+        pause,
+        wait: Duration::ZERO,
         last_commit: false,
         in_tx_block: false,
-        passthrough: None,
-        settings,
-        stmts: HashMap::new(),
-        batch: Batch::default(),
-        transaction_mode,
-        obs,
-        fps: None,
-        stmt_fps: StatementFps::default(),
-        portal_fp: None,
-        read_at: Instant::now(),
-        wait: Duration::ZERO,
-        pause,
-    }))
+    });
+    relay.to_client = out;
+    Some(relay)
 }
 
 enum Event {
@@ -634,15 +614,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         Waited::Over => return,
                     }
                 }
-                // Boxed, and bound before it is awaited: a temporary would keep its
-                // place in this future (which every idle client costs) across the await.
-                let active = Box::pin(relay.active());
-                if let Err(end) = active.await {
+                if let Err(end) = Box::pin(relay.active()).await {
                     break end;
                 }
             };
-            let end = Box::pin(relay.end(end));
-            end.await;
+            Box::pin(relay.end(end)).await;
         }
     }
 
@@ -844,7 +820,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             && done.is_empty()
     }
 
-    /// The relay of a parked client that has sent a message.
+    /// The relay of a parked client that has sent a message (or of a new one).
     fn resume(p: Parked<S>) -> Box<Self> {
         let kept = p.kept.map_or_else(
             || Kept {
@@ -856,7 +832,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             },
             |k| *k,
         );
-        // As `start` sets them: neither changes while the server runs.
+        // Neither changes while the server runs.
         let transaction_mode = p.db.pool.config.pool_mode == PoolMode::Transaction;
         let max_message = p.state.config.server.max_message_size;
         Box::new(Relay {
@@ -1268,13 +1244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         if self.skip_until_sync {
             // The server skips these too (or never got the batch); a retry of the
             // batch replays them all the same.
-            if self.transaction_mode && self.batch.eligible {
-                if self.batch.replay.len() + frame.len() > REPLAY_LIMIT {
-                    self.lose_retry();
-                } else {
-                    self.batch.replay.extend_from_slice(&frame);
-                }
-            }
+            self.keep_for_retry(&frame);
             if matches!(tag, b'c' | b'f') {
                 self.copy_in = false;
             }
@@ -1353,14 +1323,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 return Ok(());
             }
         }
-        if self.transaction_mode && self.batch.eligible {
-            if self.batch.replay.len() + frame.len() > REPLAY_LIMIT
-                || matches!(tag, b'd' | b'c' | b'f')
-            {
-                self.lose_retry();
-            } else {
-                self.batch.replay.extend_from_slice(&frame);
-            }
+        if matches!(tag, b'd' | b'c' | b'f') {
+            self.lose_retry();
+        } else {
+            self.keep_for_retry(&frame);
         }
         let body = &frame[5..];
         match tag {
@@ -1381,7 +1347,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                     }
                     self.push_timed(Expect::Query, fp);
                     if let Some(Pending::Client { cmds, .. }) = self.queue.back_mut() {
-                        cmds.push((cmd, text, u64::MAX));
+                        cmds.push(Executed {
+                            cmd,
+                            text,
+                            bound: u64::MAX,
+                        });
                     }
                 } else {
                     self.push_timed(Expect::Query, fp);
@@ -1428,7 +1398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 if let Some(e) = self.portal_cmd(body) {
                     let (cmd, text) = (*e.cmd).clone();
                     let bound = e.bound;
-                    self.executed_cmds.push((cmd, text, bound));
+                    self.executed_cmds.push(Executed { cmd, text, bound });
                 }
                 self.push_timed(Expect::Execute, self.portal_fp);
                 self.to_server.extend_from_slice(&frame);
@@ -1809,24 +1779,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// An answer of unidb's own, in order behind whatever is in flight.
     fn synthetic(&mut self, bytes: Bytes) {
-        if self.queue.is_empty() {
-            self.emit(&bytes);
-        } else {
-            self.queue.push_back(Pending::Synthetic {
-                bytes,
-                ready: false,
-            });
-        }
+        self.push_synthetic(bytes, false);
     }
 
     /// Like [`Relay::synthetic`], then a ReadyForQuery reporting the transaction
     /// status once everything before it has been answered.
     fn synthetic_ready(&mut self, bytes: Bytes) {
+        self.push_synthetic(bytes, true);
+    }
+
+    fn push_synthetic(&mut self, bytes: Bytes, ready: bool) {
         if self.queue.is_empty() {
-            self.emit_synthetic(&bytes, true);
+            self.emit_synthetic(&bytes, ready);
         } else {
-            self.queue
-                .push_back(Pending::Synthetic { bytes, ready: true });
+            self.queue.push_back(Pending::Synthetic { bytes, ready });
         }
     }
 
@@ -1850,6 +1816,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             self.batch.held += bytes.len();
             if self.batch.held > HOLD_LIMIT {
                 self.lose_retry();
+            }
+        }
+    }
+
+    /// Adds a client message to the copy kept for a retry of the batch, while it
+    /// may still be retried and the copy stays within its limit.
+    fn keep_for_retry(&mut self, frame: &[u8]) {
+        if self.transaction_mode && self.batch.eligible {
+            if self.batch.replay.len() + frame.len() > REPLAY_LIMIT {
+                self.lose_retry();
+            } else {
+                self.batch.replay.extend_from_slice(frame);
             }
         }
     }
@@ -2156,8 +2134,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             let idle_upto = self.idle_upto;
                             self.tx_cmds.extend(
                                 cmds.into_iter()
-                                    .filter(|c| idle_upto <= c.2)
-                                    .map(|(cmd, text, _)| (cmd, text)),
+                                    .filter(|c| idle_upto <= c.bound)
+                                    .map(|c| (c.cmd, c.text)),
                             );
                         }
                         if self.status == b'I' && !self.tx_cmds.is_empty() {
