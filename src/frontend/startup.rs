@@ -423,6 +423,7 @@ async fn write_out<S: AsyncWrite + Unpin>(
     out.clear();
     Ok(())
 }
+
 #[cfg(test)]
 mod tests {
     fn future_size<A, B, R>(_: fn(A, B) -> R) -> usize {
