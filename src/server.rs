@@ -9,13 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
 use crate::backend::postgres::PostgresDb;
 use crate::backend::sqlite::{CancelSlot, SqliteDb};
-use crate::config::{Config, DatabaseConfig, TlsConfig};
+use crate::config::{Config, DatabaseConfig, TlsConfig, Upstream};
 use crate::frontend::auth::UserStore;
 use crate::observe::{DbGauges, Observer, PoolGauges};
 
@@ -36,13 +35,21 @@ pub struct CancelRegistry {
     next_pid: AtomicI32,
     /// std `Mutex`: held for a map operation only, never across an await.
     sessions: Mutex<HashMap<i32, Arc<CancelSlot>>>,
+    /// Notified when the last session ends.
+    emptied: tokio::sync::Notify,
 }
 
 impl CancelRegistry {
-    pub fn register(&self, info: ClientInfo) -> (i32, i32, Arc<CancelSlot>) {
+    /// Registers a client's session; `upstream` is its database's, if that is a
+    /// PostgreSQL one.
+    pub fn register(
+        &self,
+        info: ClientInfo,
+        upstream: Option<Arc<Upstream>>,
+    ) -> (i32, i32, Arc<CancelSlot>) {
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed) + 10_000;
         let secret = i32::from_ne_bytes(crate::frontend::auth::random_bytes());
-        let slot = Arc::new(CancelSlot::for_client(secret, info));
+        let slot = Arc::new(CancelSlot::for_client(secret, info, upstream));
         self.lock().insert(pid, slot.clone());
         (pid, secret, slot)
     }
@@ -59,7 +66,41 @@ impl CancelRegistry {
     }
 
     pub fn unregister(&self, pid: i32) {
-        self.lock().remove(&pid);
+        let mut sessions = self.lock();
+        sessions.remove(&pid);
+        if sessions.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Waits until no session is left.
+    pub async fn all_ended(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.lock().is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is running.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Aborts every session's task (their guards unregister them).
+    pub fn abort_all(&self) {
+        for slot in self.lock().values() {
+            slot.abort();
+        }
     }
 
     /// Cancels the running statement of session `pid` if `secret` matches.
@@ -78,8 +119,7 @@ impl CancelRegistry {
     /// Wakes every session (they check the shutdown flag when woken).
     pub fn wake_all(&self) {
         for slot in self.lock().values() {
-            slot.notify.notify_waiters();
-            slot.parked.wake();
+            slot.wake();
         }
     }
 
@@ -211,6 +251,12 @@ impl ServerState {
 
     /// Opens every database and loads TLS material.
     pub fn new(config: Config) -> anyhow::Result<Arc<ServerState>> {
+        let observer = Observer::new(&config)?;
+        let pauses: HashMap<String, Arc<Pause>> = config
+            .databases
+            .keys()
+            .map(|k| (k.clone(), Arc::new(Pause::default())))
+            .collect();
         let mut databases = HashMap::new();
         for (name, db) in &config.databases {
             match db {
@@ -218,17 +264,17 @@ impl ServerState {
                     databases.insert(name.clone(), Database::Sqlite(SqliteDb::open(name, s)?));
                 }
                 DatabaseConfig::Postgres(p) => {
-                    databases.insert(name.clone(), Database::Postgres(PostgresDb::open(name, p)?));
+                    let db = PostgresDb::open(
+                        name,
+                        p,
+                        observer.db(name).cloned(),
+                        pauses[name].clone(),
+                    )?;
+                    databases.insert(name.clone(), Database::Postgres(db));
                 }
             }
         }
         let tls = config.server.tls.as_ref().map(load_tls).transpose()?;
-        let observer = Observer::new(&config)?;
-        let pauses = config
-            .databases
-            .keys()
-            .map(|k| (k.clone(), Arc::new(Pause::default())))
-            .collect();
         let live = Live::from_config(&config);
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Arc::new(ServerState {
@@ -381,13 +427,14 @@ pub async fn run(
         },
         None => None,
     };
-    let mut sessions = JoinSet::new();
+    // Connections are served by tasks of their own: a handshake's, then the
+    // session's, which the cancel registry can reach.
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     tracing::trace!(%peer, "accepted");
-                    sessions.spawn(crate::frontend::startup::serve_tcp(tcp, state.clone()));
+                    tokio::spawn(crate::frontend::startup::serve_tcp(tcp, state.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -395,30 +442,36 @@ pub async fn run(
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
     tracing::info!(
-        sessions = sessions.len(),
+        sessions = state.cancels.len(),
         "shutting down: no new connections"
     );
     let _ = state.shutdown_tx.send(true);
     // Parked pooled clients wait on their own slot, not on the shutdown channel.
     state.cancels.wake_all();
     let grace = state.config.server.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(grace, state.cancels.all_ended()).await;
     if drained.is_err() {
         tracing::warn!(
-            sessions = sessions.len(),
+            sessions = state.cancels.len(),
             "grace period over: closing remaining sessions"
         );
-        sessions.abort_all();
-        while sessions.join_next().await.is_some() {}
+        state.cancels.abort_all();
+        // A session still starting (its task not yet spawned) ends with its
+        // start's own timeouts.
+        if tokio::time::timeout(grace, state.cancels.all_ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = state.cancels.len(),
+                "sessions still starting at the end of shutdown"
+            );
+        }
     }
     for db in state.databases.values() {
         if let Database::Sqlite(db) = db {

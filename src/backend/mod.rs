@@ -4,86 +4,115 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::InterruptHandle;
 
 use crate::config::Upstream;
 use crate::server::ClientInfo;
 
-/// [`ClientInfo`] as kept for every connected client: the three names in one
-/// allocation.
+/// [`ClientInfo`] as kept for every connected client, in little memory: the
+/// names and the address in one string.
 #[derive(Default)]
 pub(crate) struct Who {
-    /// User, database and application name, each ended by a NUL.
-    names: Box<str>,
-    addr: Option<std::net::SocketAddr>,
-    /// `None` for the internal sessions that no client opened.
-    connected_at: Option<std::time::SystemTime>,
+    /// User, database, application name and address (empty: none), each ended by
+    /// a NUL.
+    text: Box<str>,
+    /// Microseconds since the Unix epoch; 0 for the internal sessions that no
+    /// client opened.
+    connected_at: u64,
     tls: bool,
 }
 
 impl Who {
     fn new(info: ClientInfo) -> Who {
-        let mut names = String::with_capacity(
-            info.user.len() + info.database.len() + info.application_name.len() + 3,
+        let addr = info.addr.map(|a| a.to_string()).unwrap_or_default();
+        let mut text = String::with_capacity(
+            info.user.len() + info.database.len() + info.application_name.len() + addr.len() + 4,
         );
-        for name in [&info.user, &info.database, &info.application_name] {
+        for name in [&info.user, &info.database, &info.application_name, &addr] {
             // A NUL cannot come from a startup packet, whose strings end at one.
-            names.extend(name.chars().filter(|c| *c != '\0'));
-            names.push('\0');
+            text.extend(name.chars().filter(|c| *c != '\0'));
+            text.push('\0');
         }
+        let since_epoch = info
+            .connected_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Who {
-            names: names.into_boxed_str(),
-            addr: info.addr,
-            connected_at: Some(info.connected_at),
+            text: text.into_boxed_str(),
+            connected_at: since_epoch
+                .as_micros()
+                .try_into()
+                .unwrap_or(u64::MAX)
+                .max(1),
             tls: info.tls,
         }
     }
 
     fn info(&self) -> ClientInfo {
-        let mut names = self.names.split('\0');
-        let mut next = || names.next().unwrap_or_default().to_string();
+        let mut parts = self.text.split('\0');
+        let mut next = || parts.next().unwrap_or_default().to_string();
         ClientInfo {
             user: next(),
             database: next(),
             application_name: next(),
-            addr: self.addr,
-            connected_at: self.connected_at.unwrap_or(std::time::UNIX_EPOCH),
+            addr: next().parse().ok(),
+            connected_at: std::time::UNIX_EPOCH
+                + std::time::Duration::from_micros(self.connected_at),
             tls: self.tls,
         }
     }
 }
 
+/// What a session's SQLite statement is interrupted with, and what aborts the
+/// session's task.
+#[derive(Default)]
+struct Handles {
+    running: Option<(Arc<InterruptHandle>, Arc<AtomicBool>)>,
+    abort: Option<tokio::task::AbortHandle>,
+}
+
 /// What cancels a session's running statement: the SQLite statement running for
 /// it, or the upstream server connection it holds. Also who the session's client
-/// is, and its cancel key: one allocation per connected client.
+/// is, and its cancel key: one allocation per connected client, kept small.
 #[derive(Default)]
 pub struct CancelSlot {
-    running: Mutex<Option<(Arc<InterruptHandle>, Arc<AtomicBool>)>>,
-    /// The upstream of the session's database, known from its first server.
-    upstream: OnceLock<Arc<Upstream>>,
+    handles: Mutex<Handles>,
+    /// The upstream of the session's database, if it is a PostgreSQL one.
+    upstream: Option<Arc<Upstream>>,
     /// Pid and secret of the attached server (pid in the high half); 0: none.
     /// Set twice per transaction in transaction mode, so an atomic, not a lock.
     server_key: AtomicU64,
-    /// Wakes a session waiting for the SQLite writer.
-    pub notify: tokio::sync::Notify,
-    /// Wakes the session's parked client (at shutdown). Registering it costs no
-    /// lock and the waiting client's future holds nothing for it.
-    pub(crate) parked: futures_util::task::AtomicWaker,
+    /// Wakes the session's task when it waits for a cancel request (SQLite
+    /// writer) or is a parked pooled client (shutdown). Registering it costs no
+    /// lock and the waiting future holds nothing for it.
+    pub(crate) waker: futures_util::task::AtomicWaker,
+    /// Cancel requests and shutdown's wake-ups so far: a wait for the SQLite
+    /// writer ends when it changes.
+    wakes: AtomicU32,
     /// The secret of the session's cancel key.
     pub(crate) secret: i32,
     pub(crate) who: Who,
 }
 
 impl CancelSlot {
-    pub(crate) fn for_client(secret: i32, info: ClientInfo) -> CancelSlot {
+    pub(crate) fn for_client(
+        secret: i32,
+        info: ClientInfo,
+        upstream: Option<Arc<Upstream>>,
+    ) -> CancelSlot {
         CancelSlot {
             secret,
             who: Who::new(info),
+            upstream,
             ..CancelSlot::default()
         }
+    }
+
+    fn handles(&self) -> std::sync::MutexGuard<'_, Handles> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Who the session's client is.
@@ -91,22 +120,54 @@ impl CancelSlot {
         self.who.info()
     }
 
+    /// The handle that aborts the session's task, once it runs.
+    pub(crate) fn set_abort(&self, abort: tokio::task::AbortHandle) {
+        self.handles().abort = Some(abort);
+    }
+
+    /// Aborts the session's task: its client is disconnected at once.
+    pub(crate) fn abort(&self) {
+        if let Some(abort) = &self.handles().abort {
+            abort.abort();
+        }
+    }
+
     /// Interrupts the statement running for this session, if any.
     pub fn cancel(&self) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((handle, flag)) = running.as_ref() {
+        let handles = self.handles();
+        if let Some((handle, flag)) = handles.running.as_ref() {
             flag.store(true, Ordering::SeqCst);
             handle.interrupt();
         }
-        drop(running);
-        if let (Some((pid, secret)), Some(up)) = (self.server_key(), self.upstream.get()) {
+        drop(handles);
+        if let (Some((pid, secret)), Some(up)) = (self.server_key(), &self.upstream) {
             postgres::cancel_upstream(up.clone(), pid, secret);
         }
-        self.notify.notify_waiters();
+        self.wake();
+    }
+
+    /// Ends a wait for the SQLite writer and wakes a parked pooled client.
+    pub(crate) fn wake(&self) {
+        self.wakes.fetch_add(1, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// Completes at the next [`CancelSlot::wake`] (a cancel request, shutdown).
+    /// One task waits on a slot at a time: its session's.
+    pub(crate) fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        let start = self.wakes.load(Ordering::Acquire);
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            if self.wakes.load(Ordering::Acquire) == start {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
     }
 
     pub(crate) fn set(&self, value: Option<(Arc<InterruptHandle>, Arc<AtomicBool>)>) {
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        self.handles().running = value;
     }
 
     /// The backend pid of the upstream server attached to this session, if any.
@@ -123,18 +184,12 @@ impl CancelSlot {
 
     /// Whether a SQLite statement is running for this session.
     pub fn running(&self) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.handles().running.is_some()
     }
 
-    /// The upstream server (and its cancel key) running this session's statements.
+    /// The cancel key of the upstream server running this session's statements.
     /// A session's servers all come from one upstream, its database's.
-    pub(crate) fn set_upstream(&self, upstream: &Arc<Upstream>, pid: i32, secret: i32) {
-        if self.upstream.get().is_none() {
-            let _ = self.upstream.set(upstream.clone());
-        }
+    pub(crate) fn set_upstream(&self, pid: i32, secret: i32) {
         let key = ((pid as u32 as u64) << 32) | secret as u32 as u64;
         self.server_key.store(key, Ordering::Release);
     }

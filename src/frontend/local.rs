@@ -50,7 +50,11 @@ pub async fn connect(
         application_name: application_name.to_string(),
         tls: false,
     };
-    let (pid, secret, slot) = state.cancels.register(info);
+    let upstream = match &db {
+        Database::Postgres(pg) => Some(pg.pool.upstream.clone()),
+        Database::Sqlite(_) => None,
+    };
+    let (pid, secret, slot) = state.cancels.register(info, upstream);
     let mut params = BTreeMap::new();
     params.insert("user".to_string(), user.to_string());
     params.insert("database".to_string(), database.to_string());
@@ -64,7 +68,9 @@ pub async fn connect(
         out
     };
     let st = state.clone();
-    match db {
+    let registered = Registered(state.clone(), pid);
+    let abort_slot = slot.clone();
+    let task = match db {
         Database::Sqlite(db) => {
             let reader = FrontendReader::new(BytesMut::new(), st.config.server.max_message_size);
             let session = Session::new(
@@ -84,31 +90,41 @@ pub async fn connect(
                 Paused::Exempt => session.exempt_from_pause(),
             };
             tokio::spawn(async move {
+                let _registered = registered;
                 session.run().await;
-                st.cancels.unregister(pid);
-            });
+            })
         }
-        Database::Postgres(db) => {
-            tokio::spawn(async move {
-                let relay = crate::backend::postgres::start(
-                    theirs,
-                    greeting,
-                    BytesMut::new(),
-                    db,
-                    slot,
-                    pid,
-                    secret,
-                    params,
-                    st.clone(),
-                );
-                if let Some(relay) = Box::pin(relay).await {
-                    relay.run().await;
-                }
-                st.cancels.unregister(pid);
-            });
-        }
-    }
+        Database::Postgres(db) => tokio::spawn(async move {
+            let _registered = registered;
+            let relay = crate::backend::postgres::start(
+                theirs,
+                greeting,
+                BytesMut::new(),
+                db,
+                slot,
+                pid,
+                secret,
+                params,
+                st.clone(),
+            );
+            if let Some(relay) = Box::pin(relay).await {
+                relay.run().await;
+            }
+        }),
+    };
+    // Shutdown aborts it when its grace period is over.
+    abort_slot.set_abort(task.abort_handle());
     let mut client = Client::new(ours, BytesMut::new());
     client.read_greeting().await?;
     Ok(client)
+}
+
+/// A local session's place in the cancel registry, left when its task ends or is
+/// aborted.
+struct Registered(Arc<ServerState>, i32);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.cancels.unregister(self.1);
+    }
 }

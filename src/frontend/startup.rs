@@ -3,43 +3,53 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
+
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use pgwire::messages::startup::Authentication;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::auth::{md5_matches, random_bytes, ScramError, ScramServer};
 use super::session::Session;
+use crate::backend::CancelSlot;
 use crate::config::AuthMethod;
 use crate::error::{code, PgError};
 use crate::protocol::{self, write as msg, Frontend, FrontendReader, ReadError, StartupRequest};
 use crate::server::{ClientInfo, Database, ServerState};
 
-/// A session after its handshake: what a connected client costs while it lives.
-type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A session ready to run and what it holds while it runs. The guard lives in the
-/// connection's task beside the boxed session, not in a box of its own.
-struct Started {
-    session: SessionFuture,
-    _running: Running,
-}
-
-/// Serves one TCP connection from accept to close.
+/// Serves one TCP connection until its session starts: negotiation and
+/// authentication. The session runs as a task of its own (see
+/// [`spawn_session`]), so that this task and the handshake's state (TLS,
+/// authentication) are freed and an idle client holds only its session.
 pub async fn serve_tcp(tcp: TcpStream, state: Arc<ServerState>) {
-    // The handshake's state (TLS, authentication) is freed before the session
-    // runs, so an idle client holds only its session's own state.
-    let Some(mut started) = Box::pin(handshake(tcp, state)).await else {
-        return;
-    };
-    (&mut started.session).await;
+    Box::pin(handshake(tcp, state)).await;
 }
 
-/// Negotiation and authentication; returns the session to run, if any.
-async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<Started> {
+/// Runs a session in a task of its own with what it holds while it runs. The
+/// task's future is the session's own, unboxed: tokio allocates a task in steps of
+/// 128 bytes, so what an idle client costs is this future's size, rounded up.
+/// The session can be aborted through its cancel slot (at the end of shutdown's
+/// grace period).
+fn spawn_session<F>(session: F, running: Running, slot: &CancelSlot)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let task = tokio::spawn(session_task(session, running));
+    slot.set_abort(task.abort_handle());
+}
+
+/// The session's future and its guard, dropped when the session ends or is
+/// aborted. (Not an `async` block: one would keep the session's future twice,
+/// as its capture and as what it awaits.)
+fn session_task<F: Future<Output = ()>>(session: F, running: Running) -> impl Future<Output = ()> {
+    session.map(move |()| drop(running))
+}
+
+/// Negotiation and authentication; starts the session, if any.
+async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
     let mut buf = BytesMut::with_capacity(1024);
@@ -51,39 +61,39 @@ async fn handshake(mut tcp: TcpStream, state: Arc<ServerState>) -> Option<Starte
                     // No plaintext may be buffered behind an SSLRequest.
                     Some(acceptor) if buf.is_empty() => {
                         if tcp.write_all(b"S").await.is_err() {
-                            return None;
+                            return;
                         }
                         match Box::pin(acceptor.accept(tcp)).await {
                             Ok(tls) => return Box::pin(serve_after_tls(tls, state, peer)).await,
                             Err(e) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
-                                return None;
+                                return;
                             }
                         }
                     }
-                    Some(_) => return None,
+                    Some(_) => return,
                     None => {
                         if tcp.write_all(b"N").await.is_err() {
-                            return None;
+                            return;
                         }
                     }
                 }
             }
             Ok(StartupRequest::Gss) => {
                 if tcp.write_all(b"N").await.is_err() {
-                    return None;
+                    return;
                 }
             }
             Ok(StartupRequest::Cancel { pid, secret }) => {
                 state.cancels.cancel(pid, secret);
-                return None;
+                return;
             }
             Ok(StartupRequest::Startup { params, .. }) => {
                 return Box::pin(start_session(tcp, buf, params, state, peer, false)).await;
             }
             Err(e) => {
                 reject_startup(&mut tcp, e).await;
-                return None;
+                return;
             }
         }
     }
@@ -93,7 +103,7 @@ async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
     state: Arc<ServerState>,
     peer: Option<std::net::SocketAddr>,
-) -> Option<Started> {
+) {
     let mut buf = BytesMut::with_capacity(1024);
     match protocol::read_startup(&mut stream, &mut buf).await {
         Ok(StartupRequest::Startup { params, .. }) => {
@@ -101,16 +111,13 @@ async fn serve_after_tls<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
         Ok(StartupRequest::Cancel { pid, secret }) => {
             state.cancels.cancel(pid, secret);
-            None
         }
         Ok(_) => {
             let e = ReadError::Invalid("SSL or GSS negotiation repeated inside TLS".into());
             reject_startup(&mut stream, e).await;
-            None
         }
         Err(e) => {
             reject_startup(&mut stream, e).await;
-            None
         }
     }
 }
@@ -144,7 +151,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     state: Arc<ServerState>,
     peer: Option<std::net::SocketAddr>,
     tls: bool,
-) -> Option<Started> {
+) {
     let mut reader = FrontendReader::new(buf, state.config.server.max_message_size);
     let Some(user) = params.get("user").filter(|u| !u.is_empty()).cloned() else {
         {
@@ -156,7 +163,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 ),
             )
             .await;
-            return None;
+            return;
         }
     };
     let database = params
@@ -174,7 +181,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 ),
             )
             .await;
-            return None;
+            return;
         }
     };
     // AuthenticationOk is sent with the session's first messages: one write.
@@ -184,10 +191,10 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             tracing::info!(user = %user, database = %database, code = e.code, "authentication failed");
             {
                 send_fatal(&mut stream, e).await;
-                return None;
+                return;
             }
         }
-        Err(None) => return None,
+        Err(None) => return,
     };
     let info = ClientInfo {
         user: user.clone(),
@@ -210,20 +217,19 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 .with_hint("admin users are listed in [server] admin_users"),
             )
             .await;
-            return None;
+            return;
         }
-        let (pid, secret, _slot) = state.cancels.register(info);
+        let (pid, secret, slot) = state.cancels.register(info, None);
         tracing::info!(pid, user = %user, "admin console session started");
         let session = crate::admin::serve(stream, reader, greeting, state.clone(), pid, secret);
-        return Some(Started {
-            session: Box::pin(session),
-            _running: Running {
-                _client_permit: client_permit,
-                clients: None,
-                state,
-                pid,
-            },
-        });
+        let running = Running {
+            _client_permit: client_permit,
+            clients: None,
+            state,
+            pid,
+        };
+        spawn_session(session, running, &slot);
+        return;
     }
     let Some(db) = state.databases.get(&database).cloned() else {
         let _ = stream.write_all(&greeting).await;
@@ -237,10 +243,14 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 .with_hint(format!("configured databases: {}", state.database_names())),
             )
             .await;
-            return None;
+            return;
         }
     };
-    let (pid, secret, slot) = state.cancels.register(info);
+    let upstream = match &db {
+        Database::Postgres(pg) => Some(pg.pool.upstream.clone()),
+        Database::Sqlite(_) => None,
+    };
+    let (pid, secret, slot) = state.cancels.register(info, upstream);
     tracing::debug!(pid, user = %user, database = %database, "session started");
     let clients = state.observer.db(&database).map(|o| o.clients().clone());
     if let Some(g) = &clients {
@@ -252,13 +262,13 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         state: state.clone(),
         pid,
     };
-    let session: SessionFuture = match db {
+    match db {
         Database::Sqlite(db) => {
             let session = Session::new(
                 stream,
                 reader,
                 db,
-                slot,
+                slot.clone(),
                 pid,
                 secret,
                 user,
@@ -266,7 +276,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 state.clone(),
                 greeting,
             );
-            Box::pin(session.run())
+            spawn_session(session.run(), running, &slot);
         }
         Database::Postgres(db) => {
             // Only what the client already sent, not the reader's whole buffer:
@@ -278,19 +288,17 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 greeting,
                 leftover,
                 db,
-                slot,
+                slot.clone(),
                 pid,
                 secret,
                 params,
                 state.clone(),
             );
-            Box::pin(Box::pin(relay).await?.run())
+            if let Some(relay) = Box::pin(relay).await {
+                spawn_session(relay.run(), running, &slot);
+            }
         }
-    };
-    Some(Started {
-        session,
-        _running: running,
-    })
+    }
 }
 
 /// What a session holds while it runs, released when it ends (or is aborted): the
@@ -426,7 +434,7 @@ async fn write_out<S: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    fn future_size<A, B, R>(_: fn(A, B) -> R) -> usize {
+    fn future_size<A, B, R>(_: impl Fn(A, B) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 
@@ -436,5 +444,17 @@ mod tests {
     fn a_connection_task_stays_small() {
         let size = future_size(super::serve_tcp);
         assert!(size <= 128, "serve_tcp future is {size} B");
+    }
+
+    /// An idle pooled client costs its session's task: tokio's task header and
+    /// trailer take 96 bytes and the whole is rounded up to 128, so a session
+    /// future up to 288 bytes keeps the task at 384.
+    #[test]
+    fn a_pooled_session_task_stays_within_384_bytes() {
+        type Relay = crate::backend::postgres::Relay<tokio::net::TcpStream>;
+        let size = future_size(|relay: Box<Relay>, running: super::Running| {
+            super::session_task(relay.run(), running)
+        });
+        assert!(size <= 288, "pooled session task future is {size} B");
     }
 }

@@ -16,17 +16,30 @@ pub use pool::{Pool, PoolStats};
 pub use relay::{cancel_upstream, start, Relay};
 
 use crate::config::PostgresConfig;
+use crate::observe::DbObs;
 use crate::protocol::client::Client;
+use crate::server::Pause;
 
 /// A PostgreSQL-backed database.
 pub struct PostgresDb {
     pub pool: Arc<Pool>,
+    /// Statement timing (`None` when `[observe] enabled = false`).
+    pub obs: Option<Arc<DbObs>>,
+    /// `PAUSE` state.
+    pub pause: Arc<Pause>,
 }
 
 impl PostgresDb {
-    pub fn open(name: &str, config: &PostgresConfig) -> anyhow::Result<Arc<PostgresDb>> {
+    pub fn open(
+        name: &str,
+        config: &PostgresConfig,
+        obs: Option<Arc<DbObs>>,
+        pause: Arc<Pause>,
+    ) -> anyhow::Result<Arc<PostgresDb>> {
         Ok(Arc::new(PostgresDb {
             pool: Pool::new(name, config)?,
+            obs: obs.filter(|o| o.enabled()),
+            pause,
         }))
     }
 

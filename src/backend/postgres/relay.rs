@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -32,7 +32,7 @@ use crate::config::{PoolMode, SessionSet};
 use crate::error::{code, PgError, Severity};
 use crate::observe::{DbObs, Fp, FpCache};
 use crate::protocol::write as msg;
-use crate::server::{Pause, ServerState};
+use crate::server::ServerState;
 
 /// Output waiting for a peer beyond this stops reading from the other side.
 const BACKPRESSURE: usize = 256 * 1024;
@@ -188,19 +188,46 @@ struct Stmt {
 
 /// Session parameters the client asked for (startup packet and tracked `SET`s).
 struct Settings {
-    /// Kept for the session's life, so exactly sized.
-    startup: Box<[(Box<str>, Box<str>)]>,
+    startup: Startup,
     sets: Vec<(String, String)>,
     fingerprint: u64,
 }
 
+/// The startup packet's parameters that a server is brought to: kept for the
+/// session's life, so in one exactly sized string, each name and value ended by
+/// a NUL (which no startup packet string can hold).
+#[derive(Hash, Default)]
+struct Startup(Box<str>);
+
+impl Startup {
+    fn new(params: &BTreeMap<String, String>) -> Startup {
+        let mut text = String::new();
+        for (k, v) in params {
+            if matches!(k.as_str(), "user" | "database" | "replication" | "options") {
+                continue;
+            }
+            for s in [k, v] {
+                text.extend(s.chars().filter(|c| *c != '\0'));
+                text.push('\0');
+            }
+        }
+        Startup(text.into_boxed_str())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The parameters, as name and value.
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.0.split('\0');
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
+}
+
 impl Settings {
     fn new(params: &BTreeMap<String, String>) -> Settings {
-        let startup = params
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication" | "options"))
-            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-            .collect();
+        let startup = Startup::new(params);
         let mut s = Settings {
             startup,
             sets: Vec::new(),
@@ -300,13 +327,14 @@ struct Parked<S> {
     db: Arc<PostgresDb>,
     state: Arc<ServerState>,
     slot: Arc<CancelSlot>,
-    settings: Settings,
-    /// The client's statements, if it has any.
+    /// The settings' startup parameters and fingerprint; the `SET`s are kept.
+    startup: Startup,
+    settings_fp: u64,
+    /// The client's statements and `SET`s, if it has any.
     kept: Option<Box<Kept>>,
     fps: Option<Box<FpCache>>,
-    obs: Option<Arc<DbObs>>,
-    pause: Arc<Pause>,
-    wait: Duration,
+    /// Time waited for a server not yet charged to a statement, in nanoseconds.
+    wait_ns: u64,
     last_commit: bool,
     in_tx_block: bool,
 }
@@ -321,28 +349,15 @@ struct PortalCmd {
     bound: u64,
 }
 
-/// A parked client's statements: named ones, the unnamed one, and their
-/// fingerprints.
+/// A parked client's statements (named ones, the unnamed one, and their
+/// fingerprints) and the `SET`s it made.
 struct Kept {
+    sets: Vec<(String, String)>,
     stmts: HashMap<Box<str>, Stmt>,
     stmt_fps: StatementFps,
     unnamed: Bytes,
     unnamed_cmd: Option<Cmd>,
     portal_fp: Option<Fp>,
-}
-
-/// What a parked client's wait ended with.
-enum Waited<S> {
-    /// A message to relay, by this relay.
-    Message(Box<Relay<S>>),
-    /// The relay could not be taken apart: it waits in full.
-    Full(Box<Relay<S>>),
-    /// The client left.
-    Left(Box<Relay<S>>),
-    /// To be closed by unidb with a FATAL error of this code and message.
-    Closed(Box<Relay<S>>, &'static str, &'static str),
-    /// The session is over (the client left, or was told why it is closed).
-    Over,
 }
 
 /// What ended a waiting client's wait.
@@ -356,12 +371,6 @@ enum Woke {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
-    /// Waits for the client's next message. Small: it is what every idle
-    /// client's future holds, beside the parked client.
-    async fn wait(&mut self) -> Woke {
-        wait_message(&mut self.client, &mut self.cbuf, &self.slot, &self.state).await
-    }
-
     /// Sends a FATAL error and closes the connection.
     async fn close(&mut self, code: &'static str, message: &'static str) {
         let mut out = BytesMut::new();
@@ -371,51 +380,146 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Parked<S> {
     }
 }
 
+/// What a waiting client's wait ended with.
+enum Waited<S> {
+    /// A message to relay, by this relay.
+    Message(Box<Relay<S>>),
+    /// A client that waited with its whole relay left.
+    Left(Box<Relay<S>>),
+    /// A client that waited with its whole relay is to be closed by unidb with a
+    /// FATAL error of this code and message.
+    Closed(Box<Relay<S>>, &'static str, &'static str),
+    /// A parked client is to be closed so.
+    Close(Box<Parked<S>>, &'static str, &'static str),
+    /// A parked client left.
+    Over,
+}
+
+/// A client with no server and nothing in flight, waiting for its next message:
+/// parked (see [`Relay::park`]), or with its whole relay when that cannot be
+/// taken apart. Holds only the client and its idle timer, since it is what every
+/// idle client's future holds; its output holds no more than a box.
+struct Waiting<S> {
+    client: Client<S>,
+    idle: Expire,
+}
+
+enum Client<S> {
+    Parked(Parked<S>),
+    Full(Box<Relay<S>>),
+    Done,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Waiting<S> {
+    fn new(relay: Box<Relay<S>>) -> Waiting<S> {
+        let idle = expire(relay.state.config.server.idle_timeout);
+        let client = match relay.park() {
+            Ok(parked) => Client::Parked(parked),
+            Err(mut relay) => {
+                tracing::debug!(
+                    database = %relay.db.pool.name,
+                    "client waits with its whole relay: state from its last transaction remains"
+                );
+                // (A buffer consumed to its end reports no capacity but still
+                // holds its allocation: emptiness is what counts.)
+                for buf in [&mut relay.cbuf, &mut relay.to_server, &mut relay.to_client] {
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
+                Client::Full(relay)
+            }
+        };
+        Waiting { client, idle }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Future for Waiting<S> {
+    type Output = Waited<S>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Waited<S>> {
+        let this = self.get_mut();
+        let woke = match &mut this.client {
+            Client::Parked(p) => poll_wait(
+                &mut p.client,
+                &mut p.cbuf,
+                &p.slot,
+                &p.state,
+                &mut this.idle,
+                cx,
+            ),
+            Client::Full(r) => {
+                let r = &mut **r;
+                poll_wait(
+                    &mut r.client,
+                    &mut r.cbuf,
+                    &r.slot,
+                    &r.state,
+                    &mut this.idle,
+                    cx,
+                )
+            }
+            Client::Done => return Poll::Pending,
+        };
+        let woke = ready!(woke);
+        Poll::Ready(
+            match (std::mem::replace(&mut this.client, Client::Done), woke) {
+                (Client::Parked(p), Woke::Message) => Waited::Message(Relay::resume(p)),
+                (Client::Parked(_), Woke::Gone) => Waited::Over,
+                (Client::Parked(p), Woke::Closed(code, message)) => {
+                    Waited::Close(Box::new(p), code, message)
+                }
+                (Client::Full(r), Woke::Message) => Waited::Message(r),
+                (Client::Full(r), Woke::Gone) => Waited::Left(r),
+                (Client::Full(r), Woke::Closed(code, message)) => Waited::Closed(r, code, message),
+                (Client::Done, _) => return Poll::Pending,
+            },
+        )
+    }
+}
+
 /// Waits until a client with no server and nothing in flight has sent a whole
 /// message (or the header of one over 8 KiB, so that an oversized message is
 /// refused without waiting for its body), has left, or must be closed (shutdown,
 /// idle timeout).
-async fn wait_message<S: AsyncRead + Unpin>(
+fn poll_wait<S: AsyncRead + Unpin>(
     client: &mut S,
     cbuf: &mut BytesMut,
     slot: &CancelSlot,
     state: &ServerState,
-) -> Woke {
-    let timeout = state.config.server.idle_timeout;
-    let mut idle = expire(timeout);
-    poll_fn(|cx| {
-        // Registered before the flag is read: shutdown sets the flag, then wakes.
-        slot.parked.register(cx.waker());
-        if *state.shutdown.borrow() {
-            return Poll::Ready(Woke::Closed(
-                code::ADMIN_SHUTDOWN,
-                "terminating connection due to administrator command",
-            ));
-        }
-        loop {
-            match read_client(&mut *client, cx, &mut *cbuf) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Woke::Gone),
-                Poll::Ready(Ok(_)) => {
-                    if has_whole_message(cbuf) || announced_len(cbuf) > 8192 {
-                        return Poll::Ready(Woke::Message);
-                    }
-                    // Part of a message: the idle time starts again.
-                    idle = expire(timeout);
+    idle: &mut Expire,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Woke> {
+    // Registered before the flag is read: shutdown sets the flag, then wakes.
+    slot.waker.register(cx.waker());
+    if *state.shutdown.borrow() {
+        return Poll::Ready(Woke::Closed(
+            code::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command",
+        ));
+    }
+    loop {
+        match read_client(&mut *client, cx, &mut *cbuf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Woke::Gone),
+            Poll::Ready(Ok(_)) => {
+                if has_whole_message(cbuf) || announced_len(cbuf) > 8192 {
+                    return Poll::Ready(Woke::Message);
                 }
-                Poll::Pending => break,
+                // Part of a message: the idle time starts again.
+                *idle = expire(state.config.server.idle_timeout);
             }
+            Poll::Pending => break,
         }
-        // Like PostgreSQL's idle_session_timeout: a waiting client is never
-        // inside a transaction block.
-        match Pin::new(&mut idle).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Woke::Closed(
-                code::IDLE_SESSION_TIMEOUT,
-                "terminating connection due to idle-session timeout",
-            )),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
+    }
+    // Like PostgreSQL's idle_session_timeout: a waiting client is never
+    // inside a transaction block.
+    match Pin::new(idle).poll(cx) {
+        Poll::Ready(()) => Poll::Ready(Woke::Closed(
+            code::IDLE_SESSION_TIMEOUT,
+            "terminating connection due to idle-session timeout",
+        )),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 /// The length (with its type byte) of the message whose header starts `buf`; 0
@@ -487,8 +591,6 @@ pub struct Relay<S> {
     batch: Batch,
     transaction_mode: bool,
     max_message: usize,
-    /// Statement timing (`None` when `[observe] enabled = false`).
-    obs: Option<Arc<DbObs>>,
     /// Allocated at the first statement: a client that never runs one stays small.
     fps: Option<Box<FpCache>>,
     /// Fingerprints of the unnamed statement, of named statements, of the last
@@ -499,7 +601,6 @@ pub struct Relay<S> {
     read_at: Instant,
     /// Time spent waiting for a server, charged to the next statement recorded.
     wait: Duration,
-    pause: Arc<Pause>,
 }
 
 /// Prepares the relay of a client after authentication: the greeting (with the
@@ -548,12 +649,6 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
     }
     msg::backend_key_data(&mut out, pid, secret);
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
-    let obs = state
-        .observer
-        .db(&db.pool.name)
-        .filter(|o| o.enabled())
-        .cloned();
-    let pause = state.pauses[&db.pool.name].clone();
     // A new client is a parked one with nothing but its greeting to send.
     let mut relay = Relay::resume(Parked {
         client,
@@ -561,12 +656,11 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin + Send>(
         db,
         state,
         slot,
-        settings,
+        startup: settings.startup,
+        settings_fp: settings.fingerprint,
         kept: None,
         fps: None,
-        obs,
-        pause,
-        wait: Duration::ZERO,
+        wait_ns: 0,
         last_commit: false,
         in_tx_block: false,
     });
@@ -596,13 +690,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             let mut relay = self;
             let end = loop {
                 if relay.parked() {
-                    let mut waited = Relay::wait_parked(relay).await;
-                    if let Waited::Full(r) = waited {
-                        let wait = Box::pin(Relay::wait_full(r));
-                        waited = wait.await;
-                    }
-                    match waited {
-                        Waited::Message(r) | Waited::Full(r) => relay = r,
+                    relay = match Waiting::new(relay).await {
+                        Waited::Message(r) => r,
                         Waited::Left(r) => {
                             relay = r;
                             break End::Client;
@@ -611,55 +700,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             relay = r;
                             break End::Fatal(PgError::fatal(code, message));
                         }
+                        Waited::Close(mut parked, code, message) => {
+                            Box::pin(parked.close(code, message)).await;
+                            return;
+                        }
                         Waited::Over => return,
-                    }
+                    };
                 }
                 if let Err(end) = Box::pin(relay.active()).await {
                     break end;
                 }
             };
             Box::pin(relay.end(end)).await;
-        }
-    }
-
-    /// Waits for the next message of a parked client, taken apart meanwhile.
-    ///
-    /// (No value is matched across an await here: it would keep a place in this
-    /// future, which every idle client costs, beside the parked client.)
-    async fn wait_parked(relay: Box<Self>) -> Waited<S> {
-        let mut parked = match relay.park() {
-            Ok(parked) => parked,
-            Err(full) => return Waited::Full(full),
-        };
-        let close = match parked.wait().await {
-            Woke::Message => return Waited::Message(Relay::resume(parked)),
-            Woke::Gone => return Waited::Over,
-            Woke::Closed(code, message) => Box::pin(parked.close(code, message)),
-        };
-        close.await;
-        Waited::Over
-    }
-
-    /// Waits for the next message of a client whose relay could not be taken
-    /// apart: state that outlives the transaction has no place in the parked
-    /// form, so the client waits in full.
-    async fn wait_full(mut relay: Box<Self>) -> Waited<S> {
-        tracing::debug!(
-            database = %relay.db.pool.name,
-            "client waits with its whole relay: state from its last transaction remains"
-        );
-        // (A buffer consumed to its end reports no capacity but still holds its
-        // allocation: emptiness is what counts.)
-        for buf in [&mut relay.cbuf, &mut relay.to_server, &mut relay.to_client] {
-            if buf.is_empty() {
-                *buf = BytesMut::new();
-            }
-        }
-        let r = &mut *relay;
-        match wait_message(&mut r.client, &mut r.cbuf, &r.slot, &r.state).await {
-            Woke::Message => Waited::Message(relay),
-            Woke::Gone => Waited::Left(relay),
-            Woke::Closed(code, message) => Waited::Closed(relay, code, message),
         }
     }
 
@@ -730,15 +782,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             batch: _,
             transaction_mode: _,
             max_message: _,
-            obs,
             fps,
             stmt_fps,
             portal_fp,
             read_at: _,
             wait,
-            pause,
         } = *self;
+        let Settings {
+            startup,
+            sets,
+            fingerprint: settings_fp,
+        } = settings;
         let kept = (!stmts.is_empty()
+            || !sets.is_empty()
             || !unnamed.is_empty()
             || unnamed_cmd.is_some()
             || stmt_fps.unnamed.is_some()
@@ -746,6 +802,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             || portal_fp.is_some())
         .then(|| {
             Box::new(Kept {
+                sets,
                 stmts,
                 stmt_fps,
                 unnamed,
@@ -763,12 +820,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             db,
             state,
             slot,
-            settings,
+            startup,
+            settings_fp,
             kept,
             fps,
-            obs,
-            pause,
-            wait,
+            wait_ns: wait.as_nanos().try_into().unwrap_or(u64::MAX),
             last_commit,
             in_tx_block,
         })
@@ -824,6 +880,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     fn resume(p: Parked<S>) -> Box<Self> {
         let kept = p.kept.map_or_else(
             || Kept {
+                sets: Vec::new(),
                 stmts: HashMap::new(),
                 stmt_fps: StatementFps::default(),
                 unnamed: Bytes::new(),
@@ -863,18 +920,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             last_commit: p.last_commit,
             in_tx_block: p.in_tx_block,
             passthrough: None,
-            settings: p.settings,
+            settings: Settings {
+                startup: p.startup,
+                sets: kept.sets,
+                fingerprint: p.settings_fp,
+            },
             stmts: kept.stmts,
             batch: Batch::default(),
             transaction_mode,
             max_message,
-            obs: p.obs,
             fps: p.fps,
             stmt_fps: kept.stmt_fps,
             portal_fp: kept.portal_fp,
             read_at: Instant::now(),
-            wait: p.wait,
-            pause: p.pause,
+            wait: Duration::from_nanos(p.wait_ns),
         })
     }
 
@@ -1062,7 +1121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     // ---- client → server ----
 
     async fn on_client_data(&mut self) -> Result<(), End> {
-        if self.obs.is_some() {
+        if self.db.obs.is_some() {
             self.read_at = Instant::now();
         }
         loop {
@@ -1131,7 +1190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                         if (name.is_empty() || !self.transaction_mode)
                             && cstr(rest).is_some_and(|(sql, _)| session_cmd(sql).is_none()) =>
                     {
-                        if let (Some(obs), Some((sql, _))) = (&self.obs, cstr(rest)) {
+                        if let (Some(obs), Some((sql, _))) = (&self.db.obs, cstr(rest)) {
                             fp = Some(self.fps.get_or_insert_with(Default::default).get(obs, sql));
                             self.stmt_fps.set(name, fp);
                         }
@@ -1157,7 +1216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                                 && self.unnamed_ready()
                                 && self.unnamed_cmd.is_none()) =>
                     {
-                        if self.obs.is_some() {
+                        if self.db.obs.is_some() {
                             self.portal_fp = self.stmt_fps.get(name);
                             fp = self.portal_fp;
                         }
@@ -1182,7 +1241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 },
                 b'Q' => match cstr(body) {
                     Some((sql, _)) if session_cmd(sql).is_none() => {
-                        if let Some(obs) = &self.obs {
+                        if let Some(obs) = &self.db.obs {
                             fp = Some(self.fps.get_or_insert_with(Default::default).get(obs, sql));
                         }
                         self.forget_unnamed();
@@ -1744,14 +1803,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
 
     /// The fingerprint of a statement text, when timing is on.
     fn fp_of(&mut self, sql: &[u8]) -> Option<Fp> {
-        let obs = self.obs.as_ref()?;
+        let obs = self.db.obs.as_ref()?;
         Some(self.fps.get_or_insert_with(Default::default).get(obs, sql))
     }
 
     /// A statement finished: recorded now, or when its batch can no longer be
     /// retried (a retried attempt is not counted).
     fn finish(&mut self, timing: Timing) {
-        let Some(obs) = &self.obs else { return };
+        let Some(obs) = &self.db.obs else { return };
         let done = Done {
             timing,
             end: Instant::now(),
@@ -1836,7 +1895,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
     fn lose_retry(&mut self) {
         if self.batch.eligible {
             self.batch.eligible = false;
-            if let Some(obs) = &self.obs {
+            if let Some(obs) = &self.db.obs {
                 for done in self.batch.done.drain(..) {
                     record(obs, &done);
                 }
@@ -1858,14 +1917,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         // An idle server free now is taken without timing a wait that did not
         // happen; otherwise the wait (for RESUME after PAUSE, for a free server, for
         // a connect) is timed.
-        let now = if self.pause.is_paused() {
+        let now = if self.db.pause.is_paused() {
             None
         } else {
             self.db.pool.try_checkout()
         };
         let mut lease = match now {
             Some(lease) => {
-                if let Some(obs) = &self.obs {
+                if let Some(obs) = &self.db.obs {
                     obs.pool_wait(Duration::ZERO);
                 }
                 lease
@@ -1873,9 +1932,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
             None => {
                 let wait = self.db.pool.config.max_client_wait;
                 let started = Instant::now();
-                self.pause.wait_resumed().await;
+                self.db.pause.wait_resumed().await;
                 let checkout = self.db.pool.checkout(wait).await;
-                if let Some(obs) = &self.obs {
+                if let Some(obs) = &self.db.obs {
                     let waited = started.elapsed();
                     self.wait += waited;
                     obs.pool_wait(waited);
@@ -1883,8 +1942,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                 checkout?
             }
         };
-        self.slot
-            .set_upstream(&self.db.pool.upstream, lease.pid, lease.secret);
+        self.slot.set_upstream(lease.pid, lease.secret);
         if lease.settings != self.settings.fingerprint {
             let deallocate = lease.sql_prepared || self.settings.has_prepares();
             if deallocate {
@@ -2529,7 +2587,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
         self.skip_until_sync = false;
         let attempts = self.batch.attempts + 1;
         let replay = std::mem::take(&mut self.batch.replay);
-        if let Some(obs) = &self.obs {
+        if let Some(obs) = &self.db.obs {
             obs.retry(if server_dead {
                 "server_lost"
             } else {

@@ -177,7 +177,7 @@ impl SqliteDb {
                     ),
                 ).with_hint("keep write transactions short, or raise busy_timeout")),
             },
-            _ = cancel.notify.notified() => return Err(PgError::canceled()),
+            _ = cancel.woken() => return Err(PgError::canceled()),
         };
         Ok(WriterLease {
             db: self.clone(),
