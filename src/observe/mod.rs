@@ -109,22 +109,47 @@ impl DbObs {
     }
 }
 
-/// A session's fingerprint cache: the last statement text and the last few
-/// fingerprints whose text is registered, so that a repeated statement costs a
-/// comparison and a statement repeated with other literals costs one scan.
+/// A session's fingerprint cache: its recent statement texts with their
+/// fingerprints, and the last few fingerprints whose text is registered. A
+/// statement repeated costs a comparison, with other numbers too (the usual
+/// case of statements sent with literals); anything else one scan.
 #[derive(Default)]
 pub struct FpCache {
-    last_text: Vec<u8>,
-    last: Option<Fp>,
+    /// Oldest first; at most [`RECENT`] entries, their texts within
+    /// [`RECENT_BYTES`] together.
+    recent: Vec<Recent>,
+    recent_bytes: usize,
+    /// Where the next lookup starts: after the last hit, so that a session that
+    /// cycles through a few statements (a transaction's) finds each at once.
+    probe: usize,
     known: [(u64, u64); 8],
     next: usize,
 }
 
+struct Recent {
+    text: Box<[u8]>,
+    fp: Fp,
+    /// The text holds a `"`: only an exact repeat has its fingerprint.
+    quoted: bool,
+}
+
+const RECENT: usize = 8;
+const RECENT_BYTES: usize = 8192;
+
 impl FpCache {
     pub fn get(&mut self, obs: &DbObs, sql: &[u8]) -> Fp {
-        if let Some(fp) = self.last {
-            if self.last_text == sql {
-                return fp;
+        let n = self.recent.len();
+        for k in 0..n {
+            let at = (self.probe + k) % n;
+            let r = &self.recent[at];
+            let hit = if r.quoted {
+                *r.text == *sql
+            } else {
+                fingerprint::same_but_numbers(&r.text, sql)
+            };
+            if hit {
+                self.probe = at + 1;
+                return r.fp;
             }
         }
         let mut fp = fingerprint::fingerprint(sql);
@@ -137,14 +162,29 @@ impl FpCache {
                 self.next = (self.next + 1) % self.known.len();
             }
         }
-        if sql.len() <= 4096 {
-            self.last_text.clear();
-            self.last_text.extend_from_slice(sql);
-            self.last = Some(fp);
-        } else {
-            self.last = None;
-        }
+        self.remember(sql, fp);
         fp
+    }
+
+    /// Keeps `sql` among the recent texts, forgetting the oldest as needed.
+    fn remember(&mut self, sql: &[u8], fp: Fp) {
+        if sql.len() > RECENT_BYTES / 2 {
+            return;
+        }
+        while !self.recent.is_empty()
+            && (self.recent.len() >= RECENT || self.recent_bytes + sql.len() > RECENT_BYTES)
+        {
+            let old = self.recent.remove(0);
+            self.recent_bytes -= old.text.len();
+        }
+        self.recent_bytes += sql.len();
+        self.recent.push(Recent {
+            text: sql.into(),
+            fp,
+            quoted: sql.contains(&b'"'),
+        });
+        // The new text is likely next (a statement repeated with other numbers).
+        self.probe = self.recent.len() - 1;
     }
 }
 

@@ -1057,6 +1057,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             }
                         }
                     }
+                    // The response is out and the server gone: the client is about
+                    // to wait parked, whose wait reads it.
+                    if progressed && self.parked() {
+                        return Poll::Ready(Event::Progress);
+                    }
                     if self.to_server.len() < BACKPRESSURE && self.to_client.len() < BACKPRESSURE {
                         match read_client(&mut self.client, cx, &mut self.cbuf) {
                             Poll::Ready(Ok(0)) => return Poll::Ready(Event::ClientClosed),
