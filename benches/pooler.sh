@@ -12,6 +12,8 @@
 #   UNIDB_BIN     unidb binary, relative to the repository root or absolute
 #                 (default target/release/unidb, built with cargo if missing)
 #   IDLE_CLIENTS  idle connections for the memory measurement (default 2000; 0 skips it)
+#   INSTRUCTIONS  1 (default): also count each pooler's user-space instructions per
+#                 transaction under valgrind's callgrind; 0 skips it
 #   WORKERS       `[server] workers` of the unidb targets (default 0: half the CPUs)
 #   MODES         workloads, any of "select-simple select-extended select-prepared tpcb
 #                 connect" (default: all)
@@ -26,6 +28,9 @@
 # less from run to run than throughput on a machine whose cores pgbench, PostgreSQL and
 # the pooler share. Then it opens IDLE_CLIENTS idle client connections
 # (benches/idle_clients.py) to each pooler and prints its resident memory per idle client.
+# Last, it runs each pooler again under callgrind and counts the instructions it executes
+# per transaction (4 clients, a fixed number of transactions): unlike time, that count
+# does not move with what else the machine is doing.
 #
 # Runs as root on Debian 12: installs PostgreSQL 15 and PgBouncer when missing; the
 # PostgreSQL cluster and PgBouncer run as the `postgres` user. Progress goes to stderr,
@@ -38,6 +43,7 @@ RUNS=${2:-${RUNS:-3}}
 TARGETS=${TARGETS:-"direct pgbouncer unidb unidb-noobs"}
 UNIDB_BIN=${UNIDB_BIN:-target/release/unidb}
 IDLE_CLIENTS=${IDLE_CLIENTS:-2000}
+INSTRUCTIONS=${INSTRUCTIONS:-1}
 PGBIN=/usr/lib/postgresql/15/bin
 SCALE=10
 POOL_SIZE=20
@@ -91,6 +97,7 @@ check_arguments() {
     [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "seconds-per-run must be a positive integer, got '$DURATION'"
     [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "runs must be a positive integer, got '$RUNS'"
     [[ $IDLE_CLIENTS =~ ^[0-9]+$ ]] || die "IDLE_CLIENTS must be a number, got '$IDLE_CLIENTS'"
+    [[ $INSTRUCTIONS =~ ^[01]$ ]] || die "INSTRUCTIONS must be 0 or 1, got '$INSTRUCTIONS'"
     local t
     for t in $TARGETS; do
         case $t in direct | pgbouncer | unidb | unidb-noobs) ;; *) die "unknown target '$t' in TARGETS (use direct, pgbouncer, unidb, unidb-noobs)" ;; esac
@@ -108,6 +115,9 @@ install_packages() {
     fi
     if has_target pgbouncer && ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
         missing+=(pgbouncer)
+    fi
+    if [ "$INSTRUCTIONS" = 1 ] && ! command -v valgrind >/dev/null; then
+        missing+=(valgrind)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
@@ -129,9 +139,9 @@ build_unidb() {
 # Pick free TCP ports on 127.0.0.1 (all bound at once, so they are distinct): PostgreSQL,
 # PgBouncer, the two unidb instances and their HTTP endpoints.
 pick_ports() {
-    read -r PG_PORT BOUNCER_PORT UNIDB_PORT NOOBS_PORT UNIDB_HTTP NOOBS_HTTP < <(python3 -c '
+    read -r PG_PORT BOUNCER_PORT UNIDB_PORT NOOBS_PORT UNIDB_HTTP NOOBS_HTTP CG_PORT CG_HTTP < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(6)]
+socks = [socket.socket() for _ in range(8)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
     declare -gA PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [unidb]=$UNIDB_PORT [unidb-noobs]=$NOOBS_PORT)
@@ -153,6 +163,7 @@ stop_pid() {
 cleanup() {
     set +e
     [ -n "${IDLE_PID:-}" ] && kill "$IDLE_PID" 2>/dev/null
+    [ -n "${CG_PID:-}" ] && kill -9 "$CG_PID" 2>/dev/null
     [ -n "${UNIDB_PID:-}" ] && stop_pid "$UNIDB_PID"
     [ -n "${NOOBS_PID:-}" ] && stop_pid "$NOOBS_PID"
     [ -n "${BOUNCER_PID:-}" ] && stop_pid "$BOUNCER_PID"
@@ -499,6 +510,84 @@ measure_memory() {
     if has_target unidb; then idle_memory unidb "$UNIDB_PID" "$UNIDB_PORT"; fi
 }
 
+# --- instructions per transaction -------------------------------------------------------
+
+CG_CLIENTS=4
+CG_WARMUP=200
+CG_TX=(500 2500) # transactions per client of the two counted runs
+
+# callgrind_run TARGET MODE TX: TARGET's pooler started again under callgrind on its own
+# port, warmed up, then TX transactions per client of MODE; prints the instructions the
+# whole process executed, start-up and shutdown included (the same in both runs).
+callgrind_run() {
+    local target=$1 mode=$2 tx=$3 out i
+    out=$WORK/cg/$target.$mode.$tx
+    case $target in
+    pgbouncer)
+        sed -e "s/^listen_port = .*/listen_port = $CG_PORT/" -e "s|^pidfile = .*|pidfile = $WORK/cg/pgbouncer.pid|" \
+            -e "s|^logfile = .*|logfile = $WORK/cg/pgbouncer.log|" "$WORK/pgbouncer/pgbouncer.ini" >"$WORK/cg/pgbouncer.ini"
+        chown postgres: "$WORK/cg/pgbouncer.ini"
+        as_pg valgrind --tool=callgrind --callgrind-out-file="$out" "$PGBOUNCER" "$WORK/cg/pgbouncer.ini" \
+            >"$WORK/cg/valgrind.log" 2>&1 &
+        ;;
+    unidb)
+        sed -e "s/127.0.0.1:$UNIDB_PORT\"/127.0.0.1:$CG_PORT\"/" -e "s/127.0.0.1:$UNIDB_HTTP\"/127.0.0.1:$CG_HTTP\"/" \
+            "$WORK/unidb.toml" >"$WORK/cg/unidb.toml"
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$UNIDB_BIN" serve --config "$WORK/cg/unidb.toml" \
+            >"$WORK/cg/valgrind.log" 2>&1 &
+        ;;
+    esac
+    for i in $(seq 600); do
+        # The valgrind process itself, not runuser above it.
+        CG_PID=$(pgrep -f -- "^[^ ]*valgrind[^ ]* .*--callgrind-out-file=$out" | head -n 1) || true
+        [ -n "$CG_PID" ] && psql -XAtq -h 127.0.0.1 -p "$CG_PORT" -U bench -d bench -c "SELECT 1" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    [ -n "$CG_PID" ] || { show_log "$WORK/cg/valgrind.log"; die "$target did not start under valgrind"; }
+    # shellcheck disable=SC2206 # the mode's options are words
+    local cmd=(pgbench ${MODE_ARGS[$mode]} -c "$CG_CLIENTS" -j 1 -h 127.0.0.1 -p "$CG_PORT" -U bench bench)
+    "${cmd[@]}" -t "$CG_WARMUP" >"$WORK/cg/warmup.log" 2>&1 || { show_log "$WORK/cg/warmup.log"; die "pgbench warm-up against $target under valgrind failed"; }
+    "${cmd[@]}" -t "$tx" >"$WORK/cg/run.log" 2>&1 || { show_log "$WORK/cg/run.log"; die "pgbench against $target under valgrind failed"; }
+    # PgBouncer stops on SIGINT once its servers are closed, unidb on SIGTERM.
+    if [ "$target" = pgbouncer ]; then kill -INT "$CG_PID"; else kill -TERM "$CG_PID"; fi
+    for i in $(seq 600); do
+        kill -0 "$CG_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -0 "$CG_PID" 2>/dev/null && die "$target under valgrind did not stop"
+    CG_PID=
+    awk '/^totals:/ {print $2}' "$out"
+}
+
+# instructions TARGET MODE: instructions per transaction, from the difference of two runs.
+instructions() {
+    local a b
+    a=$(callgrind_run "$1" "$2" "${CG_TX[0]}")
+    b=$(callgrind_run "$1" "$2" "${CG_TX[1]}")
+    awk -v a="$a" -v b="$b" -v n=$(((CG_TX[1] - CG_TX[0]) * CG_CLIENTS)) 'BEGIN {printf "%.0f", (b - a) / n}'
+}
+
+measure_instructions() {
+    [ "$INSTRUCTIONS" = 1 ] || return 0
+    has_target pgbouncer || has_target unidb || return 0
+    mkdir "$WORK/cg"
+    chown postgres: "$WORK/cg"
+    echo
+    echo "User-space instructions per transaction under callgrind ($CG_CLIENTS clients, $CG_WARMUP warm-up transactions each, then the difference between runs of ${CG_TX[0]} and ${CG_TX[1]} transactions each):"
+    echo
+    echo "| mode | pgbouncer instructions/tx | unidb instructions/tx | unidb/pgbouncer |"
+    echo "|---|---:|---:|---:|"
+    local mode b u
+    for mode in "${MODES[@]}"; do
+        [ "$mode" = connect ] && continue
+        log "instructions: $mode"
+        b=n/a u=-
+        if has_target pgbouncer && supported "$mode" pgbouncer; then b=$(instructions pgbouncer "$mode"); fi
+        if has_target unidb; then u=$(instructions unidb "$mode"); fi
+        printf '| %s | %s | %s | %s |\n' "${MODE_LABEL[$mode]%, -c *}, -c $CG_CLIENTS" "$b" "$u" "$(ratio "$u" "$b")"
+    done
+}
+
 # --- main -------------------------------------------------------------------------------
 
 check_arguments
@@ -557,3 +646,4 @@ run_benchmark
 print_table
 print_cpu_table
 measure_memory
+measure_instructions

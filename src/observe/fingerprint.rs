@@ -98,31 +98,87 @@ enum Tok {
     Punct,
 }
 
+/// Words after which a `-` is a sign, not a subtraction (`WHERE -x`, `THEN -1`).
+const SIGN_AFTER: &[&[u8]] = &[
+    b"select", b"where", b"and", b"or", b"not", b"then", b"else", b"when", b"case", b"by",
+    b"limit", b"offset", b"in", b"is", b"between", b"return", b"having", b"on",
+];
+
+/// Whether a `-` after this token is a subtraction: the token ends a value.
+fn ends_value(tok: &Tok, text: &[u8]) -> bool {
+    match tok {
+        Tok::Word => !SIGN_AFTER.iter().any(|w| text.eq_ignore_ascii_case(w)),
+        Tok::Quoted | Tok::Placeholder => true,
+        Tok::Punct => matches!(text, b")" | b"]"),
+    }
+}
+
+/// Hands tokens on, folding a sign into the number after it.
+struct Emit<G> {
+    g: G,
+    /// Whitespace or a comment since the last token.
+    gap: bool,
+    /// The last token ends a value: a `-` after it subtracts.
+    after_value: bool,
+    /// A `-` that may be a sign, held until the next token says (with whether a
+    /// gap came before it).
+    sign: Option<bool>,
+}
+
+impl<G: FnMut(Tok, &[u8], bool)> Emit<G> {
+    fn tok(&mut self, tok: Tok, text: &[u8]) {
+        let spaced = std::mem::take(&mut self.gap);
+        if let Some(sign_spaced) = self.sign.take() {
+            if matches!(tok, Tok::Placeholder) {
+                (self.g)(Tok::Placeholder, b"", sign_spaced);
+                self.after_value = true;
+                return;
+            }
+            (self.g)(Tok::Punct, b"-", sign_spaced);
+        } else if !self.after_value && matches!(tok, Tok::Punct) && text == b"-" {
+            self.sign = Some(spaced);
+            return;
+        }
+        self.after_value = ends_value(&tok, text);
+        (self.g)(tok, text, spaced);
+    }
+
+    /// A `-` held as a sign that nothing followed.
+    fn finish(mut self) {
+        if let Some(spaced) = self.sign {
+            (self.g)(Tok::Punct, b"-", spaced);
+        }
+    }
+}
+
 /// Scans `sql` token by token, calling `f(kind, text, spaced)` for each, where
-/// `spaced` says whether whitespace or a comment came before the token.
-fn scan(sql: &[u8], mut g: impl FnMut(Tok, &[u8], bool)) {
+/// `spaced` says whether whitespace or a comment came before the token. A signed
+/// number is one literal, as PostgreSQL's parser folds it: `v + -5` is `v + $1`
+/// like `v + 5`.
+fn scan(sql: &[u8], g: impl FnMut(Tok, &[u8], bool)) {
     let n = sql.len();
     let mut i = 0;
-    let gap = std::cell::Cell::new(false);
-    let mut f = |tok: Tok, text: &[u8]| {
-        g(tok, text, gap.get());
-        gap.set(false);
+    let mut e = Emit {
+        g,
+        gap: false,
+        after_value: false,
+        sign: None,
     };
     while i < n {
         let c = sql[i];
         match c {
             b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => {
-                gap.set(true);
+                e.gap = true;
                 i += 1;
             }
             b'-' if sql.get(i + 1) == Some(&b'-') => {
-                gap.set(true);
+                e.gap = true;
                 while i < n && sql[i] != b'\n' {
                     i += 1;
                 }
             }
             b'/' if sql.get(i + 1) == Some(&b'*') => {
-                gap.set(true);
+                e.gap = true;
                 let mut depth = 0usize;
                 while i < n {
                     if sql[i] == b'/' && sql.get(i + 1) == Some(&b'*') {
@@ -141,7 +197,7 @@ fn scan(sql: &[u8], mut g: impl FnMut(Tok, &[u8], bool)) {
             }
             b'\'' => {
                 i = skip_string(sql, i + 1, false);
-                f(Tok::Placeholder, b"");
+                e.tok(Tok::Placeholder, b"");
             }
             b'"' => {
                 let start = i;
@@ -157,7 +213,7 @@ fn scan(sql: &[u8], mut g: impl FnMut(Tok, &[u8], bool)) {
                     }
                     i += 1;
                 }
-                f(Tok::Quoted, &sql[start..i]);
+                e.tok(Tok::Quoted, &sql[start..i]);
             }
             b'$' => {
                 let start = i;
@@ -166,7 +222,7 @@ fn scan(sql: &[u8], mut g: impl FnMut(Tok, &[u8], bool)) {
                     i += 1;
                 }
                 if i > start + 1 {
-                    f(Tok::Placeholder, b"");
+                    e.tok(Tok::Placeholder, b"");
                     continue;
                 }
                 // Dollar quoting: $tag$ … $tag$.
@@ -180,19 +236,19 @@ fn scan(sql: &[u8], mut g: impl FnMut(Tok, &[u8], bool)) {
                         Some(end) => i += end + tag.len(),
                         None => i = n,
                     }
-                    f(Tok::Placeholder, b"");
+                    e.tok(Tok::Placeholder, b"");
                 } else {
-                    f(Tok::Punct, &sql[start..start + 1]);
+                    e.tok(Tok::Punct, &sql[start..start + 1]);
                     i = start + 1;
                 }
             }
             b'0'..=b'9' => {
                 i = skip_number(sql, i);
-                f(Tok::Placeholder, b"");
+                e.tok(Tok::Placeholder, b"");
             }
             b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 i = skip_number(sql, i);
-                f(Tok::Placeholder, b"");
+                e.tok(Tok::Placeholder, b"");
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let start = i;
@@ -210,18 +266,19 @@ fn scan(sql: &[u8], mut g: impl FnMut(Tok, &[u8], bool)) {
                     let escapes = word[0].eq_ignore_ascii_case(&b'e');
                     if matches!(word[0].to_ascii_lowercase(), b'e' | b'b' | b'x' | b'n') {
                         i = skip_string(sql, i + 1, escapes);
-                        f(Tok::Placeholder, b"");
+                        e.tok(Tok::Placeholder, b"");
                         continue;
                     }
                 }
-                f(Tok::Word, word);
+                e.tok(Tok::Word, word);
             }
             _ => {
                 i += 1;
-                f(Tok::Punct, &sql[i - 1..i]);
+                e.tok(Tok::Punct, &sql[i - 1..i]);
             }
         }
     }
+    e.finish();
 }
 
 fn skip_string(sql: &[u8], mut i: usize, backslash_escapes: bool) -> usize {
@@ -283,11 +340,43 @@ pub fn same_but_numbers(known: &[u8], sql: &[u8]) -> bool {
         if si > 0 && is_word_byte(known[si - 1]) {
             return false;
         }
-        if !starts_number(known, si) || !starts_number(sql, sj) {
+        // Where the difference itself starts, a sign on one side only is folded
+        // into the number as the scan folds it: after an operator.
+        let signed = back == 0 && sign_may_follow(&known[i..si]);
+        let (Some(ni), Some(nj)) = (number_at(known, si, signed), number_at(sql, sj, signed))
+        else {
             return false;
-        }
-        i = skip_number(known, si);
-        j = skip_number(sql, sj);
+        };
+        i = skip_number(known, ni);
+        j = skip_number(sql, nj);
+    }
+}
+
+/// Where the number at `i` starts: `i`, or past a sign (and spaces) when
+/// `signed`; `None` when no number is there.
+fn number_at(sql: &[u8], i: usize, signed: bool) -> Option<usize> {
+    if starts_number(sql, i) {
+        return Some(i);
+    }
+    if !signed || sql.get(i) != Some(&b'-') {
+        return None;
+    }
+    let mut k = i + 1;
+    while sql.get(k) == Some(&b' ') {
+        k += 1;
+    }
+    starts_number(sql, k).then_some(k)
+}
+
+/// Whether `before` (the text before a `-`) ends, but for spaces, with an
+/// operator that the scan always sees as one, so that a `-` after it is a sign.
+/// (Not `-` or `/`, which may end a comment, nor the `+` of an exponent.)
+fn sign_may_follow(before: &[u8]) -> bool {
+    let text = before.trim_ascii_end();
+    match text.split_last() {
+        Some((b'=' | b',' | b'(' | b'<' | b'>', _)) => true,
+        Some((b'+', rest)) => !matches!(rest.last(), Some(b'e' | b'E')),
+        _ => false,
     }
 }
 
@@ -502,6 +591,27 @@ mod tests {
         check_same("SELECT 1", "SELECT 1, 2", false);
         check_same("", "", true);
         check_same("", "1", false);
+        let update = "UPDATE pgbench_accounts SET abalance = abalance + 12 WHERE aid = 5;";
+        check_same(
+            update,
+            "UPDATE pgbench_accounts SET abalance = abalance + -7 WHERE aid = 5;",
+            true,
+        );
+        check_same(
+            update,
+            "UPDATE pgbench_accounts SET abalance = abalance + - 7 WHERE aid = -5;",
+            true,
+        );
+        check_same(
+            "SELECT a FROM t WHERE b IN (-1, -2)",
+            "SELECT a FROM t WHERE b IN (3, 4)",
+            true,
+        );
+        // A subtraction, or a sign that is not folded: not the same.
+        check_same("SELECT a - 1", "SELECT a 1", false);
+        check_same("SELECT 1e+ -5", "SELECT 1e+ 5", false);
+        check_same("SELECT 2 - -3", "SELECT 2 - 3", false);
+        check_same("SELECT x = -y", "SELECT x = y", false);
     }
 
     /// Generated statements and copies with digits changed: whenever
@@ -511,7 +621,7 @@ mod tests {
         const PIECES: &[&str] = &[
             "SELECT", " ", "1", "12", ".5", "1.", "1e5", "1e-5", "'a1'", "E'\\'1'", "t1", "$1",
             "$q$", "$q1$", "--", "\n", "/*", "*/", "x", "+", "-", ",", "0x1F", "_2", "é3", "'",
-            "=", "(", ")", ";",
+            "=", "(", ")", ";", " -", "+ -", "= - ", "e+", "e", "WHERE", "*", "<>",
         ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move |n: usize| {
@@ -524,13 +634,20 @@ mod tests {
             for _ in 0..1 + next(12) {
                 a.push_str(PIECES[next(PIECES.len())]);
             }
-            let b: String = a
-                .chars()
-                .map(|c| match c {
-                    '0'..='9' if next(3) == 0 => char::from(b'0' + next(10) as u8),
-                    c => c,
-                })
-                .collect();
+            // Digits changed, signs put before digits or taken away.
+            let mut b = String::new();
+            let mut chars = a.chars().peekable();
+            while let Some(c) = chars.next() {
+                let digit_next = chars.peek().is_some_and(char::is_ascii_digit);
+                match c {
+                    '-' if digit_next && next(3) == 0 => {}
+                    '0'..='9' if next(3) == 0 => b.push(char::from(b'0' + next(10) as u8)),
+                    c => b.push(c),
+                }
+                if c != '-' && digit_next && next(5) == 0 {
+                    b.push('-');
+                }
+            }
             let b = if next(4) == 0 { format!("{b}7") } else { b };
             if same_but_numbers(a.as_bytes(), b.as_bytes()) {
                 joined += 1;
@@ -538,6 +655,39 @@ mod tests {
             }
         }
         assert!(joined > 5_000, "only {joined} pairs joined");
+    }
+
+    #[test]
+    fn a_signed_number_is_one_literal() {
+        let plus = fp("UPDATE pgbench_accounts SET abalance = abalance + 4 WHERE aid = 1;");
+        assert_eq!(
+            plus,
+            fp("UPDATE pgbench_accounts SET abalance = abalance + -4 WHERE aid = 1;")
+        );
+        assert_eq!(
+            plus,
+            fp("UPDATE pgbench_accounts SET abalance = abalance + - 4 WHERE aid = -1;")
+        );
+        assert_eq!(fp("SELECT -1"), fp("SELECT 1"));
+        assert_eq!(
+            fp("SELECT a FROM t WHERE b IN (-1, 2)"),
+            fp("SELECT a FROM t WHERE b IN (1, 2)")
+        );
+        assert_eq!(
+            fp("SELECT CASE WHEN x THEN -1 ELSE -2 END"),
+            fp("SELECT CASE WHEN x THEN 1 ELSE 2 END")
+        );
+        // A subtraction stays one.
+        assert_ne!(fp("SELECT a - 1 FROM t"), fp("SELECT a 1 FROM t"));
+        assert_ne!(fp("SELECT (a) - 1"), fp("SELECT (a) 1"));
+        assert_ne!(fp("SELECT x - y"), fp("SELECT x y"));
+        assert_ne!(fp("SELECT 1 -"), fp("SELECT 1"));
+        assert_ne!(fp("SELECT -x"), fp("SELECT x"));
+        assert_eq!(
+            display(b"UPDATE t SET v = v + -5, w = -x WHERE id = - 7 -- c"),
+            "UPDATE t SET v = v + $1, w = -x WHERE id = $2"
+        );
+        assert_eq!(display(b"SELECT 2 - -3"), "SELECT $1 - $2");
     }
 
     #[test]

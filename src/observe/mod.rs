@@ -133,7 +133,7 @@ struct Recent {
     quoted: bool,
 }
 
-const RECENT: usize = 8;
+const RECENT: usize = 16;
 const RECENT_BYTES: usize = 8192;
 
 impl FpCache {

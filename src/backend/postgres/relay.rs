@@ -1070,7 +1070,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Relay<S> {
                             Poll::Pending => {}
                         }
                     }
-                    if progressed {
+                    // Bytes went out but nothing came in: the loop has nothing to
+                    // decide again unless the client became idle (its waits differ)
+                    // or parked, and every socket it waits on has its waker.
+                    if progressed && (self.parked() || self.is_idle() != idle) {
                         Poll::Ready(Event::Progress)
                     } else {
                         Poll::Pending
