@@ -242,22 +242,13 @@ fn scan(sql: &[u8], g: impl FnMut(Tok, &[u8], bool)) {
                     i = start + 1;
                 }
             }
-            b'0'..=b'9' => {
-                i = skip_number(sql, i);
-                e.tok(Tok::Placeholder, b"");
-            }
-            b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+            _ if starts_number(sql, i) => {
                 i = skip_number(sql, i);
                 e.tok(Tok::Placeholder, b"");
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let start = i;
-                while i < n
-                    && (sql[i].is_ascii_alphanumeric()
-                        || sql[i] == b'_'
-                        || sql[i] == b'$'
-                        || sql[i] >= 0x80)
-                {
+                while i < n && is_word_byte(sql[i]) {
                     i += 1;
                 }
                 let word = &sql[start..i];
@@ -403,7 +394,7 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-/// Whether a numeric literal starts at `i` (as the scanner decides).
+/// Whether a numeric literal starts at `i`.
 fn starts_number(sql: &[u8], i: usize) -> bool {
     match sql.get(i) {
         Some(b'0'..=b'9') => true,
