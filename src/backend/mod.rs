@@ -12,6 +12,19 @@ use rusqlite::InterruptHandle;
 use crate::config::Upstream;
 use crate::server::ClientInfo;
 
+/// Strings kept for a session's life, in one exactly sized allocation: each
+/// ended by a NUL, which no startup packet string can hold (any other is
+/// dropped). Read back with `split('\0')`.
+pub(crate) fn nul_terminated<'a>(parts: impl IntoIterator<Item = &'a str> + Clone) -> Box<str> {
+    let len = parts.clone().into_iter().map(|p| p.len() + 1).sum();
+    let mut text = String::with_capacity(len);
+    for part in parts {
+        text.extend(part.chars().filter(|c| *c != '\0'));
+        text.push('\0');
+    }
+    text.into_boxed_str()
+}
+
 /// [`ClientInfo`] as kept for every connected client, in little memory: the
 /// names and the address in one string.
 #[derive(Default)]
@@ -28,20 +41,18 @@ pub(crate) struct Who {
 impl Who {
     fn new(info: ClientInfo) -> Who {
         let addr = info.addr.map(|a| a.to_string()).unwrap_or_default();
-        let mut text = String::with_capacity(
-            info.user.len() + info.database.len() + info.application_name.len() + addr.len() + 4,
-        );
-        for name in [&info.user, &info.database, &info.application_name, &addr] {
-            // A NUL cannot come from a startup packet, whose strings end at one.
-            text.extend(name.chars().filter(|c| *c != '\0'));
-            text.push('\0');
-        }
+        let text = nul_terminated([
+            info.user.as_str(),
+            &info.database,
+            &info.application_name,
+            &addr,
+        ]);
         let since_epoch = info
             .connected_at
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Who {
-            text: text.into_boxed_str(),
+            text,
             connected_at: since_epoch
                 .as_micros()
                 .try_into()

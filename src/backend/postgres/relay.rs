@@ -201,17 +201,11 @@ struct Startup(Box<str>);
 
 impl Startup {
     fn new(params: &BTreeMap<String, String>) -> Startup {
-        let mut text = String::new();
-        for (k, v) in params {
-            if matches!(k.as_str(), "user" | "database" | "replication" | "options") {
-                continue;
-            }
-            for s in [k, v] {
-                text.extend(s.chars().filter(|c| *c != '\0'));
-                text.push('\0');
-            }
-        }
-        Startup(text.into_boxed_str())
+        let kept = params
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication" | "options"))
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+        Startup(crate::backend::nul_terminated(kept))
     }
 
     fn is_empty(&self) -> bool {
