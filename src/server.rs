@@ -39,6 +39,19 @@ pub struct CancelRegistry {
     emptied: tokio::sync::Notify,
 }
 
+/// A session's place in the cancel registry, left when it is dropped: when the
+/// session's task ends or is aborted.
+pub(crate) struct Registered {
+    pub(crate) state: Arc<ServerState>,
+    pub(crate) pid: i32,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.state.cancels.unregister(self.pid);
+    }
+}
+
 impl CancelRegistry {
     /// Registers a client's session; `upstream` is its database's, if that is a
     /// PostgreSQL one.

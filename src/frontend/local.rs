@@ -13,7 +13,7 @@ use tokio::io::DuplexStream;
 use super::session::Session;
 use crate::protocol::client::{Client, ClientError};
 use crate::protocol::FrontendReader;
-use crate::server::{ClientInfo, Database, ServerState};
+use crate::server::{ClientInfo, Database, Registered, ServerState};
 
 /// Buffer of the in-memory stream in each direction.
 const PIPE: usize = 256 * 1024;
@@ -68,7 +68,10 @@ pub async fn connect(
         out
     };
     let st = state.clone();
-    let registered = Registered(state.clone(), pid);
+    let registered = Registered {
+        state: state.clone(),
+        pid,
+    };
     let abort_slot = slot.clone();
     let task = match db {
         Database::Sqlite(db) => {
@@ -117,14 +120,4 @@ pub async fn connect(
     let mut client = Client::new(ours, BytesMut::new());
     client.read_greeting().await?;
     Ok(client)
-}
-
-/// A local session's place in the cancel registry, left when its task ends or is
-/// aborted.
-struct Registered(Arc<ServerState>, i32);
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.0.cancels.unregister(self.1);
-    }
 }

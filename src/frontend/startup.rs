@@ -18,7 +18,7 @@ use crate::backend::CancelSlot;
 use crate::config::AuthMethod;
 use crate::error::{code, PgError};
 use crate::protocol::{self, write as msg, Frontend, FrontendReader, ReadError, StartupRequest};
-use crate::server::{ClientInfo, Database, ServerState};
+use crate::server::{ClientInfo, Database, Registered, ServerState};
 
 /// Serves one TCP connection until its session starts: negotiation and
 /// authentication. The session runs as a task of its own (see
@@ -225,8 +225,7 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let running = Running {
             _client_permit: client_permit,
             clients: None,
-            state,
-            pid,
+            registered: Registered { state, pid },
         };
         spawn_session(session, running, &slot);
         return;
@@ -259,8 +258,10 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let running = Running {
         _client_permit: client_permit,
         clients,
-        state: state.clone(),
-        pid,
+        registered: Registered {
+            state: state.clone(),
+            pid,
+        },
     };
     match db {
         Database::Sqlite(db) => {
@@ -306,8 +307,8 @@ async fn start_session<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 struct Running {
     _client_permit: tokio::sync::OwnedSemaphorePermit,
     clients: Option<prometheus::IntGauge>,
-    state: Arc<ServerState>,
-    pid: i32,
+    /// Leaves the cancel registry after this guard's own drop.
+    registered: Registered,
 }
 
 impl Drop for Running {
@@ -315,8 +316,7 @@ impl Drop for Running {
         if let Some(g) = &self.clients {
             g.dec();
         }
-        self.state.cancels.unregister(self.pid);
-        tracing::debug!(pid = self.pid, "session ended");
+        tracing::debug!(pid = self.registered.pid, "session ended");
     }
 }
 
