@@ -537,13 +537,14 @@ callgrind_run() {
             >"$WORK/cg/valgrind.log" 2>&1 &
         ;;
     esac
-    for i in $(seq 600); do
+    for i in $(seq 100); do
         # The valgrind process itself, not runuser above it.
         CG_PID=$(pgrep -f -- "^[^ ]*valgrind[^ ]* .*--callgrind-out-file=$out" | head -n 1) || true
-        [ -n "$CG_PID" ] && psql -XAtq -h 127.0.0.1 -p "$CG_PORT" -U bench -d bench -c "SELECT 1" >/dev/null 2>&1 && break
-        sleep 0.2
+        [ -n "$CG_PID" ] && break
+        sleep 0.1
     done
     [ -n "$CG_PID" ] || { show_log "$WORK/cg/valgrind.log"; die "$target did not start under valgrind"; }
+    wait_ready "$target under valgrind" "$CG_PORT" "$CG_PID" "$WORK/cg/valgrind.log"
     # shellcheck disable=SC2206 # the mode's options are words
     local cmd=(pgbench ${MODE_ARGS[$mode]} -c "$CG_CLIENTS" -j 1 -h 127.0.0.1 -p "$CG_PORT" -U bench bench)
     "${cmd[@]}" -t "$CG_WARMUP" >"$WORK/cg/warmup.log" 2>&1 || { show_log "$WORK/cg/warmup.log"; die "pgbench warm-up against $target under valgrind failed"; }
